@@ -1,0 +1,205 @@
+"""GRPO run configuration: one flat dataclass, read from YAML and then overridden from the command line.
+
+Names follow TRL's GRPOConfig where the meaning is the same (num_generations, beta, epsilon,
+epsilon_high, loss_type, scale_rewards, num_iterations, max_completion_length,
+per_device_train_batch_size, gradient_accumulation_steps, ...), so TRL and open-r1 users can read a
+config at a glance. Defaults follow the DeepSeek-R1 paper where it says (beta 0.001, epsilon 0.2,
+group-std advantages, per-output token mean). Unknown keys are an error, never ignored, and the whole
+config is validated before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A bad option; the message names the option (and the config file when it came from one)."""
+
+
+def _opt(default: Any, help: str, **kw):
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class GRPOConfig:
+    # model
+    model: str = _opt("embedded", "local HF model folder, a hub id in the local cache, or 'embedded' (SmolLM2-135M-Instruct)")
+    trust_remote_code: bool = _opt(False, "allow model code from the model folder to run")
+    use_lora: bool = _opt(False, "train a LoRA adapter; the reference model is then the base with the adapter off")
+    lora_r: int = _opt(16, "LoRA rank")
+    lora_alpha: int = _opt(32, "LoRA alpha")
+    lora_dropout: float = _opt(0.0, "LoRA dropout")
+    lora_target_modules: list[str] = _opt(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "modules that get LoRA adapters")
+    # data and prompts
+    dataset: str = _opt("arithmetic", "'arithmetic' (synthetic), 'gsm8k' (from data_dir) or a path to a .jsonl file")
+    data_dir: str | None = _opt(None, "folder with benchmark data (default: $R1KIT_DATA_DIR or ../shared/data)")
+    dataset_split: str = _opt("train", "split file for built-in datasets (gsm8k: train or test)")
+    question_field: str = _opt("question", "JSONL field holding the question")
+    answer_field: str = _opt("answer", "JSONL field holding the gold answer")
+    arithmetic_terms: int = _opt(2, "arithmetic task: numbers per question")
+    arithmetic_max_value: int = _opt(99, "arithmetic task: largest number (difficulty)")
+    arithmetic_ops: str = _opt("+", "arithmetic task: operators to draw from, a subset of '+-*'")
+    arithmetic_examples: int = _opt(10000, "arithmetic task: number of distinct questions")
+    template: str = _opt("r1zero", "'r1zero' (the paper's Table 1 template), 'chat' (the model's chat template) or 'plain'")
+    prefill: str = _opt("", "text the response is forced to start with, e.g. '<think>'")
+    max_prompt_length: int = _opt(512, "prompts longer than this many tokens are cut from the left")
+    # rollout
+    num_generations: int = _opt(8, "G: completions sampled per prompt (a group)")
+    max_completion_length: int = _opt(256, "most new tokens per completion")
+    temperature: float = _opt(1.0, "sampling temperature for rollouts")
+    top_p: float = _opt(1.0, "nucleus sampling for rollouts")
+    stop_strings: list[str] = _opt(["</answer>"], "generation stops after any of these strings (and at EOS)")
+    # rewards
+    reward_funcs: list[str] = _opt(["format", "accuracy"], "registered reward functions (r1kit.rewards.REWARDS)")
+    reward_weights: list[float] | None = _opt(None, "one weight per reward function (default 1.0 each)")
+    # GRPO
+    beta: float = _opt(0.001, "KL coefficient to the reference model (paper: 0.001); 0 skips the reference")
+    epsilon: float = _opt(0.2, "clip range: ratio is clipped to [1-epsilon, 1+epsilon_high]")
+    epsilon_high: float | None = _opt(None, "upper clip range (DAPO clip-higher); default: epsilon")
+    loss_type: str = _opt("grpo", "'grpo' (per-output token mean, the paper), 'dapo' (token-level), 'dr_grpo'")
+    scale_rewards: bool = _opt(True, "divide advantages by the group std (the paper); Dr. GRPO turns this off")
+    num_iterations: int = _opt(1, "mu: policy updates per batch of rollouts, pi_old fixed at sampling")
+    # optimisation
+    learning_rate: float = _opt(1e-6, "AdamW learning rate")
+    weight_decay: float = _opt(0.0, "AdamW weight decay")
+    adam_beta1: float = _opt(0.9, "AdamW beta1")
+    adam_beta2: float = _opt(0.99, "AdamW beta2")
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables)")
+    lr_scheduler_type: str = _opt("constant", "transformers scheduler name: constant, linear, cosine, ...")
+    warmup_steps: int = _opt(0, "optimizer steps of linear warm-up")
+    per_device_train_batch_size: int = _opt(8, "completions per micro-batch per process")
+    gradient_accumulation_steps: int = _opt(1, "micro-batches per process per step")
+    max_steps: int = _opt(100, "training steps (one batch of rollouts each)")
+    seed: int = _opt(42, "seed for data order, sampling and initialisation")
+    # output
+    output_dir: str = _opt("runs/grpo", "folder for metrics.jsonl, samples.jsonl and checkpoints")
+    save_steps: int = _opt(50, "save a checkpoint every N steps (and always at the end); 0: only at the end")
+    save_total_limit: int | None = _opt(None, "keep only the last N checkpoints")
+    logging_steps: int = _opt(1, "write a metrics line every N steps")
+    log_completions_steps: int = _opt(10, "print a sample completion every N steps (0: never)")
+    resume: bool = _opt(False, "resume from the last checkpoint in output_dir")
+    overwrite_output_dir: bool = _opt(False, "start afresh even if output_dir already holds a run")
+    torch_threads: int | None = _opt(None, "CPU threads per process (default: cores / processes)")
+
+    def __post_init__(self) -> None:
+        if self.epsilon_high is None:
+            self.epsilon_high = self.epsilon
+
+    @property
+    def completions_per_step(self) -> int:
+        """Completions each process generates and trains on per step."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(GRPOConfig)}
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value at the top level")
+    return data
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Check a YAML value against the field's type (YAML already parsed numbers and booleans)."""
+    ftype = str(FIELDS[name].type)
+    if value is None:
+        if "None" in ftype:
+            return None
+        raise ConfigError(f"{source}: option '{name}' cannot be null")
+    if ftype.startswith("list"):
+        value = value if isinstance(value, list) else [value]
+        inner = float if "float" in ftype else str
+        try:
+            return [inner(v) for v in value]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: option '{name}' expects a list of {inner.__name__}") from None
+    for typ in (bool, int, float, str):
+        if ftype.startswith(typ.__name__):
+            if typ is bool and not isinstance(value, bool):
+                raise ConfigError(f"{source}: option '{name}' expects true or false, got {value!r}")
+            if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"{source}: option '{name}' expects an integer, got {value!r}")
+            if typ is float:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    try:
+                        return float(value)  # YAML reads 1e-6 as a string
+                    except (TypeError, ValueError):
+                        raise ConfigError(f"{source}: option '{name}' expects a number, got {value!r}") from None
+                return float(value)
+            if typ is str:
+                return str(value)
+            return value
+    return value
+
+
+def make_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> GRPOConfig:
+    """Config file first, then overrides (from the command line) on top; unknown keys are an error."""
+    values: dict[str, Any] = {}
+    sources = [(str(yaml_path), read_yaml(yaml_path))] if yaml_path else []
+    sources.append(("command line", overrides or {}))
+    for source, data in sources:
+        for key, value in data.items():
+            if key not in FIELDS:
+                close = difflib.get_close_matches(key, FIELDS, n=1)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise ConfigError(f"{source}: unknown option '{key}'{hint}")
+            values[key] = _coerce(key, value, source)
+    config = GRPOConfig(**values)
+    validate(config)
+    return config
+
+
+def validate(c: GRPOConfig) -> None:
+    """Reject settings that cannot work, naming the option."""
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(c.num_generations >= 2, f"num_generations={c.num_generations}: GRPO needs at least 2 completions per group")
+    need(c.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
+    need(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
+    need(c.completions_per_step % c.num_generations == 0,
+         f"per_device_train_batch_size x gradient_accumulation_steps = {c.completions_per_step} completions "
+         f"does not divide into groups of num_generations={c.num_generations}")
+    need(c.max_completion_length >= 1, "max_completion_length must be >= 1")
+    need(c.max_prompt_length >= 1, "max_prompt_length must be >= 1")
+    need(c.temperature > 0, f"temperature={c.temperature}: rollouts must sample (temperature > 0)")
+    need(0 < c.top_p <= 1, f"top_p={c.top_p}: must be in (0, 1]")
+    need(c.beta >= 0, f"beta={c.beta}: must be >= 0")
+    need(0 < c.epsilon < 1, f"epsilon={c.epsilon}: must be in (0, 1)")
+    need(c.epsilon_high > 0, f"epsilon_high={c.epsilon_high}: must be > 0")
+    need(c.loss_type in ("grpo", "dapo", "dr_grpo"), f"loss_type={c.loss_type!r}: choose grpo, dapo or dr_grpo")
+    need(c.num_iterations >= 1, "num_iterations must be >= 1")
+    need(c.learning_rate >= 0 and math.isfinite(c.learning_rate), "learning_rate must be a finite number >= 0")
+    need(c.max_steps >= 1, "max_steps must be >= 1")
+    need(c.max_grad_norm >= 0, "max_grad_norm must be >= 0")
+    need(c.template in ("r1zero", "chat", "plain"), f"template={c.template!r}: choose r1zero, chat or plain")
+    need(bool(c.reward_funcs), "reward_funcs: give at least one reward function")
+    need(c.reward_weights is None or len(c.reward_weights) == len(c.reward_funcs),
+         f"reward_weights has {len(c.reward_weights or [])} entries for {len(c.reward_funcs)} reward_funcs")
+    need(c.save_steps >= 0 and c.logging_steps >= 1, "save_steps must be >= 0 and logging_steps >= 1")
+    need(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit must be >= 1")
+    from .rewards import REWARDS
+
+    unknown = [r for r in c.reward_funcs if r not in REWARDS]
+    need(not unknown, f"reward_funcs: unknown reward {', '.join(unknown)}; known: {', '.join(sorted(REWARDS))}")

@@ -1,0 +1,49 @@
+"""Prompt templates: the R1-Zero template of the paper (Table 1), verbatim, the model's chat template,
+and `plain` (the question as it is).
+
+`prefill` is text the response is forced to start with (DeepSeek's usage advice for R1 is to start the
+answer with "<think>"). It belongs to the prompt for the model and to the completion for the rewards:
+`completion_text = prefill + generated`.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+R1_ZERO_TEMPLATE = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
+    "The assistant first thinks about the reasoning process in the mind and then provides the user with "
+    "the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> "
+    "</answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> answer here "
+    "</answer>. User: {prompt}. Assistant:"
+)
+
+# The system message used with chat templates: the same instruction as the R1-Zero template, minus the
+# conversation framing that the chat template already provides.
+R1_CHAT_SYSTEM = (
+    "You are a helpful assistant. You first think about the reasoning process in the mind and then provide "
+    "the user with the answer. The reasoning process and answer are enclosed within <think> </think> and "
+    "<answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> <answer> answer "
+    "here </answer>."
+)
+
+TEMPLATES = ("r1zero", "chat", "plain")
+
+
+def build_prompt(question: str, tokenizer: PreTrainedTokenizerBase, template: str = "r1zero",
+                 prefill: str = "") -> str:
+    """The prompt text the model continues, ending with the prefill."""
+    question = question.strip()
+    if template == "r1zero":
+        # The paper's template ends in "Assistant:"; a space before the prefill keeps the tag a separate word.
+        text = R1_ZERO_TEMPLATE.format(prompt=question.rstrip("."))
+        return text + (" " + prefill if prefill else "")
+    if template == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("template=chat: this model's tokenizer has no chat template; use template=r1zero")
+        messages = [{"role": "system", "content": R1_CHAT_SYSTEM}, {"role": "user", "content": question}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text + prefill
+    if template == "plain":  # the question as it is (base models with few-shot prompts, toy tasks)
+        return question + prefill
+    raise ValueError(f"template={template!r}: unknown; choose one of {', '.join(TEMPLATES)}")

@@ -1,0 +1,308 @@
+"""The GRPO training loop: prompts -> rollout -> rewards -> advantages -> policy update -> checkpoint, metrics.
+
+Design decisions:
+- Built on `accelerate` from the start: `accelerate launch --num_processes 2` runs the same loop
+  data-parallel. Each process owns whole groups (its prompts and their G completions), so advantages
+  need no communication; the loss is normalised by whole-batch counts (all processes, all
+  micro-batches), so the update equals the single-process update on the same global batch.
+- Prompt order and sampling noise are pure functions of (seed, step, rank): a resumed run draws exactly
+  what the uninterrupted run would have drawn.
+- pi_old: with num_iterations == 1 the policy that sampled is the policy being updated, so
+  pi_old = pi_theta.detach() exactly (ratio 1, no extra forward). With num_iterations > 1, pi_old is
+  recomputed once, before the first update, and kept fixed for all mu updates.
+- The reference model is a frozen copy of the initial policy, or with LoRA the base with the adapter
+  switched off; with beta == 0 it is never loaded or run.
+- metrics.jsonl (one JSON line per step) is the source of truth; samples.jsonl keeps every completion
+  with its rewards and advantage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+from transformers.utils import logging as hf_logging
+
+from .checkpoint import latest_checkpoint, load_training_state, rng_state, save_checkpoint, set_rng_state
+from .config import ConfigError, GRPOConfig
+from .data import Example, load_examples, prompt_indices
+from .grpo import group_advantages, grpo_loss
+from .logprobs import completion_logprobs
+from .models import add_lora, load_model, load_tokenizer
+from .rewards import REWARDS, compute_rewards
+from .rollout import generate
+from .templates import build_prompt
+
+
+def sampling_seed(seed: int, step: int, rank: int) -> int:
+    """Seed of the sampling generator for one step on one process."""
+    return (seed * 1_000_003 + step * 1_009 + rank) % (2**63)
+
+
+def load_run_examples(c: GRPOConfig) -> list[Example]:
+    return load_examples(c.dataset, data_dir=c.data_dir, split=c.dataset_split, question_field=c.question_field,
+                         answer_field=c.answer_field, seed=c.seed, num_examples=c.arithmetic_examples,
+                         num_terms=c.arithmetic_terms, max_value=c.arithmetic_max_value, ops=c.arithmetic_ops)
+
+
+def _truncate_jsonl(path: Path, max_step: int) -> None:
+    """Drop lines logged after `max_step` (a resumed run rewrites them); atomic replace."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and json.loads(line).get("step", 0) <= max_step]
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _append_jsonl(path: Path, records: list[dict]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        f.flush()
+
+
+def train(config: GRPOConfig, examples: list[Example] | None = None,
+          reward_funcs: list[str | Callable] | None = None, show_progress: bool = True) -> list[dict]:
+    """Run GRPO with `config`; returns the metrics of each step (also written to metrics.jsonl).
+
+    `examples` and `reward_funcs` override the config's dataset and reward names (for library use).
+    """
+    c = config
+    hf_logging.disable_progress_bar()  # transformers' load/save bars would break our progress bar
+    # cpu=True on a machine without CUDA makes a torch.distributed launch (accelerate's MULTI_GPU
+    # launcher, torchrun) use gloo on CPU instead of silently running N independent single processes
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    rank, world = acc.process_index, acc.num_processes
+    if c.torch_threads or acc.device.type == "cpu":
+        torch.set_num_threads(c.torch_threads or max(1, (os.cpu_count() or 1) // acc.num_processes))
+    out_dir = Path(c.output_dir)
+    rewards_used = reward_funcs or list(c.reward_funcs)
+
+    # --- resume or fresh start (checked before anything is loaded or written)
+    checkpoint = latest_checkpoint(out_dir) if c.resume else None
+    if not c.resume and (out_dir / "metrics.jsonl").exists() and not c.overwrite_output_dir:
+        raise ConfigError(f"output_dir {out_dir} already holds a run (metrics.jsonl); "
+                          f"pass --resume to continue it or choose another output_dir")
+    examples = examples if examples is not None else load_run_examples(c)
+
+    torch.manual_seed(c.seed)
+    tokenizer = load_tokenizer(c.model, c.trust_remote_code)
+    if c.use_lora:
+        model = load_model(c.model, trust_remote_code=c.trust_remote_code)
+        if checkpoint is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
+        else:
+            model = add_lora(model, c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_target_modules)
+        ref_model = None  # the base with the adapter disabled
+    else:
+        model = load_model(str(checkpoint) if checkpoint else c.model, trust_remote_code=c.trust_remote_code)
+        ref_model = None
+        if c.beta > 0:
+            ref_model = load_model(c.model, trust_remote_code=c.trust_remote_code).to(acc.device)
+            ref_model.eval().requires_grad_(False)
+    model.config.use_cache = False
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2),
+                                  weight_decay=c.weight_decay)
+    # one optimizer step per inner iteration; the scheduler is not handed to accelerate, which would
+    # step it once per process
+    scheduler = get_scheduler(c.lr_scheduler_type, optimizer, num_warmup_steps=c.warmup_steps,
+                              num_training_steps=c.max_steps * c.num_iterations)
+    model, optimizer = acc.prepare(model, optimizer)
+    policy = acc.unwrap_model(model)
+
+    start_step = 0
+    if checkpoint is not None:
+        state = load_training_state(checkpoint)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        start_step = state["step"]
+        if acc.is_main_process:
+            _truncate_jsonl(out_dir / "metrics.jsonl", start_step)
+            _truncate_jsonl(out_dir / "samples.jsonl", start_step)
+            print(f"r1kit: resuming from {checkpoint} at step {start_step}")
+    elif acc.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            (out_dir / name).write_text("")
+        (out_dir / "config.json").write_text(json.dumps(asdict(c), indent=2))
+    acc.wait_for_everyone()
+
+    G = c.num_generations
+    prompts_local = c.completions_per_step // G
+    prompts_global = prompts_local * world
+    n_global = prompts_global * G
+    history: list[dict] = []
+    bar = tqdm(total=c.max_steps, initial=start_step, desc="GRPO", unit="step",
+               disable=not (show_progress and acc.is_main_process), dynamic_ncols=True)
+
+    def save(step: int) -> Path | None:
+        states = gather_object([rng_state()]) if world > 1 else [rng_state()]
+        path = None
+        if acc.is_main_process:
+            training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                              "step": step, "rng": states}
+            path = save_checkpoint(out_dir, step, policy, tokenizer, training_state,
+                                   {"config": asdict(c), "world_size": world}, c.save_total_limit)
+        acc.wait_for_everyone()
+        return path
+
+    for step in range(start_step, c.max_steps):
+        t_start = time.perf_counter()
+        # --- prompts: this process's slice of the step's global batch
+        idx = prompt_indices(len(examples), step * prompts_global + rank * prompts_local, prompts_local, c.seed)
+        batch = [examples[i] for i in idx]
+        prompts = [build_prompt(e.question, tokenizer, c.template, c.prefill) for e in batch]
+
+        # --- rollout
+        gen = torch.Generator(device=acc.device).manual_seed(sampling_seed(c.seed, step, rank))
+        rollout = generate(policy, tokenizer, prompts, num_generations=G, max_new_tokens=c.max_completion_length,
+                           temperature=c.temperature, top_p=c.top_p, stop_strings=tuple(c.stop_strings),
+                           max_prompt_length=c.max_prompt_length, generator=gen)
+        t_gen = time.perf_counter() - t_start
+
+        # --- rewards and advantages
+        texts = [c.prefill + comp for comp in rollout.completions]
+        answers = [e.answer for e in batch for _ in range(G)]
+        totals, per_fn = compute_rewards(rewards_used, c.reward_weights, texts, answers)
+        rewards = torch.tensor(totals, dtype=torch.float32)  # [N]
+        advantages, zero_std = group_advantages(rewards, G, c.scale_rewards)  # [N], [N/G]
+        advantages = advantages.to(acc.device)
+
+        # --- old and reference log-probs (no grad, once per batch)
+        mask = rollout.completion_mask  # [N, T]
+        mb = c.per_device_train_batch_size
+        chunks = [slice(i, min(i + mb, len(texts))) for i in range(0, len(texts), mb)]
+
+        def logprobs_of(m, s: slice, **kw):
+            """Completion log-probs of rows s, each prompt of the micro-batch computed once."""
+            first, last = s.start // G, (s.stop - 1) // G + 1
+            rows = torch.arange(s.start, s.stop, device=mask.device) // G - first  # [n]
+            return completion_logprobs(m, rollout.prompt_ids[first:last], rollout.prompt_mask[first:last],
+                                       rollout.completion_ids[s], mask[s], rows, c.temperature, **kw)
+
+        old_lp = ref_lp = None
+        with torch.no_grad():
+            if c.num_iterations > 1:
+                old_lp = torch.cat([logprobs_of(policy, s)[0] for s in chunks])  # [N, T]
+            if c.beta > 0:
+                ctx = policy.disable_adapter() if c.use_lora else contextlib.nullcontext()
+                with ctx:
+                    ref_lp = torch.cat([logprobs_of(policy if c.use_lora else ref_model, s)[0]
+                                        for s in chunks])  # [N, T]
+        n_tokens = acc.reduce(mask.sum().float(), reduction="sum").item()
+
+        # --- policy update: mu optimizer steps on this batch
+        model.train()
+        sums = {"loss": 0.0, "kl": 0.0, "clipped_low": 0.0, "clipped_high": 0.0, "tokens": 0.0, "entropy": 0.0}
+        grad_norms, skipped = [], 0
+        for it in range(c.num_iterations):
+            for k, s in enumerate(chunks):
+                sync = contextlib.nullcontext() if k == len(chunks) - 1 else acc.no_sync(model)
+                with sync:
+                    lp, ent = logprobs_of(model, s, with_entropy=(it == 0), prefix_model=policy)
+                    old = old_lp[s] if old_lp is not None else lp.detach()
+                    loss, st = grpo_loss(lp, old, ref_lp[s] if ref_lp is not None else None, advantages[s],
+                                         mask[s], beta=c.beta, epsilon=c.epsilon, epsilon_high=c.epsilon_high,
+                                         loss_type=c.loss_type, max_completion_length=c.max_completion_length,
+                                         num_sequences=n_global, num_tokens=n_tokens)
+                    # DDP averages gradients over processes; the loss is already normalised globally
+                    acc.backward(loss * world)
+                if it == 0:
+                    sums["loss"] += loss.item()
+                    for key in ("kl", "clipped_low", "clipped_high", "tokens"):
+                        sums[key] += st[key].item()
+                    sums["entropy"] += (ent * mask[s]).sum().item()
+            if c.max_grad_norm > 0:
+                norm = acc.clip_grad_norm_(model.parameters(), c.max_grad_norm)
+            else:
+                norm = torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+            norm = float(norm)
+            grad_norms.append(norm)
+            if math.isfinite(norm):
+                optimizer.step()
+                scheduler.step()
+            else:
+                skipped += 1  # a NaN/inf gradient never reaches the weights
+            optimizer.zero_grad(set_to_none=True)
+
+        # --- metrics (gathered over processes)
+        step_time = time.perf_counter() - t_start
+        g = lambda x: acc.gather(torch.as_tensor(x, dtype=torch.float32, device=acc.device)).cpu()  # noqa: E731
+        all_rewards, lengths = g(rewards), g(rollout.lengths.float())
+        accuracy = g(REWARDS["accuracy"](texts, answers))
+        fmt = g(REWARDS["format"](texts, answers))
+        reduced = {k: acc.reduce(torch.tensor(v, device=acc.device), reduction="sum").item() for k, v in sums.items()}
+        tok = max(reduced["tokens"], 1.0)
+        grouped = all_rewards.view(-1, G)
+        metrics = {
+            "step": step + 1,
+            "reward": all_rewards.mean().item(),
+            "reward_std": grouped.std(dim=1).mean().item(),
+            **{f"rewards/{n}": g(v).mean().item() for n, v in per_fn.items()},
+            "accuracy": accuracy.mean().item(),
+            "format_rate": fmt.mean().item(),
+            "completion_length": lengths.mean().item(),
+            "completion_length_min": lengths.min().item(),
+            "completion_length_max": lengths.max().item(),
+            "truncated_frac": g(rollout.truncated.float()).mean().item(),
+            "frac_reward_zero_std": g(zero_std.float()).mean().item(),
+            "loss": reduced["loss"],
+            "kl": reduced["kl"] / tok,
+            "clip_ratio/low": reduced["clipped_low"] / tok,
+            "clip_ratio/high": reduced["clipped_high"] / tok,
+            "clip_ratio": (reduced["clipped_low"] + reduced["clipped_high"]) / tok,
+            "entropy": reduced["entropy"] / tok,
+            "grad_norm": grad_norms[0],
+            "skipped_updates": skipped,
+            "learning_rate": scheduler.get_last_lr()[0],
+            "step_time": step_time,
+            "generation_time": t_gen,
+            # sequences processed per second counting each prompt once per completion (as other tools do)
+            "tokens_per_second": (reduced["tokens"] + G * g(rollout.prompt_mask.sum()).sum().item()) / step_time,
+            "generated_tokens_per_second": lengths.sum().item() / t_gen,
+        }
+        history.append(metrics)
+        records = [{"step": step + 1, "prompt_id": e.id, "question": e.question, "answer": e.answer,
+                    "completion": texts[i * G + j], "reward": totals[i * G + j],
+                    "rewards": {n: float(v[i * G + j]) for n, v in per_fn.items()},
+                    "advantage": float(advantages[i * G + j]), "length": int(rollout.lengths[i * G + j]),
+                    "truncated": bool(rollout.truncated[i * G + j])}
+                   for i, e in enumerate(batch) for j in range(G)]
+        records = gather_object(records) if world > 1 else records
+        if acc.is_main_process:
+            if (step + 1) % c.logging_steps == 0 or step + 1 == c.max_steps:
+                _append_jsonl(out_dir / "metrics.jsonl", [metrics])
+            _append_jsonl(out_dir / "samples.jsonl", records)
+            bar.set_postfix(reward=f"{metrics['reward']:.3f}", fmt=f"{metrics['format_rate']:.2f}",
+                            acc=f"{metrics['accuracy']:.2f}", len=f"{metrics['completion_length']:.0f}",
+                            s=f"{step_time:.1f}")
+            bar.update(1)
+            if c.log_completions_steps and (step + 1) % c.log_completions_steps == 0:
+                best = max(range(len(records)), key=lambda i: records[i]["reward"])
+                r = records[best]
+                bar.write(f"[step {step + 1}] reward={r['reward']:.2f} Q: {r['question']}\n"
+                          f"{r['completion'][:400]}\n")
+
+        if (c.save_steps and (step + 1) % c.save_steps == 0) or step + 1 == c.max_steps:
+            save(step + 1)
+    bar.close()
+    acc.wait_for_everyone()
+    return history
