@@ -35,6 +35,7 @@ class GRPOConfig:
     # model
     model: str = _opt("embedded", "local HF model folder, a hub id in the local cache, or 'embedded' (SmolLM2-135M-Instruct)")
     trust_remote_code: bool = _opt(False, "allow model code from the model folder to run")
+    dtype: str = _opt("auto", "weights dtype: auto (bfloat16 on a GPU that supports it, else float32), float32, bfloat16")
     use_lora: bool = _opt(False, "train a LoRA adapter; the reference model is then the base with the adapter off")
     lora_r: int = _opt(16, "LoRA rank")
     lora_alpha: int = _opt(32, "LoRA alpha")
@@ -81,6 +82,14 @@ class GRPOConfig:
     gradient_accumulation_steps: int = _opt(1, "micro-batches per process per step")
     max_steps: int = _opt(100, "training steps (one batch of rollouts each)")
     seed: int = _opt(42, "seed for data order, sampling and initialisation")
+    # evaluation during training (the paper's Figure 2 curve)
+    eval_steps: int = _opt(0, "evaluate on a held-out set at step 0, every N steps and at the end (0: never)")
+    eval_benchmark: str = _opt("gsm8k", "gsm8k, math500, aime24, aime25, amc23, a .jsonl, or 'arithmetic' (held-out synthetic)")
+    eval_limit: int = _opt(50, "problems in the held-out set (the first N)")
+    eval_num_samples: int = _opt(4, "k samples per problem for pass@1 and cons@k")
+    eval_max_new_tokens: int | None = _opt(None, "default: max_completion_length")
+    eval_temperature: float = _opt(0.6, "sampling temperature for evaluation (paper: 0.6)")
+    eval_top_p: float = _opt(0.95, "top-p for evaluation (paper: 0.95)")
     # output
     output_dir: str = _opt("runs/grpo", "folder for metrics.jsonl, samples.jsonl and checkpoints")
     save_steps: int = _opt(50, "save a checkpoint every N steps (and always at the end); 0: only at the end")
@@ -193,11 +202,14 @@ def validate(c: GRPOConfig) -> None:
     need(c.learning_rate >= 0 and math.isfinite(c.learning_rate), "learning_rate must be a finite number >= 0")
     need(c.max_steps >= 1, "max_steps must be >= 1")
     need(c.max_grad_norm >= 0, "max_grad_norm must be >= 0")
+    need(c.dtype in ("auto", "float32", "bfloat16", "float16"), f"dtype={c.dtype!r}: choose auto, float32, bfloat16 or float16")
     need(c.template in ("r1zero", "chat", "plain"), f"template={c.template!r}: choose r1zero, chat or plain")
     need(bool(c.reward_funcs), "reward_funcs: give at least one reward function")
     need(c.reward_weights is None or len(c.reward_weights) == len(c.reward_funcs),
          f"reward_weights has {len(c.reward_weights or [])} entries for {len(c.reward_funcs)} reward_funcs")
     need(c.save_steps >= 0 and c.logging_steps >= 1, "save_steps must be >= 0 and logging_steps >= 1")
+    need(c.eval_steps >= 0 and c.eval_limit >= 1 and c.eval_num_samples >= 1,
+         "eval_steps must be >= 0, eval_limit and eval_num_samples >= 1")
     need(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit must be >= 1")
     from .rewards import REWARDS
 

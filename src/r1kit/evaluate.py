@@ -1,0 +1,313 @@
+"""Evaluation as the DeepSeek-R1 paper reports it: pass@1 averaged over k samples (temperature 0.6,
+top-p 0.95), the unbiased pass@k, and majority vote cons@k, on GSM8K, MATH-500, AIME 2024/2025 and AMC 2023.
+
+Design decisions:
+- Benchmarks are read from the data folder (default ../shared/data, or R1KIT_DATA_DIR / --data_dir) with
+  each file's own field names; gold answers keep their quirks (AIME24 "025", AMC23 27.0, AIME25 ints,
+  GSM8K "#### 1,234") and are compared through `answers_match`, which normalises numbers.
+- Answer extraction has one documented order (see `extract_final_answer`): the <answer> tag, then the
+  last \\boxed{}, then GSM8K's "####", then "The answer is", and the last number only for the few-shot
+  style, where a base model has no other way to mark its answer.
+- cons@k groups equivalent answers (`0.5` and `\\frac{1}{2}` are one vote) and breaks ties in favour of
+  the answer that appeared first among the k samples, so the result is deterministic.
+- The same rollout engine as training samples the completions, so evaluation during training costs no
+  second code path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .data import DataError, default_data_dir, gsm8k_gold, read_jsonl
+from .rewards import REWARDS, answers_match, extract_answer
+from .rollout import generate
+from .templates import build_prompt
+
+BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+PROMPT_STYLES = ("r1zero", "r1chat", "chat", "fewshot")
+# the evaluation style that asks for answers the way a training template does
+STYLE_FOR_TEMPLATE = {"r1zero": "r1zero", "chat": "r1chat", "plain": "fewshot"}
+
+# Hand-written worked examples for base models (the few-shot style); each ends with "The answer is N."
+FEWSHOT_EXAMPLES = [
+    ("Tom has 3 boxes with 4 pencils each. He gives away 5 pencils. How many pencils does he have left?",
+     "3 boxes with 4 pencils is 3 * 4 = 12 pencils. After giving away 5 he has 12 - 5 = 7. The answer is 7."),
+    ("What is the value of 2x + 3 when x = 5?",
+     "Substituting x = 5 gives 2 * 5 + 3 = 10 + 3 = 13. The answer is 13."),
+    ("A shirt costs $20 and is on sale for 25% off. What is the sale price in dollars?",
+     "25% of 20 is 0.25 * 20 = 5, so the sale price is 20 - 5 = 15. The answer is 15."),
+]
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    path: str  # relative to the data folder
+    question_field: str
+    answer_field: str
+    id_field: str | None = None
+    group_fields: tuple[str, ...] = ()  # per-group pass@1 (MATH-500: subject, level)
+    gsm8k_answers: bool = False
+
+
+BENCHMARKS = {
+    "gsm8k": Benchmark("gsm8k/test.jsonl", "question", "answer", gsm8k_answers=True),
+    "math500": Benchmark("math500/test.jsonl", "problem", "answer", "unique_id", ("subject", "level")),
+    "aime24": Benchmark("aime24/test.jsonl", "problem", "answer", "id"),
+    "aime25": Benchmark("aime25/test.jsonl", "problem", "answer", "id"),
+    "amc23": Benchmark("amc23/test.jsonl", "problem", "answer", "id"),
+}
+
+
+@dataclass
+class Problem:
+    id: str
+    question: str
+    gold: str
+    groups: dict[str, str] = field(default_factory=dict)
+
+
+def load_benchmark(name: str, data_dir: str | None = None, question_field: str = "question",
+                   answer_field: str = "answer") -> list[Problem]:
+    """A built-in benchmark by name, or any JSONL file with a field mapping."""
+    if name in BENCHMARKS:
+        bench = BENCHMARKS[name]
+        path = Path(data_dir or default_data_dir()) / bench.path
+        if not path.is_file():
+            raise DataError(f"benchmark {name}: {path} not found (set --data_dir or R1KIT_DATA_DIR)")
+    elif name.endswith(".jsonl") or Path(name).is_file():
+        path = Path(name)
+        bench = Benchmark(str(path), question_field, answer_field, "id")
+    else:
+        raise DataError(f"unknown benchmark {name!r}: use one of {', '.join(BENCHMARKS)} or a .jsonl file")
+    problems = []
+    for lineno, rec in read_jsonl(path):
+        for f in (bench.question_field, bench.answer_field):
+            if rec.get(f) is None:
+                raise DataError(f"{path}:{lineno}: missing field '{f}'")
+        gold = str(rec[bench.answer_field])
+        if bench.gsm8k_answers:
+            gold = gsm8k_gold(gold)
+            if gold is None:
+                raise DataError(f"{path}:{lineno}: field '{bench.answer_field}' has no '#### <answer>' line")
+        pid = rec.get(bench.id_field) if bench.id_field else None
+        problems.append(Problem(id=str(pid if pid is not None else lineno), question=str(rec[bench.question_field]),
+                                gold=gold.strip(), groups={g: str(rec.get(g)) for g in bench.group_fields}))
+    return problems
+
+
+def select_problems(problems: list[Problem], limit: int | None, subset: str = "first", seed: int = 0) -> list[Problem]:
+    """The first `limit` problems, or a seeded random subset of that size (kept in file order)."""
+    if not limit or limit >= len(problems):
+        return problems
+    if subset == "first":
+        return problems[:limit]
+    if subset == "random":
+        keep = sorted(random.Random(seed).sample(range(len(problems)), limit))
+        return [problems[i] for i in keep]
+    raise ValueError(f"subset={subset!r}: choose first or random")
+
+
+def eval_prompt(question: str, tokenizer, style: str, prefill: str = "<think>") -> str:
+    """The prompt for one problem in the given style."""
+    if style == "r1zero":
+        return build_prompt(question, tokenizer, "r1zero", prefill)
+    if style == "r1chat":  # the chat template with r1kit's R1 system prompt (answer in <answer> tags)
+        return build_prompt(question, tokenizer, "chat", prefill)
+    if style == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("prompt_style=chat: this model's tokenizer has no chat template")
+        # DeepSeek's usage advice for R1: no system prompt, the instruction inside the user turn
+        messages = [{"role": "user", "content": f"{question.strip()}\n{BOXED_INSTRUCTION}"}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if style == "fewshot":
+        shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in FEWSHOT_EXAMPLES)
+        return f"{shots}Question: {question.strip()}\nAnswer:"
+    raise ValueError(f"prompt_style={style!r}: choose one of {', '.join(PROMPT_STYLES)}")
+
+
+def last_boxed(text: str) -> str | None:
+    r"""Content of the last \boxed{...} (or \fbox{...}) with balanced braces."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start == -1:
+        return None
+    i = text.find("{", start)
+    if i == -1:
+        return None
+    depth = 0
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1: j].strip()
+    return None
+
+
+_ANSWER_IS = re.compile(r"answer is[:\s]*\$?([^\n]+?)\$?\s*(?:\.\s|\.$|$|\n)", re.I)
+_LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def extract_final_answer(text: str, allow_last_number: bool = False) -> str | None:
+    """The model's final answer, looked for in this order:
+
+    1. the content of the last <answer>...</answer> (and a \\boxed{} inside it, if any);
+    2. the last \\boxed{...};
+    3. GSM8K's "#### <answer>";
+    4. "The answer is <answer>";
+    5. only with allow_last_number (the few-shot style): the last number in the text.
+    """
+    tagged = extract_answer(text)
+    if tagged is not None:
+        return last_boxed(tagged) or tagged
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed
+    hashes = gsm8k_gold(text) if "####" in text else None
+    if hashes:
+        return hashes
+    said = _ANSWER_IS.findall(text)
+    if said:
+        return said[-1].strip()
+    if allow_last_number:
+        numbers = _LAST_NUMBER.findall(text)
+        if numbers:
+            return numbers[-1].replace(",", "")
+    return None
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al. 2021): 1 - C(n-c, k) / C(n, k), for n samples of which c are correct."""
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+    if n - c < k:
+        return 1.0
+    # the product form avoids huge binomials: C(n-c, k)/C(n, k) = prod_{i=n-c+1}^{n} (1 - k/i)
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def majority_vote(answers: list[str | None]) -> str | None:
+    """The most common answer, equivalent answers grouped; ties go to the group that appeared first."""
+    groups: list[list[str]] = []
+    for a in answers:
+        if a is None or not a.strip():
+            continue
+        for g in groups:
+            if a == g[0] or answers_match(a, g[0]) or answers_match(g[0], a):
+                g.append(a)
+                break
+        else:
+            groups.append([a])
+    if not groups:
+        return None
+    best = max(len(g) for g in groups)
+    return next(g[0] for g in groups if len(g) == best)  # first-appearing among the largest
+
+
+def format_ok(completion: str, style: str) -> bool:
+    """Did the completion mark its answer the way the style asks?"""
+    if style in ("r1zero", "r1chat"):
+        return REWARDS["format"]([completion], [""])[0] == 1.0
+    if style == "chat":
+        return last_boxed(completion) is not None
+    return bool(_ANSWER_IS.search(completion))
+
+
+def evaluate(model, tokenizer, problems: list[Problem], *, num_samples: int = 4, temperature: float = 0.6,
+             top_p: float = 0.95, max_new_tokens: int = 512, prompt_style: str = "r1zero", prefill: str = "<think>",
+             batch_size: int = 8, seed: int = 0, pass_k: tuple[int, ...] = (), progress=None) -> tuple[dict, list[dict]]:
+    """Sample `num_samples` completions per problem and score them; returns (summary, per-sample records)."""
+    if num_samples < 1:
+        raise ValueError("num_samples must be >= 1")
+    tagged = prompt_style in ("r1zero", "r1chat")
+    prefill = prefill if tagged else ""
+    stops = ("</answer>",) if tagged else ("\n\nQuestion:",) if prompt_style == "fewshot" else ()
+    records: list[dict] = []
+    start = time.perf_counter()
+    for b in range(0, len(problems), batch_size):
+        batch = problems[b: b + batch_size]
+        prompts = [eval_prompt(p.question, tokenizer, prompt_style, prefill) for p in batch]
+        gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed * 1_000_003 + b)
+        r = generate(model, tokenizer, prompts, num_generations=num_samples, max_new_tokens=max_new_tokens,
+                     temperature=temperature, top_p=top_p, stop_strings=stops, generator=gen)
+        for i, p in enumerate(batch):
+            for j in range(num_samples):
+                row = i * num_samples + j
+                text = prefill + r.completions[row]
+                if prompt_style == "fewshot":
+                    text = text.split("\n\nQuestion:")[0]
+                answer = extract_final_answer(text, allow_last_number=prompt_style == "fewshot")
+                records.append({"problem_id": p.id, "sample": j, "prompt": prompts[i], "completion": text,
+                                "extracted": answer, "gold": p.gold,
+                                "correct": answer is not None and answers_match(answer, p.gold),
+                                "format_ok": format_ok(text, prompt_style), "length": int(r.lengths[row]),
+                                "truncated": bool(r.truncated[row]), "groups": p.groups})
+        if progress is not None:
+            progress(len(batch))
+    return summarize(records, num_samples, pass_k, time.perf_counter() - start), records
+
+
+def summarize(records: list[dict], num_samples: int, pass_k: tuple[int, ...] = (), seconds: float = 0.0) -> dict:
+    """Benchmark metrics from per-sample records (num_samples consecutive records per problem)."""
+    n = num_samples
+    by_problem: dict[str, list[dict]] = {}
+    for r in records:
+        by_problem.setdefault(r["problem_id"], []).append(r)
+    problems = list(by_problem.values())
+    count = max(len(problems), 1)
+    mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
+
+    def voted_correct(rs: list[dict]) -> bool:
+        vote = majority_vote([r["extracted"] for r in rs])
+        return vote is not None and answers_match(vote, rs[0]["gold"])
+
+    summary = {
+        "problems": len(problems),
+        "samples_per_problem": n,
+        "pass@1": sum(mean([r["correct"] for r in rs]) for rs in problems) / count,
+        f"cons@{n}": sum(voted_correct(rs) for rs in problems) / count,
+        "format_rate": mean([r["format_ok"] for r in records]),
+        "mean_length": mean([r["length"] for r in records]),
+        "truncated_frac": mean([r["truncated"] for r in records]),
+        "seconds": seconds,
+    }
+    for k in pass_k:
+        if 1 < k <= n:
+            summary[f"pass@{k}"] = sum(pass_at_k(len(rs), sum(r["correct"] for r in rs), k) for rs in problems) / count
+    for g in sorted({g for rs in problems for g in rs[0]["groups"]}):
+        buckets: dict[str, list[float]] = {}
+        for rs in problems:
+            buckets.setdefault(rs[0]["groups"][g], []).append(mean([r["correct"] for r in rs]))
+        summary[f"pass@1_by_{g}"] = {key: mean(v) for key, v in sorted(buckets.items())}
+    return summary
+
+
+def format_table(name: str, summary: dict) -> str:
+    """A plain-text table of a summary (the headline metrics, then per-group pass@1)."""
+    n = summary["samples_per_problem"]
+    keys = ["pass@1"] + sorted(k for k in summary if k.startswith("pass@") and k[5:].isdigit() and k != "pass@1")
+    keys += [f"cons@{n}", "format_rate", "mean_length"]
+    lines = [f"{name}: {summary['problems']} problems x {n} samples ({summary['seconds']:.0f} s)"]
+    lines += [f"  {k:<14}{summary[k]:.4f}" if k != "mean_length" else f"  {k:<14}{summary[k]:.1f}" for k in keys]
+    for k, v in summary.items():
+        if k.startswith("pass@1_by_"):
+            lines.append(f"  {k}:")
+            lines += [f"    {g:<28}{x:.4f}" for g, x in v.items()]
+    return "\n".join(lines)
+
+
+def write_outputs(out_dir: str | Path, name: str, summary: dict, records: list[dict], settings: dict) -> None:
+    """summary.json and samples.jsonl, each written to a temporary file and renamed."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for fname, text in (("summary.json", json.dumps({"benchmark": name, **summary, "settings": settings}, indent=2)),
+                        ("samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)),
+                        ("table.txt", format_table(name, summary) + "\n")):
+        tmp = out / (fname + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out / fname)
