@@ -12,6 +12,13 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet torch==2.13.0
 if [ "${1:-}" = "--test" ]; then
   .venv/bin/python -m pip install --quiet -e ".[test]"
+  # headless Chromium (Debian's package) for the report's browser test; without it that test is skipped
+  if ! command -v chromium >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+    { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends chromium fonts-dejavu-core; } >/dev/null 2>&1 \
+      || echo "setup: could not install chromium with apt-get; the report's browser test skips (fails when CI is set)" >&2
+  fi
 else
   .venv/bin/python -m pip install --quiet -e .
 fi

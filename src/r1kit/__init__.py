@@ -2,13 +2,14 @@
 
 The data flows one way, one module per step:
     data (prompts) -> rollout -> rewards -> grpo (advantages, loss) -> trainer (update) -> checkpoint, metrics
+and around it: evaluate (pass@1, cons@k), report (plots, aha tracker, samples), chat.
 """
 
-from .config import ConfigError, GRPOConfig, make_config
+from .config import ConfigError, GRPOConfig, TrainingError, TrainingStopped, make_config
 from .data import DataError, Example, load_examples
 from .grpo import group_advantages, grpo_loss, kl_k3
 from .models import ModelError, build_tiny_model, load_model, load_tokenizer
-from .rewards import REWARDS, RewardError, compute_rewards, register_reward
+from .rewards import REWARDS, RewardError, compute_rewards, register_reward, score_completions
 from .rollout import Rollout, generate
 from .templates import R1_ZERO_TEMPLATE, build_prompt
 
@@ -18,7 +19,8 @@ __all__ = [
     "ConfigError", "DataError", "Example", "GRPOConfig", "ModelError", "R1_ZERO_TEMPLATE", "REWARDS",
     "RewardError", "Rollout", "build_prompt", "build_tiny_model", "compute_rewards", "generate",
     "group_advantages", "grpo_loss", "kl_k3", "load_examples", "load_model", "load_tokenizer", "make_config",
-    "register_reward", "train",
+    "register_reward", "score_completions", "train", "iter_train", "TrainingError", "TrainingStopped",
+    "evaluate", "write_report",
 ]
 
 
@@ -27,3 +29,24 @@ def train(*args, **kwargs):
     from .trainer import train as _train
 
     return _train(*args, **kwargs)
+
+
+def iter_train(*args, **kwargs):
+    """See r1kit.trainer.iter_train: the training loop one step at a time."""
+    from .trainer import iter_train as _iter_train
+
+    return _iter_train(*args, **kwargs)
+
+
+def evaluate(*args, **kwargs):
+    """See r1kit.evaluate.evaluate: pass@1 over k samples, pass@k, cons@k."""
+    from .evaluate import evaluate as _evaluate
+
+    return _evaluate(*args, **kwargs)
+
+
+def write_report(*args, **kwargs):
+    """See r1kit.report.write_report: the HTML report and PNG plots of one or more runs."""
+    from .report import write_report as _write_report
+
+    return _write_report(*args, **kwargs)

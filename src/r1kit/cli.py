@@ -3,10 +3,14 @@
     r1kit grpo  [--config FILE.yaml] [--option value ...]   GRPO from any model (alias: r1kit zero)
     r1kit eval  --model M --benchmark gsm8k math500 ...      pass@1 over k samples, pass@k, cons@k
     r1kit model [NAME]                                      resolve a model; converts the embedded one once
+    r1kit report RUN_DIR [RUN_DIR ...]                      HTML report: plots, aha-moment tracker, samples
+    r1kit chat  [MODEL] [--template r1zero|chat]            ask a model questions, thinking and answer streamed
 
 Every training option is a field of GRPOConfig and appears here as --field_name (booleans also as
 --no-field_name); a config file is read first and command-line options override it. Expected failures
-(bad options, missing files, bad data, a failing reward) print one line `r1kit: error: ...` and exit 2.
+(bad options, missing files, bad data, a failing reward under reward_failure=abort) print one line
+`r1kit: error: ...` and exit 2; a run that cannot go on (repeated NaN updates, a checkpoint that cannot be
+written) prints one line and exits 1; SIGINT/SIGTERM save a checkpoint and exit 0 with the --resume hint.
 """
 
 from __future__ import annotations
@@ -77,6 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--trust_remote_code", action="store_true")
     model = sub.add_parser("model", help="resolve a model name to a local folder (converts the embedded model once)")
     model.add_argument("name", nargs="?", default="embedded")
+    rep = sub.add_parser("report", help="HTML report with plots, aha-moment tracker and sample browser of runs",
+                         description="Write a self-contained HTML page and a PNG per plot from runs' metrics.jsonl "
+                                     "and samples.jsonl; several runs are overlaid.")
+    rep.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folder(s) holding metrics.jsonl")
+    rep.add_argument("--out", default=None, help="a .html file or a folder (default: RUN_DIR/report/report.html; "
+                                                 "for several runs ./r1kit_report/report.html); PNGs go next to it")
+    rep.add_argument("--markers", nargs="+", default=None, help="reflection markers to track (replace the defaults)")
+    rep.add_argument("--extra_markers", nargs="+", default=[], help="reflection markers added to the defaults")
+    rep.add_argument("--steps", type=int, nargs="+", default=None, help="steps the sample browser offers "
+                                                                        "(default: 12 spread over the run)")
+    rep.add_argument("--max_samples_per_step", type=int, default=32, help="completions per step in the page")
+    chat = sub.add_parser("chat", help="ask a model questions; streams its thinking and answer",
+                          description="Interactive prompt: each line is a question; the answer streams with the "
+                                      "thinking and the answer shown apart. Ctrl-D, 'exit' or 'quit' leave.")
+    chat.add_argument("model", nargs="?", default="embedded", help="checkpoint folder, cached hub id or 'embedded'")
+    chat.add_argument("--template", default="r1zero", choices=["r1zero", "chat"],
+                      help="r1zero (the paper's Table 1 template) or chat (the model's chat template)")
+    chat.add_argument("--prefill", default="<think>", help="text the response is forced to start with")
+    chat.add_argument("--temperature", type=float, default=0.6, help="0 for greedy (default 0.6, as in the paper)")
+    chat.add_argument("--top_p", type=float, default=0.95)
+    chat.add_argument("--max_new_tokens", type=int, default=512)
+    chat.add_argument("--seed", type=int, default=None, help="seed the sampling (repeatable answers)")
+    chat.add_argument("--trust_remote_code", action="store_true")
     return parser
 
 
@@ -134,17 +161,74 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .aha import DEFAULT_MARKERS, compile_markers
+    from .report import write_report
+
+    if args.max_samples_per_step < 1:
+        raise ConfigError("--max_samples_per_step must be >= 1")
+    markers = list(args.markers if args.markers is not None else DEFAULT_MARKERS) + list(args.extra_markers)
+    try:
+        compile_markers(markers)
+    except ValueError as e:
+        raise ConfigError(f"--markers: {e}") from None
+    path = write_report(args.run_dirs, out=args.out, markers=markers, sample_steps=args.steps,
+                        max_samples_per_step=args.max_samples_per_step)
+    pngs = sorted(p.name for p in path.parent.glob("*.png"))
+    print(f"r1kit: report written to {path} (plots: {', '.join(pngs)})")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    if args.max_new_tokens < 1 or args.temperature < 0 or not 0 < args.top_p <= 1:
+        raise ConfigError("--max_new_tokens must be >= 1, --temperature >= 0 and --top_p in (0, 1]")
+    import torch
+    from transformers.utils import logging as hf_logging
+    from .chat import chat_loop
+    from .models import load_model, load_tokenizer
+
+    hf_logging.disable_progress_bar()  # a loading bar would land in the conversation
+    tokenizer = load_tokenizer(args.model, args.trust_remote_code)
+    if args.template == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"--template chat: model {args.model} has no chat template; use --template r1zero")
+    model = load_model(args.model, trust_remote_code=args.trust_remote_code)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"r1kit chat: {args.model} (template {args.template}, prefill {args.prefill!r}); one question per line, "
+          f"Ctrl-D or 'exit' to leave", file=sys.stderr)
+    return chat_loop(model, tokenizer, template=args.template, prefill=args.prefill, temperature=args.temperature,
+                     top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .config import TrainingError, TrainingStopped
+
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("grpo", "zero"):
             return cmd_grpo(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "chat":
+            return cmd_chat(args)
         return cmd_model(args)
     except EXPECTED_ERRORS as e:
         print(f"r1kit: error: {e}", file=sys.stderr)
         return 2
+    except TrainingStopped as e:  # SIGINT/SIGTERM: the step was finished and a checkpoint saved
+        if e.main_process:
+            import os
+            import shlex
+
+            again = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--no-resume"]
+            again += [] if "--resume" in again else ["--resume"]
+            print(f"r1kit: {e}. To continue: r1kit {shlex.join(again)}"
+                  f"{' (under accelerate launch: the same launch command with --resume)' if 'WORLD_SIZE' in os.environ else ''}")
+        return 0
+    except TrainingError as e:
+        print(f"r1kit: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("r1kit: interrupted", file=sys.stderr)
         return 130

@@ -24,6 +24,21 @@ class ConfigError(Exception):
     """A bad option; the message names the option (and the config file when it came from one)."""
 
 
+class TrainingError(Exception):
+    """A run that had to stop (repeated non-finite updates, a checkpoint that cannot be written); one line."""
+
+
+class TrainingStopped(Exception):
+    """A run stopped on request (SIGINT/SIGTERM) after saving a checkpoint; `--resume` continues it.
+
+    Raised by every process of a multi-process run; only the main process's copy has main_process True.
+    """
+
+    def __init__(self, message: str, step: int, checkpoint: str | None, main_process: bool = True) -> None:
+        super().__init__(message)
+        self.step, self.checkpoint, self.main_process = step, checkpoint, main_process
+
+
 def _opt(default: Any, help: str, **kw):
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
@@ -54,15 +69,19 @@ class GRPOConfig:
     template: str = _opt("r1zero", "'r1zero' (the paper's Table 1 template), 'chat' (the model's chat template) or 'plain'")
     prefill: str = _opt("", "text the response is forced to start with, e.g. '<think>'")
     max_prompt_length: int = _opt(512, "prompts longer than this many tokens are cut from the left")
+    skip_bad_data: bool = _opt(False, "skip malformed dataset lines (counted, reported, listed in skipped_data.txt) instead of stopping with an error")
     # rollout
     num_generations: int = _opt(8, "G: completions sampled per prompt (a group)")
     max_completion_length: int = _opt(256, "most new tokens per completion")
     temperature: float = _opt(1.0, "sampling temperature for rollouts")
     top_p: float = _opt(1.0, "nucleus sampling for rollouts")
     stop_strings: list[str] = _opt(["</answer>"], "generation stops after any of these strings (and at EOS)")
+    ignore_eos: bool = _opt(False, "generate exactly max_completion_length tokens, ignoring EOS and stop strings (benchmarks)")
     # rewards
     reward_funcs: list[str] = _opt(["format", "accuracy"], "registered reward functions (r1kit.rewards.REWARDS)")
     reward_weights: list[float] | None = _opt(None, "one weight per reward function (default 1.0 each)")
+    reward_timeout: float = _opt(10.0, "seconds one reward call may run, in a forked worker process (0: no limit, rewards run in this process)")
+    reward_failure: str = _opt("zero", "a reward that raises or times out on a sample: 'zero' (that sample scores 0, counted and logged) or 'abort'")
     # GRPO
     beta: float = _opt(0.001, "KL coefficient to the reference model (paper: 0.001); 0 skips the reference")
     epsilon: float = _opt(0.2, "clip range: ratio is clipped to [1-epsilon, 1+epsilon_high]")
@@ -76,6 +95,7 @@ class GRPOConfig:
     adam_beta1: float = _opt(0.9, "AdamW beta1")
     adam_beta2: float = _opt(0.99, "AdamW beta2")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables)")
+    max_consecutive_nonfinite: int = _opt(3, "stop the run after this many NaN/inf updates in a row (each is skipped)")
     lr_scheduler_type: str = _opt("constant", "transformers scheduler name: constant, linear, cosine, ...")
     warmup_steps: int = _opt(0, "optimizer steps of linear warm-up")
     per_device_train_batch_size: int = _opt(8, "completions per micro-batch per process")
@@ -99,6 +119,11 @@ class GRPOConfig:
     resume: bool = _opt(False, "resume from the last checkpoint in output_dir")
     overwrite_output_dir: bool = _opt(False, "start afresh even if output_dir already holds a run")
     torch_threads: int | None = _opt(None, "CPU threads per process (default: cores / processes)")
+    # report and trackers
+    write_report: bool = _opt(True, "write OUTPUT_DIR/report/report.html and its PNG plots when training ends")
+    report_steps: int = _opt(0, "also rewrite the report every N steps (0: only at the end)")
+    report_markers: list[str] | None = _opt(None, "reflection markers for the aha tracker (default: r1kit.aha.DEFAULT_MARKERS)")
+    report_to: list[str] = _opt([], "also log metrics to tensorboard, wandb and/or trackio (each needs its package); all, none")
 
     def __post_init__(self) -> None:
         if self.epsilon_high is None:
@@ -211,6 +236,14 @@ def validate(c: GRPOConfig) -> None:
     need(c.eval_steps >= 0 and c.eval_limit >= 1 and c.eval_num_samples >= 1,
          "eval_steps must be >= 0, eval_limit and eval_num_samples >= 1")
     need(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit must be >= 1")
+    need(c.reward_timeout >= 0 and math.isfinite(c.reward_timeout),
+         f"reward_timeout={c.reward_timeout}: must be a number of seconds >= 0 (0: no limit)")
+    need(c.reward_failure in ("zero", "abort"), f"reward_failure={c.reward_failure!r}: choose zero or abort")
+    need(c.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite must be >= 1")
+    need(c.report_steps >= 0, f"report_steps={c.report_steps}: must be >= 0 (0: report only at the end)")
+    from .tracking import check_trackers
+
+    check_trackers(c.report_to)  # a TrackerError (a ConfigError) names a missing package before any model loads
     from .rewards import REWARDS
 
     unknown = [r for r in c.reward_funcs if r not in REWARDS]

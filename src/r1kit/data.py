@@ -1,7 +1,8 @@
 """Training prompts: a synthetic arithmetic task, GSM8K in its original format, and any JSONL file.
 
 Every source yields `Example(question, answer, id)`; the answer is the gold string the accuracy reward
-compares against. Bad input raises DataError naming the file and line. The order of prompts is a pure
+compares against. Bad input raises DataError naming the file and line; with skip_bad_data the caller
+passes a `skipped` list instead, and bad lines are recorded there and left out. The order of prompts is a pure
 function of (seed, position), so a resumed run sees exactly the prompts it would have seen.
 """
 
@@ -14,6 +15,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 
 class DataError(Exception):
@@ -58,62 +60,127 @@ def gsm8k_gold(solution: str) -> str | None:
     return m.group(1).replace(",", "").strip() if m else None
 
 
-def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
-    """(line number, record) for each non-blank line; DataError names file and line on bad JSON."""
-    path = Path(path)
+def _reject(message: str, lineno: int, bad: list[tuple[int, str]] | None) -> None:
+    """Raise DataError, or with a `bad` list (skip_bad_data) record the line and carry on."""
+    if bad is None:
+        raise DataError(message)
+    bad.append((lineno, message))
+
+
+def _read_rows(path: Path, bad: list[tuple[int, str]] | None) -> Iterator[tuple[int, dict]]:
+    """(line number, record) as the file is read, so errors found by the caller come in line order too."""
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    rows = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
-                if not isinstance(rec, dict):
-                    raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-                rows.append((lineno, rec))
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: invalid UTF-8 at byte {e.start}") from None
-    if not rows:
+    rows = 0
+    # bytes decoded line by line, so invalid UTF-8 is reported (or skipped) with its line
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                _reject(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line", lineno, bad)
+                continue
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                _reject(f"{path}:{lineno}: malformed JSON ({e.msg})", lineno, bad)
+                continue
+            if not isinstance(rec, dict):
+                _reject(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}", lineno, bad)
+                continue
+            rows += 1
+            yield lineno, rec
+    if not rows and not bad:
         raise DataError(f"{path}: no records (empty file)")
     return rows
 
 
+def _no_usable_records(path: Path, bad: list[tuple[int, str]]) -> DataError:
+    return DataError(f"{path}: no usable records ({len(bad)} bad lines skipped; first: {min(bad)[1]})")
+
+
+def read_jsonl(path: str | Path, skipped: list[str] | None = None) -> list[tuple[int, dict]]:
+    """(line number, record) for each non-blank line; DataError names file and line on bad input.
+
+    With a `skipped` list, a bad line (malformed JSON, not an object, invalid UTF-8) is appended to it
+    as "file:line: reason" and left out instead. A missing file, an empty one, or one with no good
+    line is an error either way.
+    """
+    path = Path(path)
+    bad: list[tuple[int, str]] | None = None if skipped is None else []
+    rows = list(_read_rows(path, bad))
+    if bad and not rows:
+        raise _no_usable_records(path, bad)
+    if skipped is not None:
+        skipped.extend(message for _, message in bad)
+    return rows
+
+
+def _field_text(rec: dict, field: str, where: str, lineno: int, bad: list[tuple[int, str]] | None) -> str | None:
+    """The field as text (unstripped); None, after raising or recording why, when missing, blank or not text."""
+    value = rec.get(field)
+    if value is None:
+        _reject(f"{where}: missing field '{field}' (set question_field/answer_field)", lineno, bad)
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        _reject(f"{where}: field '{field}' is a {type(value).__name__}, expected text or a number", lineno, bad)
+        return None
+    text = str(value)
+    if not text.strip():
+        _reject(f"{where}: field '{field}' is empty", lineno, bad)
+        return None
+    return text
+
+
 def jsonl_examples(path: str | Path, question_field: str = "question", answer_field: str = "answer",
-                   gsm8k_answers: bool = False) -> list[Example]:
-    """Examples from a JSONL file with a field mapping; `gsm8k_answers` takes the gold after '####'."""
+                   gsm8k_answers: bool = False, skipped: list[str] | None = None) -> list[Example]:
+    """Examples from a JSONL file with a field mapping; `gsm8k_answers` takes the gold after '####'.
+
+    A record without a usable question or gold answer raises DataError naming file and line, or with a
+    `skipped` list is recorded there (in line order, with the lines read_jsonl rejects) and left out.
+    """
+    path = Path(path)
+    bad: list[tuple[int, str]] | None = None if skipped is None else []
     examples = []
-    for lineno, rec in read_jsonl(path):
-        for field in (question_field, answer_field):
-            if field not in rec or rec[field] is None:
-                raise DataError(f"{path}:{lineno}: missing field '{field}' (set question_field/answer_field)")
-        answer = str(rec[answer_field])
+    for lineno, rec in _read_rows(path, bad):
+        where = f"{path}:{lineno}"
+        question = _field_text(rec, question_field, where, lineno, bad)
+        answer = _field_text(rec, answer_field, where, lineno, bad) if question is not None else None
+        if answer is None:
+            continue
         if gsm8k_answers:
             answer = gsm8k_gold(answer)
-            if answer is None:
-                raise DataError(f"{path}:{lineno}: field '{answer_field}' has no '#### <answer>' line")
-        examples.append(Example(question=str(rec[question_field]), answer=answer.strip(),
-                                id=str(rec.get("id", rec.get("unique_id", f"{Path(path).name}:{lineno}")))))
+            if not answer:
+                _reject(f"{where}: field '{answer_field}' has no '#### <answer>' line", lineno, bad)
+                continue
+        examples.append(Example(question=question, answer=answer.strip(),
+                                id=str(rec.get("id", rec.get("unique_id", f"{path.name}:{lineno}")))))
+    if not examples:
+        raise _no_usable_records(path, bad)
+    if skipped is not None:
+        skipped.extend(message for _, message in sorted(bad))
     return examples
 
 
 def load_examples(dataset: str, *, data_dir: str | None = None, split: str = "train",
                   question_field: str = "question", answer_field: str = "answer", seed: int = 0,
-                  num_examples: int = 10000, num_terms: int = 2, max_value: int = 99, ops: str = "+") -> list[Example]:
-    """Resolve the `dataset` option: 'arithmetic', 'gsm8k' (from data_dir) or a path to a .jsonl file."""
+                  num_examples: int = 10000, num_terms: int = 2, max_value: int = 99, ops: str = "+",
+                  skipped: list[str] | None = None) -> list[Example]:
+    """Resolve the `dataset` option: 'arithmetic', 'gsm8k' (from data_dir) or a path to a .jsonl file.
+
+    With a `skipped` list, bad lines are recorded there and left out rather than raising (skip_bad_data).
+    """
     if dataset == "arithmetic":
         return arithmetic_examples(num_examples, seed, num_terms=num_terms, max_value=max_value, ops=ops)
     if dataset == "gsm8k":
         path = Path(data_dir or default_data_dir()) / "gsm8k" / f"{split}.jsonl"
         if not path.is_file():
             raise DataError(f"dataset=gsm8k: {path} not found (set data_dir or R1KIT_DATA_DIR)")
-        return jsonl_examples(path, "question", "answer", gsm8k_answers=True)
+        return jsonl_examples(path, "question", "answer", gsm8k_answers=True, skipped=skipped)
     if dataset.endswith((".jsonl", ".json")) or Path(dataset).exists():
-        return jsonl_examples(dataset, question_field, answer_field)
+        return jsonl_examples(dataset, question_field, answer_field, skipped=skipped)
     raise DataError(f"dataset={dataset!r}: not 'arithmetic', 'gsm8k' or a path to a .jsonl file")
 
 

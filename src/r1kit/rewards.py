@@ -33,22 +33,43 @@ Design decisions:
   rounded into each other and Python's int-to-str digit limit never bites.
 * Matching never raises: a reward that crashes mid-training on one odd
   completion would kill a long run, so every math_verify failure is a False.
-  ``compute_rewards`` is the opposite: a *user* reward that raises or returns
-  garbage is a bug, so it fails loudly and names the reward and the sample.
+  A *user* reward that raises or returns garbage is a bug. ``score_completions``
+  either fails loudly, naming the reward and the sample (policy "abort", the
+  library default), or scores that sample 0.0 and reports it (policy "zero",
+  the training default, so one odd sample does not end a long run).
 * math_verify guards sympy with ``signal.alarm`` timeouts, which only work in
   the main thread; off the main thread we disable them rather than have every
   call fail.
+* Those alarms cannot stop code that hangs inside C (sympy, regex, gmpy), and a
+  thread cannot be interrupted at all, so a time limit (``timeout`` of
+  ``score_completions``) runs the rewards in a forked worker process that is
+  killed and replaced when a call overruns. Fork, not spawn: rewards
+  registered or defined in the parent need no pickling or importing. The
+  worker stays up between calls, so the normal case costs one pipe round trip
+  per reward and batch. On a failure the reward is re-run one sample at a
+  time, so only the samples that fail on their own lose their score, and the
+  scores do not depend on timing unless a reward's scores depend on the batch
+  as a whole.
 """
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import functools
 import math
+import multiprocessing
 import numbers
+import os
+import random
 import re
+import signal
 import threading
+import zlib
+from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 from math_verify import parse, verify
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
@@ -390,7 +411,7 @@ def accuracy_reward(completions: list[str], answers: list[str]) -> list[float]:
 
 
 # --------------------------------------------------------------------------
-# Combining rewards
+# Naming rewards
 # --------------------------------------------------------------------------
 
 
@@ -415,67 +436,269 @@ def _resolve(reward_funcs: list[str] | list[Callable]) -> list[tuple[str, Reward
     return resolved
 
 
-def _find_failing_sample(
-    name: str, fn: RewardFn, completions: list[str], answers: list[str], batch_error: Exception
-) -> RewardError:
-    """Re-run ``fn`` one sample at a time to pin a batch failure on a sample."""
-    for i, (completion, gold) in enumerate(zip(completions, answers)):
+# --------------------------------------------------------------------------
+# The worker process that runs rewards under a time limit
+# --------------------------------------------------------------------------
+
+FAILURE_POLICIES = ("zero", "abort")
+
+
+@dataclass(frozen=True)
+class RewardFailure:
+    """A sample that one reward could not score: ``kind`` is "timeout" or "error".
+
+    ``index`` is the sample's position in the batch, or -1 when the call on the
+    whole batch failed but every sample scored on its own.
+    """
+
+    reward: str
+    index: int
+    kind: str
+    error: str
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    conn: object  # multiprocessing.connection.Connection
+    fns: tuple[RewardFn, ...]
+
+
+_WORKER: _Worker | None = None
+# Every function the worker must know; a replacement worker is forked with all of them.
+_WORKER_FNS: tuple[RewardFn, ...] = ()
+_ATEXIT_REGISTERED = False
+
+
+def _die_with_parent() -> None:
+    """Have Linux kill the worker when its parent dies, even while it hangs in C code."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere the worker still exits when the pipe closes, unless it is hung
+
+
+def _input_seed(completions: list[str], answers: list[str]) -> int:
+    """A seed that depends only on the batch, so a reward that draws random numbers is repeatable."""
+    crc = 0
+    for text in (*completions, "\0", *answers):
+        crc = zlib.crc32(text.encode("utf-8", "surrogatepass") + b"\0", crc)
+    return crc
+
+
+def _worker_main(conn, parent_end, fns: tuple[RewardFn, ...], parent_pid: int) -> None:
+    """Worker loop: receive (function index, completions, answers), send back the outcome."""
+    parent_end.close()  # otherwise the worker would never see EOF when the parent goes away
+    # Ctrl-C reaches the whole process group; stopping is the trainer's decision, which kills us with SIGKILL
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent()
+    if os.getppid() != parent_pid:
+        return  # the parent died before prctl took effect
+    while True:
         try:
-            fn([completion], [gold])
-        except Exception as e:  # noqa: BLE001 - we re-raise it, wrapped, below
-            err = RewardError(
-                f"reward '{name}' failed on sample {i}: {type(e).__name__}: {e}; "
-                f"completion={completion[:200]!r}"
-            )
-            err.__cause__ = e
-            return err
-    # Only the batch call fails (e.g. the function mishandles batch size).
-    err = RewardError(
-        f"reward '{name}' failed on the batch but on no single sample: "
-        f"{type(batch_error).__name__}: {batch_error}"
-    )
-    err.__cause__ = batch_error
-    return err
+            index, completions, answers = conn.recv()
+        except (EOFError, OSError):
+            return
+        seed = _input_seed(completions, answers)
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            scores = fns[index](completions, answers)
+            reply = ("ok", list(scores)) if isinstance(scores, (list, tuple)) else ("type", type(scores).__name__)
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which applies the failure policy
+            reply = ("error", f"{type(e).__name__}: {e}")
+        try:
+            conn.send(reply)
+        except Exception as e:  # noqa: BLE001 - e.g. scores that cannot be pickled
+            conn.send(("error", f"scores could not be sent back ({type(e).__name__}: {e})"))
 
 
-def _check_scores(name: str, scores: object, completions: list[str]) -> list[float]:
-    """Validate one reward's output and return it as a list of floats."""
+def _start_worker(fns: tuple[RewardFn, ...]) -> _Worker:
+    global _ATEXIT_REGISTERED
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    saved = os.environ.get("TOKENIZERS_PARALLELISM")
+    # tokenizers prints a warning at every fork once its thread pool has run, unless this is set
+    os.environ["TOKENIZERS_PARALLELISM"] = saved or "false"
+    try:
+        process = ctx.Process(target=_worker_main, args=(child_end, parent_end, fns, os.getpid()),
+                              name="r1kit-reward-worker", daemon=True)
+        process.start()
+    finally:
+        if saved is None:
+            del os.environ["TOKENIZERS_PARALLELISM"]
+    child_end.close()
+    if not _ATEXIT_REGISTERED:
+        # registered after multiprocessing's own exit hook, so it runs first: that hook would wait
+        # for a worker that ignores SIGTERM
+        atexit.register(close_reward_worker)
+        _ATEXIT_REGISTERED = True
+    return _Worker(process, parent_end, fns)
+
+
+def close_reward_worker() -> None:
+    """Stop the reward worker process, if any; the next call with a time limit starts a new one."""
+    global _WORKER
+    worker, _WORKER = _WORKER, None
+    if worker is None:
+        return
+    worker.conn.close()
+    worker.process.kill()
+    worker.process.join(5)
+
+
+def start_reward_worker(reward_funcs: list[str] | list[Callable]) -> None:
+    """Fork the reward worker now, knowing these rewards (a fork is cheapest before a model is loaded)."""
+    global _WORKER_FNS, _WORKER
+    fns = [fn for item in reward_funcs for _, fn in _resolve([item])]  # repeats allowed here
+    missing = tuple(dict.fromkeys(fn for fn in fns if fn not in _WORKER_FNS))
+    if missing or _WORKER is None or not _WORKER.process.is_alive():
+        _WORKER_FNS = _WORKER_FNS + missing
+        close_reward_worker()
+        _WORKER = _start_worker(_WORKER_FNS)
+
+
+def _call_in_worker(fn: RewardFn, completions: list[str], answers: list[str], timeout: float) -> tuple[str, object]:
+    """One reward call in the worker, waiting at most `timeout` seconds; a worker that overran is killed."""
+    if _WORKER is None or fn not in _WORKER.fns or not _WORKER.process.is_alive():
+        start_reward_worker([fn])
+    worker = _WORKER
+    try:
+        worker.conn.send((worker.fns.index(fn), completions, answers))
+        if worker.conn.poll(timeout):
+            return worker.conn.recv()
+        outcome = ("timeout", None)
+    except (EOFError, OSError):  # killed, crashed in C code, out of memory
+        worker.process.join(1)
+        outcome = ("error", f"reward worker process died (exit code {worker.process.exitcode})")
+    except BaseException:
+        close_reward_worker()  # e.g. Ctrl-C while waiting: a reply may still be in flight
+        raise
+    close_reward_worker()
+    return outcome
+
+
+def _call(fn: RewardFn, completions: list[str], answers: list[str],
+          timeout: float) -> tuple[str, object, Exception | None]:
+    """One reward call; never raises. Outcomes: ("ok", list of raw scores), ("type", type name of
+    what came back instead of a list), ("error", message) or ("timeout", None), plus the exception
+    object when the call ran in this process."""
+    if timeout > 0:
+        return (*_call_in_worker(fn, list(completions), list(answers), timeout), None)
+    try:
+        scores = fn(list(completions), list(answers))
+    except Exception as e:  # noqa: BLE001 - the caller applies the failure policy
+        return "error", f"{type(e).__name__}: {e}", e
     if not isinstance(scores, (list, tuple)):
-        raise RewardError(f"reward '{name}' returned {type(scores).__name__}, expected a list of floats")
-    if len(scores) != len(completions):
-        raise RewardError(
-            f"reward '{name}' returned {len(scores)} scores for {len(completions)} completions"
-        )
-    checked = []
-    for i, value in enumerate(scores):
-        if not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-            raise RewardError(
-                f"reward '{name}' returned invalid value {value!r} on sample {i}; "
-                f"completion={completions[i][:200]!r}"
-            )
-        checked.append(float(value))
-    return checked
+        return "type", type(scores).__name__, None
+    return "ok", scores, None
 
 
-def compute_rewards(
+def _valid(value: object) -> bool:
+    """A finite real number (an int too large for a float is not)."""
+    try:
+        return isinstance(value, numbers.Real) and math.isfinite(float(value))
+    except (OverflowError, ValueError, TypeError):
+        return False
+
+
+def _describe(status: str, value: object, n: int, timeout: float) -> str:
+    """Why a call did not give n valid scores."""
+    if status == "timeout":
+        return f"timed out after {timeout:g} s"
+    if status == "type":
+        return f"returned {value}, expected a list of floats"
+    if status == "ok" and len(value) != n:
+        return f"returned {len(value)} scores for {n} completions"
+    if status == "ok":
+        return f"returned invalid value {next(v for v in value if not _valid(v))!r}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------
+# Combining rewards
+# --------------------------------------------------------------------------
+
+
+def _score_each(name: str, fn: RewardFn, completions: list[str], answers: list[str], timeout: float,
+                on_failure: str, batch_error: str, batch_kind: str,
+                batch_exc: Exception | None) -> tuple[list[float], list[RewardFailure]]:
+    """After a failed batch call: score one sample at a time; only the samples that fail alone fail."""
+    scores, failures = [], []
+    for i, (completion, gold) in enumerate(zip(completions, answers)):
+        status, value, exc = _call(fn, [completion], [gold], timeout)
+        if status == "ok" and len(value) == 1 and _valid(value[0]):
+            scores.append(float(value[0]))
+            continue
+        message = _describe(status, value, 1, timeout)
+        if on_failure == "abort":
+            err = RewardError(f"reward '{name}' failed on sample {i}: {message}; completion={completion[:200]!r}")
+            raise err from exc
+        scores.append(0.0)
+        failures.append(RewardFailure(name, i, "timeout" if status == "timeout" else "error", message))
+    if not failures:
+        # e.g. a reward that mishandles batch size, or a batch too slow for the limit as a whole
+        if on_failure == "abort":
+            err = RewardError(f"reward '{name}' failed on the batch but on no single sample: {batch_error}")
+            raise err from batch_exc
+        failures.append(RewardFailure(name, -1, batch_kind, batch_error))
+    return scores, failures
+
+
+def _score_reward(name: str, fn: RewardFn, completions: list[str], answers: list[str], timeout: float,
+                  on_failure: str) -> tuple[list[float], list[RewardFailure]]:
+    """One reward on the batch: its scores (0.0 where it failed, policy "zero") and its failures."""
+    n = len(completions)
+    status, value, exc = _call(fn, completions, answers, timeout)
+    if status == "ok" and len(value) == n:
+        scores, failures = [], []
+        for i, v in enumerate(value):
+            if _valid(v):
+                scores.append(float(v))
+                continue
+            if on_failure == "abort":
+                raise RewardError(f"reward '{name}' returned invalid value {v!r} on sample {i}; "
+                                  f"completion={completions[i][:200]!r}")
+            scores.append(0.0)
+            failures.append(RewardFailure(name, i, "error", f"returned invalid value {v!r}"))
+        return scores, failures
+    message = _describe(status, value, n, timeout)
+    if on_failure == "abort" and status in ("ok", "type"):
+        raise RewardError(f"reward '{name}' {message}")
+    return _score_each(name, fn, completions, answers, timeout, on_failure, message,
+                       "timeout" if status == "timeout" else "error", exc)
+
+
+def score_completions(
     reward_funcs: list[str] | list[Callable],
     reward_weights: list[float] | None,
     completions: list[str],
     answers: list[str],
-) -> tuple[list[float], dict[str, list[float]]]:
-    """Score a batch with several rewards and combine them.
+    *,
+    timeout: float = 0.0,
+    on_failure: str = "abort",
+) -> tuple[list[float], dict[str, list[float]], list[RewardFailure]]:
+    """Score a batch with several rewards and combine them, under a time limit and a failure policy.
 
     ``reward_funcs`` holds registered names or callables (named by
     ``__name__``). Weights default to 1.0 each. Returns the weighted total per
-    completion and ``{name: per-completion scores}`` for logging.
+    completion, ``{name: per-completion scores}`` and the failures.
+
+    ``timeout`` > 0 runs each reward call in a forked worker process for at
+    most that many seconds (0: in this process, no limit). A call that raises,
+    overruns, or returns something other than one finite number per completion
+    is re-run one sample at a time. ``on_failure="abort"`` raises RewardError
+    naming the reward and the first failing sample; ``"zero"`` scores each
+    failing sample 0.0 for that reward and reports it in the failures.
 
     Raises ValueError for an unknown name, duplicate names, a weights list of
-    the wrong length or mismatched batch lengths; RewardError when a reward
-    raises (naming the first failing sample) or returns a wrong-length list or
-    a non-finite / non-number score.
+    the wrong length, mismatched batch lengths or an unknown policy.
     """
     if len(completions) != len(answers):
         raise ValueError(f"{len(completions)} completions but {len(answers)} answers")
+    if on_failure not in FAILURE_POLICIES:
+        raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}")
     resolved = _resolve(reward_funcs)
     if reward_weights is None:
         weights = [1.0] * len(resolved)
@@ -487,15 +710,35 @@ def compute_rewards(
         weights = [float(w) for w in reward_weights]
 
     per_reward: dict[str, list[float]] = {}
+    failures: list[RewardFailure] = []
     totals = [0.0] * len(completions)
     for (name, fn), weight in zip(resolved, weights):
-        try:
-            scores = fn(list(completions), list(answers))
-        except Exception as e:  # noqa: BLE001 - turned into a precise RewardError
-            err = _find_failing_sample(name, fn, completions, answers, e)
-            raise err from err.__cause__
-        checked = _check_scores(name, scores, completions)
-        per_reward[name] = checked
-        for i, score in enumerate(checked):
+        if not completions:
+            per_reward[name] = []
+            continue
+        scores, failed = _score_reward(name, fn, completions, answers, timeout, on_failure)
+        per_reward[name] = scores
+        failures.extend(failed)
+        for i, score in enumerate(scores):
             totals[i] += weight * score
+    return totals, per_reward, failures
+
+
+def compute_rewards(
+    reward_funcs: list[str] | list[Callable],
+    reward_weights: list[float] | None,
+    completions: list[str],
+    answers: list[str],
+    *,
+    timeout: float = 0.0,
+    on_failure: str = "abort",
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Score a batch with several rewards and combine them: ``score_completions`` without the failures.
+
+    By default (no time limit, policy "abort") a reward that raises, returns a
+    wrong-length list or a non-finite / non-number score raises RewardError
+    naming the reward and the first failing sample.
+    """
+    totals, per_reward, _ = score_completions(reward_funcs, reward_weights, completions, answers,
+                                              timeout=timeout, on_failure=on_failure)
     return totals, per_reward

@@ -80,8 +80,11 @@ def stop_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], *,
              num_generations: int, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
              stop_strings: tuple[str, ...] = (), max_prompt_length: int | None = None,
-             generator: torch.Generator | None = None) -> Rollout:
-    """Sample `num_generations` completions for each prompt with a shared-prefix KV cache."""
+             generator: torch.Generator | None = None, ignore_eos: bool = False) -> Rollout:
+    """Sample `num_generations` completions for each prompt with a shared-prefix KV cache.
+
+    ignore_eos: generate exactly max_new_tokens for every row (benchmarks' fixed-length mode).
+    """
     G = num_generations
     device = next(model.parameters()).device
     enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
@@ -94,8 +97,8 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
     B, P = prompt_ids.shape
     N = B * G
     pad_id = tokenizer.pad_token_id
-    stops = torch.tensor(sorted(stop_token_ids(model, tokenizer)), device=device)
-    stop_window = max((len(s) for s in stop_strings), default=0)  # a stop string spans at most this many tokens
+    stops = torch.tensor([] if ignore_eos else sorted(stop_token_ids(model, tokenizer)), dtype=torch.long, device=device)
+    stop_window = 0 if ignore_eos else max((len(s) for s in stop_strings), default=0)  # a stop string spans at most this many tokens
 
     was_training = model.training
     model.eval()

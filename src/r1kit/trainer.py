@@ -14,6 +14,12 @@ Design decisions:
   switched off; with beta == 0 it is never loaded or run.
 - metrics.jsonl (one JSON line per step) is the source of truth; samples.jsonl keeps every completion
   with its rewards and advantage.
+- Faults are non-events (docs/reliability.md): rewards run under a time limit in a forked worker and a
+  failing sample scores 0 (reward_failures.jsonl); a NaN/inf loss or gradient skips the update and only
+  `max_consecutive_nonfinite` in a row stop the run; SIGINT/SIGTERM finish the step, save a checkpoint
+  and raise TrainingStopped, every process agreeing on the step through an all-reduce of the request.
+- "Last good checkpoint": no checkpoint is written at the end of a step whose last update was
+  non-finite, so every checkpoint follows a finite update and resuming never starts inside a streak.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from accelerate import Accelerator
@@ -34,16 +42,19 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 from transformers.utils import logging as hf_logging
 
-from .checkpoint import latest_checkpoint, load_training_state, rng_state, save_checkpoint, set_rng_state
-from .config import ConfigError, GRPOConfig
+from .checkpoint import (latest_checkpoint, load_training_state, remove_temporary_checkpoints, rng_state,
+                         save_checkpoint, set_rng_state)
+from .config import ConfigError, GRPOConfig, TrainingError, TrainingStopped
 from .data import Example, arithmetic_examples, load_examples, prompt_indices
 from .evaluate import STYLE_FOR_TEMPLATE, Problem, evaluate, load_benchmark, select_problems, summarize
 from .grpo import group_advantages, grpo_loss
 from .logprobs import completion_logprobs
 from .models import add_lora, load_model, load_tokenizer
-from .rewards import REWARDS, compute_rewards
+from .rewards import close_reward_worker, score_completions, start_reward_worker
+from .report import write_report_safely
 from .rollout import generate
 from .templates import build_prompt
+from .tracking import make_trackers
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -58,10 +69,12 @@ def sampling_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 1_009 + rank) % (2**63)
 
 
-def load_run_examples(c: GRPOConfig) -> list[Example]:
+def load_run_examples(c: GRPOConfig, skipped: list[str] | None = None) -> list[Example]:
+    """The training examples; with a `skipped` list, bad lines are recorded there instead of raising."""
     return load_examples(c.dataset, data_dir=c.data_dir, split=c.dataset_split, question_field=c.question_field,
                          answer_field=c.answer_field, seed=c.seed, num_examples=c.arithmetic_examples,
-                         num_terms=c.arithmetic_terms, max_value=c.arithmetic_max_value, ops=c.arithmetic_ops)
+                         num_terms=c.arithmetic_terms, max_value=c.arithmetic_max_value, ops=c.arithmetic_ops,
+                         skipped=skipped)
 
 
 def load_eval_problems(c: GRPOConfig) -> list[Problem]:
@@ -75,21 +88,76 @@ def load_eval_problems(c: GRPOConfig) -> list[Problem]:
 
 
 def _truncate_jsonl(path: Path, max_step: int) -> None:
-    """Drop lines logged after `max_step` (a resumed run rewrites them); atomic replace."""
+    """Drop lines logged after `max_step` (a resumed run rewrites them); atomic replace.
+
+    A line that does not parse was cut short by a kill mid-write and is dropped too. Lines are split on
+    newline only: str.splitlines would also split completions at U+2028 and friends.
+    """
     if not path.is_file():
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-            if line.strip() and json.loads(line).get("step", 0) <= max_step]
+    keep = []
+    for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("step", 0) <= max_step:
+            keep.append(line + "\n")
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("".join(keep), encoding="utf-8")
     os.replace(tmp, path)
 
 
 def _append_jsonl(path: Path, records: list[dict]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        f.flush()
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            for rec in records:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.flush()
+    except OSError as e:
+        raise TrainingError(f"could not write {path}: {e.strerror or e}") from e
+
+
+# The stop request made by SIGINT/SIGTERM: the signal's name, when it came, and what to announce.
+_STOP: dict = {"signal": None, "time": 0.0, "step": 0, "announce": True}
+
+
+def _on_stop_signal(signum: int, frame) -> None:
+    """First SIGINT/SIGTERM: stop after the current step. Another one a second or more later: stop now."""
+    now = time.monotonic()
+    if _STOP["signal"] is not None:
+        if now - _STOP["time"] >= 1.0:
+            raise KeyboardInterrupt
+        return  # the same request again, e.g. a launcher forwarding the terminal's Ctrl-C to its workers
+    _STOP.update(signal=signal.Signals(signum).name, time=now)
+    if _STOP["announce"]:
+        # os.write, not print: a handler that prints while the loop prints raises "reentrant call"
+        os.write(2, (f"\nr1kit: {_STOP['signal']} received: finishing step {_STOP['step'] + 1}, then saving a "
+                     f"checkpoint (send it again to stop at once)\n").encode())
+
+
+def _install_stop_handlers(announce: bool) -> dict:
+    """Turn SIGINT/SIGTERM into a stop request; returns the handlers they replace (none off the main thread)."""
+    _STOP.update(signal=None, time=0.0, step=0, announce=announce)
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    # a signal ignored on purpose (nohup, a background job) stays ignored
+    return {sig: signal.signal(sig, _on_stop_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(sig) is not signal.SIG_IGN}
+
+
+def _stop_requested(acc: Accelerator) -> bool:
+    """Whether any process got a stop signal; every process must call this at the same step."""
+    if acc.num_processes == 1:
+        return _STOP["signal"] is not None
+    flag = torch.tensor(float(_STOP["signal"] is not None), device=acc.device)
+    return acc.reduce(flag, reduction="sum").item() > 0
+
+
+def _report_skipped(skipped: list[str], out_dir: Path) -> None:
+    shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+    print(f"r1kit: skip_bad_data: skipped {len(skipped)} bad dataset lines (listed in "
+          f"{out_dir / 'skipped_data.txt'}): {shown}")
 
 
 def train(config: GRPOConfig, examples: list[Example] | None = None,
@@ -97,8 +165,31 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
     """Run GRPO with `config`; returns the metrics of each step (also written to metrics.jsonl).
 
     `examples` and `reward_funcs` override the config's dataset and reward names (for library use).
+    Raises TrainingStopped after SIGINT/SIGTERM (once the step is finished and a checkpoint saved) and
+    TrainingError after `max_consecutive_nonfinite` non-finite updates in a row or a failed checkpoint.
     """
-    c = config
+    return list(iter_train(config, examples, reward_funcs, show_progress))
+
+
+def iter_train(config: GRPOConfig, examples: list[Example] | None = None,
+               reward_funcs: list[str | Callable] | None = None, show_progress: bool = True) -> Iterator[dict]:
+    """The loop behind `train`, one step at a time: yields each step's metrics once the step is complete
+    (update applied, metrics and samples written, checkpoint saved when due). Benchmarks use it to
+    interleave r1kit steps with another trainer's."""
+    # whatever way the run ends: close the progress bar (so an error prints on a line of its own),
+    # restore the signal handlers, stop the reward worker, write the report
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(close_reward_worker)
+        yield from _train(config, examples, reward_funcs, show_progress, cleanup)
+
+
+def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str | Callable] | None,
+           show_progress: bool, cleanup: contextlib.ExitStack) -> Iterator[dict]:
+    rewards_used = reward_funcs or list(c.reward_funcs)
+    if c.reward_timeout > 0:
+        # fork the reward worker while this process is small: before accelerate starts threads and
+        # before any model is loaded
+        start_reward_worker([*rewards_used, "accuracy", "format"])
     hf_logging.disable_progress_bar()  # transformers' load/save bars would break our progress bar
     # cpu=True on a machine without CUDA makes a torch.distributed launch (accelerate's MULTI_GPU
     # launcher, torchrun) use gloo on CPU instead of silently running N independent single processes
@@ -107,14 +198,16 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
     if c.torch_threads or acc.device.type == "cpu":
         torch.set_num_threads(c.torch_threads or max(1, (os.cpu_count() or 1) // acc.num_processes))
     out_dir = Path(c.output_dir)
-    rewards_used = reward_funcs or list(c.reward_funcs)
 
     # --- resume or fresh start (checked before anything is loaded or written)
     checkpoint = latest_checkpoint(out_dir) if c.resume else None
     if not c.resume and (out_dir / "metrics.jsonl").exists() and not c.overwrite_output_dir:
         raise ConfigError(f"output_dir {out_dir} already holds a run (metrics.jsonl); "
                           f"pass --resume to continue it or choose another output_dir")
-    examples = examples if examples is not None else load_run_examples(c)
+    skipped: list[str] = []
+    examples = examples if examples is not None else load_run_examples(c, skipped if c.skip_bad_data else None)
+    if skipped and acc.is_main_process:
+        _report_skipped(skipped, out_dir)
     eval_problems = load_eval_problems(c) if c.eval_steps else []  # checked before any model loads
 
     torch.manual_seed(c.seed)
@@ -148,6 +241,8 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
     policy = acc.unwrap_model(model)
 
     start_step = 0
+    if acc.is_main_process:
+        remove_temporary_checkpoints(out_dir)  # half-written by a run that was killed while saving
     if checkpoint is not None:
         state = load_training_state(checkpoint)
         optimizer.load_state_dict(state["optimizer"])
@@ -158,23 +253,37 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
             _truncate_jsonl(out_dir / "metrics.jsonl", start_step)
             _truncate_jsonl(out_dir / "samples.jsonl", start_step)
             _truncate_jsonl(out_dir / "eval_samples.jsonl", start_step)
+            _truncate_jsonl(out_dir / "reward_failures.jsonl", start_step)
             print(f"r1kit: resuming from {checkpoint} at step {start_step}")
     elif acc.is_main_process:
         if c.resume:
             print(f"r1kit: no complete checkpoint in {out_dir}; starting from step 0")
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.jsonl", "samples.jsonl", "eval_samples.jsonl"):
+        for name in ("metrics.jsonl", "samples.jsonl", "eval_samples.jsonl", "reward_failures.jsonl"):
             (out_dir / name).write_text("")
         (out_dir / "config.json").write_text(json.dumps(asdict(c), indent=2))
+    if skipped and acc.is_main_process:
+        (out_dir / "skipped_data.txt").write_text("".join(line + "\n" for line in skipped), encoding="utf-8")
     acc.wait_for_everyone()
 
     G = c.num_generations
     prompts_local = c.completions_per_step // G
     prompts_global = prompts_local * world
     n_global = prompts_global * G
-    history: list[dict] = []
-    bar = tqdm(total=c.max_steps, initial=start_step, desc="GRPO", unit="step",
-               disable=not (show_progress and acc.is_main_process), dynamic_ncols=True)
+    trackers = make_trackers(c.report_to, out_dir, asdict(c)) if acc.is_main_process else []
+
+    def finish_outputs() -> None:
+        """Close the trackers and write the report, on every way out of the training loop."""
+        for t in trackers:
+            t.close()
+        if c.write_report and acc.is_main_process:
+            path = write_report_safely(out_dir, c.report_markers)
+            if path is not None:
+                bar.write(f"r1kit: report: {path}")
+
+    cleanup.callback(finish_outputs)  # runs after the bar below is closed (callbacks run last-in first-out)
+    bar = cleanup.enter_context(tqdm(total=c.max_steps, initial=start_step, desc="GRPO", unit="step",
+                                     disable=not (show_progress and acc.is_main_process), dynamic_ncols=True))
 
     def save(step: int) -> Path | None:
         states = gather_object([rng_state()]) if world > 1 else [rng_state()]
@@ -203,15 +312,21 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
         keep = ("pass@1", f"cons@{c.eval_num_samples}", "format_rate", "mean_length")
         return {**{f"eval/{k}": summary[k] for k in keep}, "eval/seconds": time.perf_counter() - t0}
 
+    for sig, handler in _install_stop_handlers(announce=acc.is_main_process).items():
+        cleanup.callback(signal.signal, sig, handler)
+    nonfinite_streak = 0  # non-finite updates in a row, carried across steps
     if c.eval_steps and start_step == 0:
         initial = {"step": 0, **run_eval(0)}
-        history.append(initial)
         if acc.is_main_process:
             _append_jsonl(out_dir / "metrics.jsonl", [initial])
+            for t in trackers:
+                t.log(initial, 0)
             bar.write(f"[step 0] eval pass@1={initial['eval/pass@1']:.3f} format={initial['eval/format_rate']:.2f}")
+        yield initial
 
     for step in range(start_step, c.max_steps):
         t_start = time.perf_counter()
+        _STOP["step"] = step
         # --- prompts: this process's slice of the step's global batch
         idx = prompt_indices(len(examples), step * prompts_global + rank * prompts_local, prompts_local, c.seed)
         batch = [examples[i] for i in idx]
@@ -221,13 +336,14 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
         gen = torch.Generator(device=acc.device).manual_seed(sampling_seed(c.seed, step, rank))
         rollout = generate(policy, tokenizer, prompts, num_generations=G, max_new_tokens=c.max_completion_length,
                            temperature=c.temperature, top_p=c.top_p, stop_strings=tuple(c.stop_strings),
-                           max_prompt_length=c.max_prompt_length, generator=gen)
+                           max_prompt_length=c.max_prompt_length, generator=gen, ignore_eos=c.ignore_eos)
         t_gen = time.perf_counter() - t_start
 
         # --- rewards and advantages
         texts = [c.prefill + comp for comp in rollout.completions]
         answers = [e.answer for e in batch for _ in range(G)]
-        totals, per_fn = compute_rewards(rewards_used, c.reward_weights, texts, answers)
+        totals, per_fn, failures = score_completions(rewards_used, c.reward_weights, texts, answers,
+                                                     timeout=c.reward_timeout, on_failure=c.reward_failure)
         rewards = torch.tensor(totals, dtype=torch.float32)  # [N]
         advantages, zero_std = group_advantages(rewards, G, c.scale_rewards)  # [N], [N/G]
         advantages = advantages.to(acc.device)
@@ -258,8 +374,9 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
         # --- policy update: mu optimizer steps on this batch
         model.train()
         sums = {"loss": 0.0, "kl": 0.0, "clipped_low": 0.0, "clipped_high": 0.0, "tokens": 0.0, "entropy": 0.0}
-        grad_norms, skipped = [], 0
+        grad_norms, skipped_updates = [], 0
         for it in range(c.num_iterations):
+            loss_nonfinite = torch.zeros((), dtype=torch.bool, device=acc.device)
             for k, s in enumerate(chunks):
                 sync = contextlib.nullcontext() if k == len(chunks) - 1 else acc.no_sync(model)
                 with sync:
@@ -271,6 +388,7 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
                                          num_sequences=n_global, num_tokens=n_tokens)
                     # DDP averages gradients over processes; the loss is already normalised globally
                     acc.backward(loss * world)
+                    loss_nonfinite |= ~torch.isfinite(loss.detach())
                 if it == 0:
                     sums["loss"] += loss.item()
                     for key in ("kl", "clipped_low", "clipped_high", "tokens"):
@@ -282,19 +400,31 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
                 norm = torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
             norm = float(norm)
             grad_norms.append(norm)
-            if math.isfinite(norm):
+            if world > 1:  # every process must take the same decision; the norm is already common
+                loss_nonfinite = acc.reduce(loss_nonfinite.float(), reduction="sum") > 0
+            if math.isfinite(norm) and not bool(loss_nonfinite):
                 optimizer.step()
                 scheduler.step()
+                nonfinite_streak = 0
             else:
-                skipped += 1  # a NaN/inf gradient never reaches the weights
+                # a NaN/inf never reaches the weights, the optimizer state or the schedule
+                skipped_updates += 1
+                nonfinite_streak += 1
+                if acc.is_main_process:
+                    bar.write(f"r1kit: step {step + 1}: non-finite {'loss' if bool(loss_nonfinite) else 'gradient'} "
+                              f"(grad_norm {norm}); update skipped ({nonfinite_streak} in a row, "
+                              f"max_consecutive_nonfinite={c.max_consecutive_nonfinite})")
             optimizer.zero_grad(set_to_none=True)
 
         # --- metrics (gathered over processes)
         step_time = time.perf_counter() - t_start
         g = lambda x: acc.gather(torch.as_tensor(x, dtype=torch.float32, device=acc.device)).cpu()  # noqa: E731
         all_rewards, lengths = g(rewards), g(rollout.lengths.float())
-        accuracy = g(REWARDS["accuracy"](texts, answers))
-        fmt = g(REWARDS["format"](texts, answers))
+        accuracy = g(_metric_scores("accuracy", per_fn, rewards_used, texts, answers, c.reward_timeout))
+        fmt = g(_metric_scores("format", per_fn, rewards_used, texts, answers, c.reward_timeout))
+        names = list(per_fn)
+        counts = [sum(f.reward == n and f.kind == kind for f in failures) for n in names for kind in ("error", "timeout")]
+        counts = g(counts).view(-1, len(names), 2).sum(0) if names else None  # [rewards, (errors, timeouts)]
         reduced = {k: acc.reduce(torch.tensor(v, device=acc.device), reduction="sum").item() for k, v in sums.items()}
         tok = max(reduced["tokens"], 1.0)
         grouped = all_rewards.view(-1, G)
@@ -303,6 +433,8 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
             "reward": all_rewards.mean().item(),
             "reward_std": grouped.std(dim=1).mean().item(),
             **{f"rewards/{n}": g(v).mean().item() for n, v in per_fn.items()},
+            **{f"rewards/{n}/failures": int(counts[i, 0]) for i, n in enumerate(names)},
+            **{f"rewards/{n}/timeouts": int(counts[i, 1]) for i, n in enumerate(names)},
             "accuracy": accuracy.mean().item(),
             "format_rate": fmt.mean().item(),
             "completion_length": lengths.mean().item(),
@@ -317,17 +449,17 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
             "clip_ratio": (reduced["clipped_low"] + reduced["clipped_high"]) / tok,
             "entropy": reduced["entropy"] / tok,
             "grad_norm": grad_norms[0],
-            "skipped_updates": skipped,
+            "skipped_updates": skipped_updates,
             "learning_rate": scheduler.get_last_lr()[0],
             "step_time": step_time,
             "generation_time": t_gen,
             # sequences processed per second counting each prompt once per completion (as other tools do)
             "tokens_per_second": (reduced["tokens"] + G * g(rollout.prompt_mask.sum()).sum().item()) / step_time,
             "generated_tokens_per_second": lengths.sum().item() / t_gen,
+            "data/skipped_lines": len(skipped),
         }
         if c.eval_steps and ((step + 1) % c.eval_steps == 0 or step + 1 == c.max_steps):
             metrics.update(run_eval(step + 1))
-        history.append(metrics)
         records = [{"step": step + 1, "prompt_id": e.id, "question": e.question, "answer": e.answer,
                     "completion": texts[i * G + j], "reward": totals[i * G + j],
                     "rewards": {n: float(v[i * G + j]) for n, v in per_fn.items()},
@@ -335,10 +467,24 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
                     "truncated": bool(rollout.truncated[i * G + j])}
                    for i, e in enumerate(batch) for j in range(G)]
         records = gather_object(records) if world > 1 else records
+        failed = [{"step": step + 1, "rank": rank, "reward": f.reward, "sample": f.index, "kind": f.kind,
+                   "error": f.error, "prompt_id": batch[f.index // G].id if f.index >= 0 else None,
+                   "answer": answers[f.index] if f.index >= 0 else None,
+                   "completion": texts[f.index] if f.index >= 0 else None} for f in failures]
+        failed = gather_object(failed) if world > 1 else failed
         if acc.is_main_process:
             if (step + 1) % c.logging_steps == 0 or step + 1 == c.max_steps:
                 _append_jsonl(out_dir / "metrics.jsonl", [metrics])
+                for t in trackers:
+                    t.log(metrics, step + 1)
             _append_jsonl(out_dir / "samples.jsonl", records)
+            if c.report_steps and (step + 1) % c.report_steps == 0 and step + 1 < c.max_steps:
+                write_report_safely(out_dir, c.report_markers)
+            if failed:
+                _append_jsonl(out_dir / "reward_failures.jsonl", failed)
+                bar.write(f"r1kit: step {step + 1}: {len(failed)} reward failures "
+                          f"({sum(r['kind'] == 'timeout' for r in failed)} timeouts) scored 0; "
+                          f"see {out_dir / 'reward_failures.jsonl'}")
             bar.set_postfix(reward=f"{metrics['reward']:.3f}", fmt=f"{metrics['format_rate']:.2f}",
                             acc=f"{metrics['accuracy']:.2f}", len=f"{metrics['completion_length']:.0f}",
                             s=f"{step_time:.1f}")
@@ -349,8 +495,34 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
                 bar.write(f"[step {step + 1}] reward={r['reward']:.2f} Q: {r['question']}\n"
                           f"{r['completion'][:400]}\n")
 
-        if (c.save_steps and (step + 1) % c.save_steps == 0) or step + 1 == c.max_steps:
-            save(step + 1)
+        if nonfinite_streak >= c.max_consecutive_nonfinite:
+            raise TrainingError(
+                f"{nonfinite_streak} non-finite updates in a row (max_consecutive_nonfinite="
+                f"{c.max_consecutive_nonfinite}), the last at step {step + 1}; stopped. Last good checkpoint: "
+                f"{latest_checkpoint(out_dir) or 'none'} (--resume replays the same batches, so change the cause first)")
+        stop = _stop_requested(acc) and step + 1 < c.max_steps
+        saved = None
+        if (c.save_steps and (step + 1) % c.save_steps == 0) or step + 1 == c.max_steps or stop:
+            if nonfinite_streak == 0:
+                saved = save(step + 1)
+            elif acc.is_main_process:
+                bar.write(f"r1kit: step {step + 1}: no checkpoint after a non-finite update; last good checkpoint: "
+                          f"{latest_checkpoint(out_dir) or 'none'}")
+        if stop:
+            why = f"stopped by {_STOP['signal'] or 'a signal to another process'} after step {step + 1}"
+            where = (f"checkpoint saved: {saved}" if saved else
+                     f"last good checkpoint: {latest_checkpoint(out_dir) or 'none'}")
+            raise TrainingStopped(f"{why}; {where}", step + 1, str(saved or latest_checkpoint(out_dir) or ""),
+                                  main_process=acc.is_main_process)
+        yield metrics
     bar.close()
     acc.wait_for_everyone()
-    return history
+
+
+def _metric_scores(name: str, per_fn: dict[str, list[float]], rewards_used: list, texts: list[str],
+                   answers: list[str], timeout: float) -> list[float]:
+    """Scores of a built-in reward for the accuracy/format metrics: reused when it is a training reward."""
+    if name in rewards_used:
+        return per_fn[name]
+    _, per, _ = score_completions([name], None, texts, answers, timeout=timeout, on_failure="zero")
+    return per[name]

@@ -1,0 +1,85 @@
+"""r1kit's rollout engine vs. HF `generate`, same model, prompts and sampling, A/B alternated.
+
+    python bench/generation.py [--model embedded] [--batch_sizes 1 8 32] [--new_tokens 64] [--repeats 3]
+
+A batch of B sequences is B/G prompts x G samples (G = min(B, 8)), as in GRPO: r1kit computes each prompt
+once and shares its cache, HF expands the prompt G times (num_return_sequences). Fixed-length mode
+(default) ignores EOS so both sides generate exactly new_tokens per sequence; --natural stops at EOS.
+Prints generated tokens/s for each side, the ratio, and the model FLOP/s as a fraction of the matmul peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import QUESTIONS, forward_flops_per_token, matmul_peak_flops, median  # noqa: E402
+
+from r1kit.models import load_model, load_tokenizer
+from r1kit.rollout import generate
+from r1kit.templates import build_prompt
+
+
+def run_r1kit(model, tok, prompts, G, new_tokens, natural, seed):
+    t = time.perf_counter()
+    r = generate(model, tok, prompts, num_generations=G, max_new_tokens=new_tokens, temperature=1.0,
+                 generator=torch.Generator().manual_seed(seed), ignore_eos=not natural)
+    return int(r.lengths.sum()), time.perf_counter() - t
+
+
+@torch.no_grad()
+def run_hf(model, tok, prompts, G, new_tokens, natural, seed):
+    enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+    torch.manual_seed(seed)
+    t = time.perf_counter()
+    out = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=new_tokens,
+                         min_new_tokens=None if natural else new_tokens, num_return_sequences=G,
+                         pad_token_id=tok.pad_token_id)
+    dt = time.perf_counter() - t
+    completion = out[:, enc.input_ids.shape[1]:]  # [B, T]
+    if natural:  # count tokens up to and including the first EOS
+        eos = (completion == tok.eos_token_id).int()
+        ends = torch.where(eos.any(1), eos.argmax(1) + 1, torch.full_like(eos[:, 0], completion.shape[1]))
+        return int(ends.sum()), dt
+    return completion.numel(), dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--new_tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--natural", action="store_true", help="stop at EOS instead of fixed-length generation")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tok, model = load_tokenizer(args.model), load_model(args.model).eval()
+    peak = matmul_peak_flops()
+    per_token = forward_flops_per_token(model)
+    print(f"machine: {torch.get_num_threads()} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s; "
+          f"model {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params; "
+          f"{'natural' if args.natural else 'fixed-length'} mode, {args.new_tokens} new tokens")
+    print(f"{'batch':>5} {'r1kit tok/s':>12} {'HF tok/s':>10} {'ratio':>6} {'r1kit MFU':>10} {'HF MFU':>7}")
+    for B in args.batch_sizes:
+        G = min(B, 8)
+        prompts = [build_prompt(q, tok, "r1zero", "<think>") for q in (QUESTIONS * 8)[: B // G]]
+        runs = {"r1kit": [], "hf": []}
+        run_r1kit(model, tok, prompts, G, 4, args.natural, 0)  # warm-up both paths
+        run_hf(model, tok, prompts, G, 4, args.natural, 0)
+        for rep in range(args.repeats):  # A/B alternated so drift hits both sides alike
+            for name, fn in (("r1kit", run_r1kit), ("hf", run_hf)):
+                tokens, dt = fn(model, tok, prompts, G, args.new_tokens, args.natural, rep)
+                runs[name].append(tokens / dt)
+        a, b = median(runs["r1kit"]), median(runs["hf"])
+        print(f"{B:>5} {a:>12.1f} {b:>10.1f} {a / b:>5.2f}x {a * per_token / peak:>9.1%} {b * per_token / peak:>6.1%}")
+
+
+if __name__ == "__main__":
+    main()

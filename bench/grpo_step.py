@@ -1,0 +1,191 @@
+"""An r1kit GRPO step vs. a TRL GRPOTrainer step: same model, prompts, G, completion length, sampling,
+beta and num_iterations, A/B alternated after a warm-up.
+
+    pip install -e ".[bench]"        # TRL is a bench-only dependency
+    python bench/grpo_step.py [--model embedded] [--steps 4] [--warmup 1] [--natural] [--beta 0.04]
+
+Each side runs in its own worker process (so each has its own peak resident memory); the parent sends
+"step" to one worker and waits, then to the other, so the two never compete for the cores. Per step:
+whole step time, generation tokens/s, training tokens/s (prompt + completion tokens of every completion
+over the time outside generation), peak RSS, and model FLOP/s as a fraction of the machine's fp32 matmul
+peak. Model FLOPs use one formula for both sides: 2N per generated token, 6N per trained token (forward and
+backward), 2N per token of each extra no-grad forward (reference model when beta > 0; pi_old when
+num_iterations > 1), N = parameter count. Fixed-length mode (default) makes both sides generate exactly
+max_completion_length tokens (EOS ignored), so they do identical work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import QUESTIONS, median, peak_rss_mb  # noqa: E402
+
+
+def reward_len(completions, **kwargs):
+    """A cheap deterministic reward with spread within groups (TRL's calling convention)."""
+    return [float(len(c) % 7) for c in completions]
+
+
+def r1kit_reward(completions, answers):
+    return [float(len(c) % 7) for c in completions]
+
+
+def r1kit_worker(conn, args) -> None:
+    import torch
+
+    from r1kit.config import make_config
+    from r1kit.data import Example
+    from r1kit.trainer import iter_train
+
+    torch.set_num_threads(args.threads)
+    examples = [Example(q, "0", str(i)) for i, q in enumerate(QUESTIONS * 50)]
+    config = make_config(overrides=dict(
+        model=args.model, template="r1zero", prefill="", num_generations=args.G,
+        per_device_train_batch_size=args.batch, max_completion_length=args.max_completion_length,
+        temperature=1.0, top_p=1.0, beta=args.beta, num_iterations=args.num_iterations, learning_rate=1e-6,
+        max_steps=10_000, save_steps=0, log_completions_steps=0, ignore_eos=not args.natural,
+        output_dir=str(Path(args.out) / "r1kit"), overwrite_output_dir=True, torch_threads=args.threads,
+        reward_timeout=0, write_report=False))  # rewards in-process, as TRL runs them
+    steps = iter_train(config, examples=examples, reward_funcs=[r1kit_reward], show_progress=False)
+    conn.send("ready")
+    while conn.recv() == "step":
+        m = next(steps)
+        prompt_tokens = m["tokens_per_second"] * m["step_time"] - m["completion_length"] * args.batch
+        conn.send({"step_time": m["step_time"], "generation_time": m["generation_time"],
+                   "completion_tokens": m["completion_length"] * args.batch, "prompt_tokens": prompt_tokens,
+                   "rss": peak_rss_mb()})
+
+
+def trl_worker(conn, args) -> None:
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from r1kit.models import load_model, load_tokenizer, resolve_model_path
+    from r1kit.templates import build_prompt
+
+    torch.set_num_threads(args.threads)
+    tok = load_tokenizer(args.model)
+    prompts = [build_prompt(q, tok, "r1zero", "") for q in QUESTIONS * 50]
+    cfg = GRPOConfig(
+        output_dir=str(Path(args.out) / "trl"), per_device_train_batch_size=args.batch, num_generations=args.G,
+        steps_per_generation=1, max_completion_length=args.max_completion_length, temperature=1.0, top_p=1.0,
+        beta=args.beta, num_iterations=args.num_iterations, learning_rate=1e-6, report_to=[], logging_steps=10**6,
+        save_strategy="no", use_cpu=True, bf16=False, seed=0, shuffle_dataset=False,
+        generation_kwargs={} if args.natural else {"min_new_tokens": args.max_completion_length})
+    model = load_model(resolve_model_path(args.model))
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_len, args=cfg, processing_class=tok,
+                          train_dataset=Dataset.from_dict({"prompt": prompts}))
+    trainer.create_optimizer_and_scheduler(num_training_steps=10_000)
+    gen_time = [0.0]
+    generate_fn = trainer._generate_single_turn
+
+    def timed_generate(*a, **kw):  # time TRL's generation the same way r1kit reports its own
+        t = time.perf_counter()
+        out = generate_fn(*a, **kw)
+        gen_time[0] += time.perf_counter() - t
+        return out
+
+    trainer._generate_single_turn = timed_generate
+    trainer.current_gradient_accumulation_steps = 1  # normally set by HF Trainer's own loop
+    batches = iter(trainer.get_train_dataloader())
+    trainer.model.train()
+    conn.send("ready")
+    while conn.recv() == "step":
+        gen_time[0] = 0.0
+        t = time.perf_counter()
+        batch = next(batches)
+        for _ in range(args.num_iterations):  # TRL reuses the buffered generation for mu updates
+            trainer.training_step(trainer.model, batch, None)
+            trainer.optimizer.step()
+            trainer.lr_scheduler.step()
+            trainer.optimizer.zero_grad()
+        step_time = time.perf_counter() - t
+        lengths = trainer._metrics["train"]["completions/mean_length"][-1]
+        prompt_tokens = sum(len(tok(p).input_ids) for p in batch_prompts(batch))
+        conn.send({"step_time": step_time, "generation_time": gen_time[0], "completion_tokens": lengths * args.batch,
+                   "prompt_tokens": prompt_tokens, "rss": peak_rss_mb()})
+
+
+def batch_prompts(batch) -> list[str]:
+    return [row["prompt"] for row in batch]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--G", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16, help="completions per step")
+    ap.add_argument("--max_completion_length", type=int, default=64)
+    ap.add_argument("--beta", type=float, default=0.04)
+    ap.add_argument("--num_iterations", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=4, help="measured steps per side")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--natural", action="store_true", help="stop at EOS (real runs) instead of fixed length")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="/tmp/r1kit-bench")
+    args = ap.parse_args()
+
+    import torch
+
+    from common import forward_flops_per_token, matmul_peak_flops
+    from r1kit.models import load_model
+
+    torch.set_num_threads(args.threads)
+    peak = matmul_peak_flops()
+    n_flops = forward_flops_per_token(load_model(args.model))  # 2N
+    ctx = mp.get_context("spawn")
+    workers = {}
+    for name, fn in (("r1kit", r1kit_worker), ("trl", trl_worker)):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=fn, args=(child, args))
+        proc.start()
+        assert parent.recv() == "ready", name
+        workers[name] = (parent, proc)
+    results = {name: [] for name in workers}
+    for i in range(args.warmup + args.steps):
+        for name, (conn, _) in workers.items():  # A/B alternated, never concurrent
+            conn.send("step")
+            m = conn.recv()
+            if i >= args.warmup:
+                results[name].append(m)
+    for conn, proc in workers.values():
+        conn.send("stop")
+        proc.join(timeout=30)
+
+    extra_forwards = (args.beta > 0) + (args.num_iterations > 1)
+    rows = {}
+    for name, ms in results.items():
+        def med(f):
+            return median([f(m) for m in ms])
+        train_tokens = lambda m: m["prompt_tokens"] + m["completion_tokens"]  # noqa: E731
+        flops = lambda m: (n_flops * m["completion_tokens"]  # noqa: E731
+                           + 3 * n_flops * train_tokens(m) * args.num_iterations
+                           + n_flops * train_tokens(m) * extra_forwards)
+        rows[name] = {
+            "step time (s)": med(lambda m: m["step_time"]),
+            "generation tok/s": med(lambda m: m["completion_tokens"] / m["generation_time"]),
+            "training tok/s": med(lambda m: train_tokens(m) / (m["step_time"] - m["generation_time"])),
+            "peak RSS (MB)": max(m["rss"] for m in ms),
+            "model FLOP/s / peak": med(lambda m: flops(m) / m["step_time"] / peak),
+        }
+    mode = "natural" if args.natural else "fixed-length"
+    print(f"machine: {args.threads} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s; {mode} mode; G={args.G}, "
+          f"{args.batch} completions/step, max {args.max_completion_length} new tokens, beta={args.beta}, "
+          f"num_iterations={args.num_iterations}; medians of {args.steps} steps after {args.warmup} warm-up")
+    print(f"{'metric':<22}{'r1kit':>12}{'TRL':>12}{'r1kit/TRL':>11}")
+    for key in rows["r1kit"]:
+        a, b = rows["r1kit"][key], rows["trl"][key]
+        ratio = b / a if key in ("step time (s)", "peak RSS (MB)") else a / b
+        fmt = "{:>12.1%}" if "peak" in key and "FLOP" in key else "{:>12.1f}"
+        print(f"{key:<22}" + fmt.format(a) + fmt.format(b) + f"{ratio:>10.2f}x")
+    print("(ratios: > 1 means r1kit is better; for time and memory it is TRL / r1kit)")
+
+
+if __name__ == "__main__":
+    main()
