@@ -57,10 +57,9 @@ def test_same_seed_same_samples_and_stop_at_eos(tiny):
     a = generate(model, tok, ["abc"], generator=torch.Generator().manual_seed(3), **kw)
     b = generate(model, tok, ["abc"], generator=torch.Generator().manual_seed(3), **kw)
     assert torch.equal(a.completion_ids, b.completion_ids) and a.completions == b.completions
-    for row, n in zip(a.completion_ids, a.lengths):
-        body = row[: n - 1].tolist()
-        assert tok.eos_token_id not in body  # generation stops at the first EOS
-        if not a.truncated[(a.completion_ids == row).all(1).nonzero()[0, 0]]:
+    for row, n, truncated in zip(a.completion_ids, a.lengths, a.truncated):
+        assert tok.eos_token_id not in row[: n - 1].tolist()  # generation stops at the first EOS
+        if not truncated:
             assert row[n - 1] == tok.eos_token_id
 
 
