@@ -34,4 +34,7 @@ def test_two_processes_match_one(tmp_path, tiny_model, loss_type):
     moved = max((a[k] - init[k]).abs().max().item() for k in a)
     assert moved > 1e-3  # the update is not trivially zero
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+        # Adam divides each gradient by its own scale, so the reduction-order noise of 2 processes vs 1 in a
+        # small gradient reaches ~1e-5 of an lr=1e-2 step (measured: 1.2e-5 on one of 8192 weights);
+        # a wrong update differs by the step itself, ~1e-3 and more
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=5e-5, msg=k)

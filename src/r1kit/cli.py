@@ -5,6 +5,14 @@
     r1kit model [NAME]                                      resolve a model; converts the embedded one once
     r1kit report RUN_DIR [RUN_DIR ...]                      HTML report: plots, aha-moment tracker, samples
     r1kit chat  [MODEL] [--template r1zero|chat]            ask a model questions, thinking and answer streamed
+  the R1 pipeline (each stage also runs alone; `r1kit pipeline` chains them):
+    r1kit sft       [--config FILE.yaml] [--option value ...]  SFT on prompt/response JSONL, loss on the response
+    r1kit coldstart [--config FILE.yaml] [--option value ...]  cold-start long-CoT data in R1's readable format
+    r1kit rejection [--config FILE.yaml] [--option value ...]  rejection sampling from a checkpoint into SFT data
+    r1kit rm        [--config FILE.yaml] [--option value ...]  train a reward model (Bradley-Terry on pairs)
+    r1kit student   MODEL OUT --num_layers N                   a smaller student: N evenly spaced layers kept
+    r1kit pipeline  CONFIG.yaml [--from STAGE]                 the stages as a declarative list, resumable
+    r1kit distill-compare [--option value ...]                  the paper's Table 6 at small scale
 
 Every training option is a field of GRPOConfig and appears here as --field_name (booleans also as
 --no-field_name); a config file is read first and command-line options override it. Expected failures
@@ -29,10 +37,11 @@ from .rewards import RewardError
 EXPECTED_ERRORS = (ConfigError, DataError, ModelError, RewardError)
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One --option per GRPOConfig field; unset options stay absent so the config file's values stand."""
+def _add_config_options(parser: argparse.ArgumentParser, cls: type = GRPOConfig) -> None:
+    """One --option per field of the config dataclass `cls`; unset options stay absent so the config
+    file's values stand."""
     group = parser.add_argument_group("training options (also valid as keys of the YAML config)")
-    for f in dataclasses.fields(GRPOConfig):
+    for f in dataclasses.fields(cls):
         ftype, help_text = str(f.type), f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{help_text} (default: {default})"}
@@ -79,6 +88,30 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--answer_field", default="answer", help="gold answer field of a .jsonl benchmark")
     ev.add_argument("--output_dir", default="runs/eval", help="writes OUTPUT_DIR/BENCHMARK/{summary.json,samples.jsonl}")
     ev.add_argument("--trust_remote_code", action="store_true")
+    for name, (help_text, cls) in _stage_commands().items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        sp.add_argument("--config", help="YAML file of options; command-line options override it")
+        _add_config_options(sp, cls)
+    st = sub.add_parser("student", help="cut a smaller student from a model: N evenly spaced decoder layers kept",
+                        description="Make a distillation student by keeping num_layers evenly spaced decoder layers "
+                                    "(first and last included) of a Llama-family model, weights copied.")
+    st.add_argument("model", help="model folder, cached hub id or 'embedded'")
+    st.add_argument("out", help="folder to write the student to")
+    st.add_argument("--num_layers", type=int, required=True)
+    pl = sub.add_parser("pipeline", help="run the R1 pipeline stages of a config; finished stages are skipped",
+                        description="Run the stages of a pipeline config in order. Each stage writes its artifacts to "
+                                    "OUTPUT_DIR/STAGE and an entry in OUTPUT_DIR/manifest.json; a rerun skips finished "
+                                    "stages and resumes an interrupted one; the summary shows every stage's evaluation.")
+    pl.add_argument("config", help="pipeline YAML (see configs/pipeline_tiny.yaml)")
+    pl.add_argument("--from", dest="start_from", metavar="STAGE", help="rerun this stage and all later ones from scratch")
+    pl.add_argument("--output_dir", default=None, help="override the config's output_dir")
+    dc = sub.add_parser("distill-compare", help="Table 6 at small scale: distillation vs RL on the student, same prompts",
+                        description="The paper's Table 6 experiment: a student distilled from a teacher's filtered "
+                                    "outputs vs the same student trained with GRPO on the same prompts, both evaluated "
+                                    "the same way. Writes a pipeline config and runs it (resumable).")
+    from .compare import add_compare_arguments
+
+    add_compare_arguments(dc)
     model = sub.add_parser("model", help="resolve a model name to a local folder (converts the embedded model once)")
     model.add_argument("name", nargs="?", default="embedded")
     rep = sub.add_parser("report", help="HTML report with plots, aha-moment tracker and sample browser of runs",
@@ -105,6 +138,74 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--seed", type=int, default=None, help="seed the sampling (repeatable answers)")
     chat.add_argument("--trust_remote_code", action="store_true")
     return parser
+
+
+def _stage_commands() -> dict[str, tuple[str, type]]:
+    """The pipeline stages that are also commands: name -> (help, config class)."""
+    from .coldstart import ColdStartConfig
+    from .rejection import RejectionConfig
+    from .reward_model import RMConfig
+    from .sft import SFTConfig
+
+    return {
+        "sft": ("supervised fine-tuning on prompt/response JSONL, loss on response tokens only", SFTConfig),
+        "coldstart": ("build cold-start long chain-of-thought data in R1's readable format", ColdStartConfig),
+        "rejection": ("rejection sampling: sample from a checkpoint, keep correct readable answers, add "
+                      "non-reasoning data", RejectionConfig),
+        "rm": ("train a reward model (Bradley-Terry on chosen/rejected pairs)", RMConfig),
+    }
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    """r1kit sft / coldstart / rejection / rm: build the stage's config and run it."""
+    _, cls = _stage_commands()[args.command]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    overrides = {k: v for k, v in vars(args).items() if k in fields}
+    if args.command == "sft":
+        from .sft import make_sft_config, sft_train
+
+        c = make_sft_config(args.config, overrides)
+        history = sft_train(c)
+        last = history[-1] if history else {}
+        print(f"r1kit: sft done: {len(history)} steps, final loss {last.get('loss', float('nan')):.4f}; "
+              f"outputs in {c.output_dir}")
+    elif args.command == "coldstart":
+        from .coldstart import build_cold_start, make_coldstart_config
+
+        c = make_coldstart_config(args.config, overrides)
+        build_cold_start(c)
+        print(f"r1kit: cold-start data in {c.output_dir}/data.jsonl (filter counts: {c.output_dir}/filter_report.json)")
+    elif args.command == "rejection":
+        from .rejection import make_rejection_config, rejection_sample
+
+        c = make_rejection_config(args.config, overrides)
+        rejection_sample(c)
+        print(f"r1kit: SFT data in {c.output_dir}/data.jsonl (counts at each filter: {c.output_dir}/counts.json)")
+    else:
+        from .reward_model import make_rm_config, train_reward_model
+
+        c = make_rm_config(args.config, overrides)
+        train_reward_model(c)
+        print(f"r1kit: reward model in {c.output_dir}/model")
+    return 0
+
+
+def cmd_student(args: argparse.Namespace) -> int:
+    from .distill import make_student
+    from .models import resolve_model_path
+
+    path = make_student(resolve_model_path(args.model), args.out, args.num_layers)
+    print(f"r1kit: student with {args.num_layers} layers written to {path}")
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from .pipeline import run_pipeline
+
+    manifest = run_pipeline(args.config, start_from=args.start_from, output_dir=args.output_dir)
+    done = sum(e.get("status") == "done" for e in manifest["stages"].values())
+    print(f"r1kit: pipeline done: {done} stages done; manifest.json and summary.md in {manifest['output_dir']}")
+    return 0
 
 
 def cmd_grpo(args: argparse.Namespace) -> int:
@@ -212,6 +313,16 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args)
         if args.command == "chat":
             return cmd_chat(args)
+        if args.command in ("sft", "coldstart", "rejection", "rm"):
+            return cmd_stage(args)
+        if args.command == "student":
+            return cmd_student(args)
+        if args.command == "pipeline":
+            return cmd_pipeline(args)
+        if args.command == "distill-compare":
+            from .compare import cmd_compare
+
+            return cmd_compare(args)
         return cmd_model(args)
     except EXPECTED_ERRORS as e:
         print(f"r1kit: error: {e}", file=sys.stderr)
@@ -222,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
             import shlex
 
             again = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--no-resume"]
-            again += [] if "--resume" in again else ["--resume"]
+            if args.command == "pipeline":  # a rerun resumes the interrupted stage by itself
+                again = [a for a in again if a != "--from" and a != getattr(args, "start_from", None)]
+            else:
+                again += [] if "--resume" in again else ["--resume"]
             print(f"r1kit: {e}. To continue: r1kit {shlex.join(again)}"
                   f"{' (under accelerate launch: the same launch command with --resume)' if 'WORLD_SIZE' in os.environ else ''}")
         return 0

@@ -81,6 +81,16 @@ class GRPOConfig:
     reward_funcs: list[str] = _opt(["format", "accuracy"], "registered reward functions (r1kit.rewards.REWARDS)")
     reward_weights: list[float] | None = _opt(None, "one weight per reward function (default 1.0 each)")
     reward_timeout: float = _opt(10.0, "seconds one reward call may run, in a forked worker process (0: no limit, rewards run in this process)")
+    language: str = _opt("en", "target language of the chain of thought for the language_consistency reward (en, zh, ...)")
+    special_token: str = _opt("|special_token|", "the readable format's separator: TOKEN reasoning TOKEN summary (readable_* rewards)")
+    # all-scenario RL (R1 stage 4): general prompts scored by reward models, mixed into the batches
+    general_dataset: str | None = _opt(None, "a .jsonl of general prompts mixed with the reasoning prompts; scored by reward models")
+    general_prompt_field: str = _opt("prompt", "JSONL field holding a general prompt")
+    general_fraction: float = _opt(0.5, "share of each step's prompts drawn from general_dataset (at least one per process)")
+    reward_model: str | None = _opt(None, "sequence-classification model scoring helpfulness of the summary only (general prompts)")
+    harmlessness_model: str | None = _opt(None, "sequence-classification model scoring harmlessness of the whole response (default: reward_model)")
+    helpfulness_weight: float = _opt(1.0, "weight of the helpfulness score in a general prompt's reward")
+    harmlessness_weight: float = _opt(1.0, "weight of the harmlessness score in a general prompt's reward")
     reward_failure: str = _opt("zero", "a reward that raises or times out on a sample: 'zero' (that sample scores 0, counted and logged) or 'abort'")
     # GRPO
     beta: float = _opt(0.001, "KL coefficient to the reference model (paper: 0.001); 0 skips the reference")
@@ -153,9 +163,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
+def _coerce(name: str, value: Any, source: str, fields: dict[str, dataclasses.Field] = FIELDS) -> Any:
     """Check a YAML value against the field's type (YAML already parsed numbers and booleans)."""
-    ftype = str(FIELDS[name].type)
+    ftype = str(fields[name].type)
     if value is None:
         if "None" in ftype:
             return None
@@ -186,29 +196,45 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     return value
 
 
-def make_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> GRPOConfig:
-    """Config file first, then overrides (from the command line) on top; unknown keys are an error."""
+def build_dataclass(cls: type, sources: list[tuple[str, dict[str, Any]]]) -> Any:
+    """An instance of the config dataclass `cls` from (source name, values) pairs applied in order;
+    unknown keys and ill-typed values raise ConfigError naming the source and the option."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
-    sources = [(str(yaml_path), read_yaml(yaml_path))] if yaml_path else []
-    sources.append(("command line", overrides or {}))
     for source, data in sources:
         for key, value in data.items():
-            if key not in FIELDS:
-                close = difflib.get_close_matches(key, FIELDS, n=1)
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise ConfigError(f"{source}: unknown option '{key}'{hint}")
-            values[key] = _coerce(key, value, source)
-    config = GRPOConfig(**values)
-    validate(config)
+            values[key] = _coerce(key, value, source, fields)
+    return cls(**values)
+
+
+def load_config(cls: type, validate_fn, yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None):
+    """A config of dataclass `cls`: the YAML file first, then overrides (from the command line) on top,
+    then `validate_fn`; unknown keys and bad values are a ConfigError. Every r1kit command builds its
+    config this way."""
+    sources = [(str(yaml_path), read_yaml(yaml_path))] if yaml_path else []
+    sources.append(("command line", overrides or {}))
+    config = build_dataclass(cls, sources)
+    validate_fn(config)
     return config
+
+
+def need(ok: bool, message: str) -> None:
+    """Raise ConfigError(message) unless ok: the one-line checks config validators are made of."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def make_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> GRPOConfig:
+    """Config file first, then overrides (from the command line) on top; unknown keys are an error."""
+    return load_config(GRPOConfig, validate, yaml_path, overrides)
 
 
 def validate(c: GRPOConfig) -> None:
     """Reject settings that cannot work, naming the option."""
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise ConfigError(msg)
-
     need(c.num_generations >= 2, f"num_generations={c.num_generations}: GRPO needs at least 2 completions per group")
     need(c.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
     need(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
@@ -241,6 +267,16 @@ def validate(c: GRPOConfig) -> None:
     need(c.reward_failure in ("zero", "abort"), f"reward_failure={c.reward_failure!r}: choose zero or abort")
     need(c.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite must be >= 1")
     need(c.report_steps >= 0, f"report_steps={c.report_steps}: must be >= 0 (0: report only at the end)")
+    need(not c.general_dataset or bool(c.reward_model),
+         "general_dataset needs reward_model: general prompts have no gold answer and are scored by a reward model")
+    need(0 < c.general_fraction < 1, f"general_fraction={c.general_fraction}: must be in (0, 1)")
+    need(not c.general_dataset or c.completions_per_step // c.num_generations >= 2,
+         "general_dataset: each process needs at least 2 prompts per step (one reasoning, one general); "
+         "raise per_device_train_batch_size x gradient_accumulation_steps")
+    need(bool(c.special_token.strip()), "special_token must not be blank")
+    from .readable import TARGET_LANGUAGES
+
+    need(c.language in TARGET_LANGUAGES, f"language={c.language!r}: choose one of {', '.join(TARGET_LANGUAGES)}")
     from .tracking import check_trackers
 
     check_trackers(c.report_to)  # a TrackerError (a ConfigError) names a missing package before any model loads

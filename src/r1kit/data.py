@@ -27,6 +27,7 @@ class Example:
     question: str
     answer: str
     id: str
+    kind: str = "reasoning"  # "reasoning": scored by rule rewards; "general": scored by reward models (stage 4)
 
 
 def default_data_dir() -> str:
@@ -182,6 +183,26 @@ def load_examples(dataset: str, *, data_dir: str | None = None, split: str = "tr
     if dataset.endswith((".jsonl", ".json")) or Path(dataset).exists():
         return jsonl_examples(dataset, question_field, answer_field, skipped=skipped)
     raise DataError(f"dataset={dataset!r}: not 'arithmetic', 'gsm8k' or a path to a .jsonl file")
+
+
+def general_examples(path: str | Path, prompt_field: str = "prompt", skipped: list[str] | None = None) -> list[Example]:
+    """General (non-reasoning) prompts for all-scenario RL: a JSONL of records with a prompt field.
+
+    They have no gold answer; reward models score their responses (Example.kind == "general").
+    """
+    path = Path(path)
+    bad: list[tuple[int, str]] | None = None if skipped is None else []
+    examples = []
+    for lineno, rec in _read_rows(path, bad):
+        prompt = _field_text(rec, prompt_field, f"{path}:{lineno}", lineno, bad)
+        if prompt is not None:
+            examples.append(Example(question=prompt, answer="", id=str(rec.get("id", f"{path.name}:{lineno}")),
+                                    kind="general"))
+    if not examples:
+        raise _no_usable_records(path, bad or [(0, "no records")])
+    if skipped is not None:
+        skipped.extend(message for _, message in sorted(bad))
+    return examples
 
 
 @functools.lru_cache(maxsize=4)

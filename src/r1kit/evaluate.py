@@ -32,7 +32,7 @@ from .rollout import generate
 from .templates import build_prompt
 
 BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
-PROMPT_STYLES = ("r1zero", "r1chat", "chat", "fewshot")
+PROMPT_STYLES = ("r1zero", "r1chat", "chat", "fewshot", "readable")
 # the evaluation style that asks for answers the way a training template does
 STYLE_FOR_TEMPLATE = {"r1zero": "r1zero", "chat": "r1chat", "plain": "fewshot"}
 
@@ -220,18 +220,29 @@ def format_ok(completion: str, style: str) -> bool:
 
 def evaluate(model, tokenizer, problems: list[Problem], *, num_samples: int = 4, temperature: float = 0.6,
              top_p: float = 0.95, max_new_tokens: int = 512, prompt_style: str = "r1zero", prefill: str = "<think>",
-             batch_size: int = 8, seed: int = 0, pass_k: tuple[int, ...] = (), progress=None) -> tuple[dict, list[dict]]:
-    """Sample `num_samples` completions per problem and score them; returns (summary, per-sample records)."""
+             batch_size: int = 8, seed: int = 0, pass_k: tuple[int, ...] = (), progress=None,
+             template: str = "plain", special_token: str = "|special_token|") -> tuple[dict, list[dict]]:
+    """Sample `num_samples` completions per problem and score them; returns (summary, per-sample records).
+
+    The "readable" style (models trained on R1's readable format, e.g. after cold-start SFT) renders the
+    question with `template` plus `prefill`, lets the model stop at EOS, reads the answer from the final
+    part (the summary; see r1kit.readable.final_answer) and counts a sample well-formed when it is
+    `special_token reasoning special_token summary`.
+    """
     if num_samples < 1:
         raise ValueError("num_samples must be >= 1")
+    readable = prompt_style == "readable"
+    if readable:
+        from .readable import final_answer, parse_readable
     tagged = prompt_style in ("r1zero", "r1chat")
-    prefill = prefill if tagged else ""
+    prefill = prefill if tagged or readable else ""
     stops = ("</answer>",) if tagged else ("\n\nQuestion:",) if prompt_style == "fewshot" else ()
     records: list[dict] = []
     start = time.perf_counter()
     for b in range(0, len(problems), batch_size):
         batch = problems[b: b + batch_size]
-        prompts = [eval_prompt(p.question, tokenizer, prompt_style, prefill) for p in batch]
+        prompts = [build_prompt(p.question, tokenizer, template, prefill) if readable else
+                   eval_prompt(p.question, tokenizer, prompt_style, prefill) for p in batch]
         gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed * 1_000_003 + b)
         r = generate(model, tokenizer, prompts, num_generations=num_samples, max_new_tokens=max_new_tokens,
                      temperature=temperature, top_p=top_p, stop_strings=stops, generator=gen)
@@ -241,11 +252,15 @@ def evaluate(model, tokenizer, problems: list[Problem], *, num_samples: int = 4,
                 text = prefill + r.completions[row]
                 if prompt_style == "fewshot":
                     text = text.split("\n\nQuestion:")[0]
-                answer = extract_final_answer(text, allow_last_number=prompt_style == "fewshot")
+                if readable:
+                    answer, well_formed = final_answer(text, special_token), parse_readable(text, special_token) is not None
+                else:
+                    answer = extract_final_answer(text, allow_last_number=prompt_style == "fewshot")
+                    well_formed = format_ok(text, prompt_style)
                 records.append({"problem_id": p.id, "sample": j, "prompt": prompts[i], "completion": text,
                                 "extracted": answer, "gold": p.gold,
                                 "correct": answer is not None and answers_match(answer, p.gold),
-                                "format_ok": format_ok(text, prompt_style), "length": int(r.lengths[row]),
+                                "format_ok": well_formed, "length": int(r.lengths[row]),
                                 "truncated": bool(r.truncated[row]), "groups": p.groups})
         if progress is not None:
             progress(len(batch))

@@ -90,6 +90,19 @@ def ensure_embedded_model() -> Path:
     return target
 
 
+def default_threads(torch_threads: int | None, processes: int = 1) -> int:
+    """CPU threads per process: the option if set, else OMP_NUM_THREADS if set, else cores / processes.
+
+    OMP_NUM_THREADS is honoured so that a run sharing the machine with other work can be held to its
+    share: oversubscribed OpenMP threads spin and can make every process many times slower."""
+    if torch_threads:
+        return torch_threads
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
 def resolve_model_path(name: str) -> str:
     """Map a user's model option to something `from_pretrained` can load without a network."""
     if name in EMBEDDED_NAMES:
@@ -135,19 +148,33 @@ def add_lora(model: PreTrainedModel, r: int, alpha: int, dropout: float, target_
     return get_peft_model(model, config)
 
 
+def load_policy(c, checkpoint: str | Path | None, dtype: torch.dtype):
+    """The model a training command updates (`c` has model, trust_remote_code, use_lora and lora_* options):
+    the last checkpoint when resuming; with LoRA, the base model with its adapter, new or resumed."""
+    if not c.use_lora:
+        return load_model(str(checkpoint) if checkpoint else c.model, dtype, trust_remote_code=c.trust_remote_code)
+    model = load_model(c.model, dtype, trust_remote_code=c.trust_remote_code)
+    if checkpoint is not None:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
+    return add_lora(model, c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_target_modules)
+
+
 def build_tiny_model(out_dir: str | Path, alphabet: str | None = None, hidden_size: int = 64,
-                     num_layers: int = 2, seed: int = 0) -> Path:
+                     num_layers: int = 2, seed: int = 0, extra_tokens: tuple[str, ...] = ("|special_token|",)) -> Path:
     """Write a tiny character-level Llama and its tokenizer to out_dir (for tests and the tiny pipeline).
 
     Each character of `alphabet` is one token, so any text over it round-trips exactly; special tokens
-    <pad>, <eos> and the four R1 tags are single tokens.
+    <pad>, <eos>, the four R1 tags and `extra_tokens` (by default the readable format's |special_token|)
+    are single tokens.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     if alphabet is None:
         alphabet = "0123456789+-*/=()., ?:abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\n"
-    specials = ["<pad>", "<eos>", "<unk>", "<think>", "</think>", "<answer>", "</answer>"]
+    specials = ["<pad>", "<eos>", "<unk>", "<think>", "</think>", "<answer>", "</answer>", *extra_tokens]
     vocab = {tok: i for i, tok in enumerate(specials)}
     for ch in alphabet:
         vocab.setdefault(ch, len(vocab))
@@ -155,7 +182,7 @@ def build_tiny_model(out_dir: str | Path, alphabet: str | None = None, hidden_si
     core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     core.decoder = decoders.Fuse()
     core.add_special_tokens(["<pad>", "<eos>", "<unk>"])
-    core.add_tokens(["<think>", "</think>", "<answer>", "</answer>"])
+    core.add_tokens(["<think>", "</think>", "<answer>", "</answer>", *extra_tokens])
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=hidden_size * 2,

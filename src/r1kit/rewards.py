@@ -57,6 +57,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import functools
+import inspect
 import math
 import multiprocessing
 import numbers
@@ -71,6 +72,8 @@ from typing import Callable
 
 import numpy as np
 from math_verify import parse, verify
+
+from .readable import DEFAULT_SPECIAL_TOKEN, final_answer, language_consistency, parse_readable, split_reasoning
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
 
@@ -742,3 +745,68 @@ def compute_rewards(
     totals, per_reward, _ = score_completions(reward_funcs, reward_weights, completions, answers,
                                               timeout=timeout, on_failure=on_failure)
     return totals, per_reward
+
+
+# --------------------------------------------------------------------------
+# The R1 readable format and language consistency (r1kit.readable)
+# --------------------------------------------------------------------------
+# These rewards take keyword options (the target language, the separator token). score_completions calls
+# a reward with (completions, answers) only, so a run binds its options first with bind_reward_options.
+
+
+@register_reward("language_consistency")
+def language_consistency_reward(completions: list[str], answers: list[str], language: str = "en",
+                                special_token: str = DEFAULT_SPECIAL_TOKEN) -> list[float]:
+    """Share of target-language words in the chain of thought only (the R1 paper's language reward).
+
+    The chain of thought is ``split_reasoning(completion)[0]``: the reasoning of
+    the readable format or the ``<think>`` content. A completion without one
+    (plain text, a truncated ``<think>``) scores 0.0, as does a chain of thought
+    with no language-bearing word (see ``r1kit.readable``).
+    """
+    return [language_consistency(split_reasoning(c, special_token)[0], language) for c in completions]
+
+
+@register_reward("readable_format")
+def readable_format_reward(completions: list[str], answers: list[str],
+                           special_token: str = DEFAULT_SPECIAL_TOKEN) -> list[float]:
+    """1.0 for exactly ``TOK reasoning TOK summary`` with both parts non-empty, else 0.0."""
+    return [1.0 if parse_readable(c, special_token) is not None else 0.0 for c in completions]
+
+
+@register_reward("readable_accuracy")
+def readable_accuracy_reward(completions: list[str], answers: list[str],
+                             special_token: str = DEFAULT_SPECIAL_TOKEN) -> list[float]:
+    """1.0 if the answer stated in the final part (the summary) matches the gold, else 0.0.
+
+    The answer is ``r1kit.readable.final_answer``; matching is ``answers_match``,
+    so a numeric gold needs a final number, as for ``accuracy``.
+    """
+    scores = []
+    for completion, gold in zip(completions, answers, strict=True):
+        pred = final_answer(completion, special_token)
+        scores.append(1.0 if pred is not None and answers_match(pred, gold) else 0.0)
+    return scores
+
+
+def bind_reward_options(names: list[str] | list[Callable], **options) -> list[str | Callable]:
+    """Each reward with the keyword ``options`` its signature accepts bound, for ``score_completions``.
+
+    A bound reward is a ``functools.partial`` whose ``__name__`` is the registry
+    name, so its scores are reported under that name. A reward that accepts none
+    of the options is returned as it was given (the name itself), and options a
+    reward does not accept are not passed to it: ``language`` reaches only
+    ``language_consistency``. Callables are bound the same way and keep their
+    ``__name__``. Raises ValueError for an unknown name, as ``score_completions`` does.
+    """
+    bound_rewards: list[str | Callable] = []
+    for name, fn in zip(names, (fn for _, fn in _resolve(names))):
+        params = inspect.signature(fn).parameters
+        accepted = {k: v for k, v in options.items() if k in params and k not in ("completions", "answers")}
+        if not accepted:
+            bound_rewards.append(name)
+            continue
+        bound = functools.partial(fn, **accepted)
+        bound.__name__ = name if isinstance(name, str) else getattr(fn, "__name__", repr(fn))
+        bound_rewards.append(bound)
+    return bound_rewards

@@ -25,6 +25,7 @@ Design decisions:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -45,12 +46,12 @@ from transformers.utils import logging as hf_logging
 from .checkpoint import (latest_checkpoint, load_training_state, remove_temporary_checkpoints, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import ConfigError, GRPOConfig, TrainingError, TrainingStopped
-from .data import Example, arithmetic_examples, load_examples, prompt_indices
+from .data import Example, arithmetic_examples, general_examples, load_examples, prompt_indices
 from .evaluate import STYLE_FOR_TEMPLATE, Problem, evaluate, load_benchmark, select_problems, summarize
 from .grpo import group_advantages, grpo_loss
 from .logprobs import completion_logprobs
-from .models import add_lora, load_model, load_tokenizer
-from .rewards import close_reward_worker, score_completions, start_reward_worker
+from .models import default_threads, load_model, load_policy, load_tokenizer
+from .rewards import RewardFailure, bind_reward_options, close_reward_worker, score_completions, start_reward_worker
 from .report import write_report_safely
 from .rollout import generate
 from .templates import build_prompt
@@ -185,7 +186,10 @@ def iter_train(config: GRPOConfig, examples: list[Example] | None = None,
 
 def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str | Callable] | None,
            show_progress: bool, cleanup: contextlib.ExitStack) -> Iterator[dict]:
-    rewards_used = reward_funcs or list(c.reward_funcs)
+    # options such as the target language reach the rewards that take them; bound once, so the reward
+    # worker knows each function by identity
+    rewards_used = [bind_reward_options([r], language=c.language, special_token=c.special_token)[0]
+                    if isinstance(r, str) else r for r in (reward_funcs or list(c.reward_funcs))]
     if c.reward_timeout > 0:
         # fork the reward worker while this process is small: before accelerate starts threads and
         # before any model is loaded
@@ -196,7 +200,7 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
     acc = Accelerator(cpu=not torch.cuda.is_available())
     rank, world = acc.process_index, acc.num_processes
     if c.torch_threads or acc.device.type == "cpu":
-        torch.set_num_threads(c.torch_threads or max(1, (os.cpu_count() or 1) // acc.num_processes))
+        torch.set_num_threads(default_threads(c.torch_threads, acc.num_processes))
     out_dir = Path(c.output_dir)
 
     # --- resume or fresh start (checked before anything is loaded or written)
@@ -206,29 +210,29 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
                           f"pass --resume to continue it or choose another output_dir")
     skipped: list[str] = []
     examples = examples if examples is not None else load_run_examples(c, skipped if c.skip_bad_data else None)
+    if c.general_dataset:
+        examples = [*examples, *general_examples(c.general_dataset, c.general_prompt_field,
+                                                 skipped if c.skip_bad_data else None)]
     if skipped and acc.is_main_process:
         _report_skipped(skipped, out_dir)
     eval_problems = load_eval_problems(c) if c.eval_steps else []  # checked before any model loads
+    reasoning = [e for e in examples if e.kind != "general"]
+    general = [e for e in examples if e.kind == "general"]
+    if general and not reasoning:
+        raise ConfigError("all-scenario RL: the batches mix reasoning and general prompts, but there are no reasoning prompts")
+    if general and not c.reward_model:
+        raise ConfigError("general prompts (kind 'general') need reward_model: they have no gold answer to check")
 
     torch.manual_seed(c.seed)
     dtype = resolve_dtype(c.dtype)
     tokenizer = load_tokenizer(c.model, c.trust_remote_code)
-    if c.use_lora:
-        model = load_model(c.model, dtype, trust_remote_code=c.trust_remote_code)
-        if checkpoint is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
-        else:
-            model = add_lora(model, c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_target_modules)
-        ref_model = None  # the base with the adapter disabled
-    else:
-        model = load_model(str(checkpoint) if checkpoint else c.model, dtype, trust_remote_code=c.trust_remote_code)
-        ref_model = None
-        if c.beta > 0:
-            ref_model = load_model(c.model, dtype, trust_remote_code=c.trust_remote_code).to(acc.device)
-            ref_model.eval().requires_grad_(False)
+    model = load_policy(c, checkpoint, dtype)
+    ref_model = None  # with LoRA: the base with the adapter disabled
+    if not c.use_lora and c.beta > 0:
+        ref_model = load_model(c.model, dtype, trust_remote_code=c.trust_remote_code).to(acc.device)
+        ref_model.eval().requires_grad_(False)
     model.config.use_cache = False
+    judges = load_reward_models(c, acc.device)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2),
@@ -328,8 +332,15 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
         t_start = time.perf_counter()
         _STOP["step"] = step
         # --- prompts: this process's slice of the step's global batch
-        idx = prompt_indices(len(examples), step * prompts_global + rank * prompts_local, prompts_local, c.seed)
-        batch = [examples[i] for i in idx]
+        if general:  # all-scenario RL: a fixed share of each step's prompts are general prompts
+            n_gen = general_prompts_per_step(prompts_local, c.general_fraction)
+            n_rea = prompts_local - n_gen
+            idx = prompt_indices(len(reasoning), (step * world + rank) * n_rea, n_rea, c.seed)
+            idx_gen = prompt_indices(len(general), (step * world + rank) * n_gen, n_gen, c.seed + 1)
+            batch = [reasoning[i] for i in idx] + [general[i] for i in idx_gen]
+        else:
+            idx = prompt_indices(len(examples), step * prompts_global + rank * prompts_local, prompts_local, c.seed)
+            batch = [examples[i] for i in idx]
         prompts = [build_prompt(e.question, tokenizer, c.template, c.prefill) for e in batch]
 
         # --- rollout
@@ -342,8 +353,9 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
         # --- rewards and advantages
         texts = [c.prefill + comp for comp in rollout.completions]
         answers = [e.answer for e in batch for _ in range(G)]
-        totals, per_fn, failures = score_completions(rewards_used, c.reward_weights, texts, answers,
-                                                     timeout=c.reward_timeout, on_failure=c.reward_failure)
+        kinds = [e.kind for e in batch for _ in range(G)]
+        questions = [e.question for e in batch for _ in range(G)]
+        totals, per_fn, failures = score_batch(c, rewards_used, texts, answers, kinds, questions, judges)
         rewards = torch.tensor(totals, dtype=torch.float32)  # [N]
         advantages, zero_std = group_advantages(rewards, G, c.scale_rewards)  # [N], [N/G]
         advantages = advantages.to(acc.device)
@@ -420,8 +432,8 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
         step_time = time.perf_counter() - t_start
         g = lambda x: acc.gather(torch.as_tensor(x, dtype=torch.float32, device=acc.device)).cpu()  # noqa: E731
         all_rewards, lengths = g(rewards), g(rollout.lengths.float())
-        accuracy = g(_metric_scores("accuracy", per_fn, rewards_used, texts, answers, c.reward_timeout))
-        fmt = g(_metric_scores("format", per_fn, rewards_used, texts, answers, c.reward_timeout))
+        accuracy = g(_metric_scores(("accuracy", "readable_accuracy"), per_fn, texts, answers, kinds, c.reward_timeout))
+        fmt = g(_metric_scores(("format", "readable_format"), per_fn, texts, answers, kinds, c.reward_timeout))
         names = list(per_fn)
         counts = [sum(f.reward == n and f.kind == kind for f in failures) for n in names for kind in ("error", "timeout")]
         counts = g(counts).view(-1, len(names), 2).sum(0) if names else None  # [rewards, (errors, timeouts)]
@@ -432,11 +444,11 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
             "step": step + 1,
             "reward": all_rewards.mean().item(),
             "reward_std": grouped.std(dim=1).mean().item(),
-            **{f"rewards/{n}": g(v).mean().item() for n, v in per_fn.items()},
+            **{f"rewards/{n}": m for n, m in ((n, g(v).nanmean().item()) for n, v in per_fn.items()) if math.isfinite(m)},
             **{f"rewards/{n}/failures": int(counts[i, 0]) for i, n in enumerate(names)},
             **{f"rewards/{n}/timeouts": int(counts[i, 1]) for i, n in enumerate(names)},
-            "accuracy": accuracy.mean().item(),
-            "format_rate": fmt.mean().item(),
+            "accuracy": _nanmean_or_zero(accuracy),
+            "format_rate": _nanmean_or_zero(fmt),
             "completion_length": lengths.mean().item(),
             "completion_length_min": lengths.min().item(),
             "completion_length_max": lengths.max().item(),
@@ -462,7 +474,8 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
             metrics.update(run_eval(step + 1))
         records = [{"step": step + 1, "prompt_id": e.id, "question": e.question, "answer": e.answer,
                     "completion": texts[i * G + j], "reward": totals[i * G + j],
-                    "rewards": {n: float(v[i * G + j]) for n, v in per_fn.items()},
+                    "rewards": {n: float(v[i * G + j]) for n, v in per_fn.items() if math.isfinite(v[i * G + j])},
+                    **({"kind": e.kind} if e.kind != "reasoning" else {}),
                     "advantage": float(advantages[i * G + j]), "length": int(rollout.lengths[i * G + j]),
                     "truncated": bool(rollout.truncated[i * G + j])}
                    for i, e in enumerate(batch) for j in range(G)]
@@ -519,10 +532,82 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
     acc.wait_for_everyone()
 
 
-def _metric_scores(name: str, per_fn: dict[str, list[float]], rewards_used: list, texts: list[str],
-                   answers: list[str], timeout: float) -> list[float]:
-    """Scores of a built-in reward for the accuracy/format metrics: reused when it is a training reward."""
-    if name in rewards_used:
+def general_prompts_per_step(prompts: int, fraction: float) -> int:
+    """General prompts among a process's `prompts` per step: the nearest count to the fraction, at least one,
+    and at least one reasoning prompt left when there are two or more."""
+    n = max(1, math.floor(prompts * fraction + 0.5))
+    return min(n, prompts - 1) if prompts >= 2 else n
+
+
+def _nanmean_or_zero(x: torch.Tensor) -> float:
+    """Mean over the rows a metric applies to (NaN marks the others); 0 when it applies to none."""
+    m = x.nanmean().item()
+    return m if math.isfinite(m) else 0.0
+
+
+def _metric_scores(names: tuple[str, ...], per_fn: dict[str, list[float]], texts: list[str], answers: list[str],
+                   kinds: list[str], timeout: float) -> list[float]:
+    """Scores for the accuracy/format metrics: the first of `names` that is a training reward, else the
+    built-in names[0] computed here; NaN on general rows, which have no rule-checkable answer."""
+    name = next((n for n in names if n in per_fn), None)
+    if name is not None:
         return per_fn[name]
-    _, per, _ = score_completions([name], None, texts, answers, timeout=timeout, on_failure="zero")
-    return per[name]
+    rows = [i for i, k in enumerate(kinds) if k != "general"]
+    _, per, _ = score_completions([names[0]], None, [texts[i] for i in rows], [answers[i] for i in rows],
+                                  timeout=timeout, on_failure="zero")
+    scores = [math.nan] * len(texts)
+    for i, v in zip(rows, per[names[0]]):
+        scores[i] = v
+    return scores
+
+
+def load_reward_models(c: GRPOConfig, device) -> dict:
+    """The reward models of all-scenario RL: helpfulness (scores the summary) and harmlessness (the whole
+    response); the same model serves both when harmlessness_model is not set. Empty without reward_model."""
+    if not c.reward_model:
+        return {}
+    from .reward_model import load_reward_model
+
+    helpful = load_reward_model(c.reward_model, device=device)
+    harmless = helpful if c.harmlessness_model in (None, c.reward_model) else load_reward_model(c.harmlessness_model, device=device)
+    return {"helpfulness": helpful, "harmlessness": harmless}
+
+
+def score_batch(c: GRPOConfig, rewards_used: list, texts: list[str], answers: list[str], kinds: list[str],
+                questions: list[str], judges: dict) -> tuple[list[float], dict[str, list[float]], list[RewardFailure]]:
+    """Rewards of one batch: rule rewards for reasoning prompts; for general prompts (R1 stage 4)
+    helpfulness of the summary plus harmlessness of the whole response, as reward models judge them.
+
+    Returns the total per completion, {reward name: per-completion scores, NaN where it does not apply}
+    and the rule rewards' failures (indices into the batch).
+    """
+    from .readable import split_reasoning
+
+    n = len(texts)
+    rows = [i for i, k in enumerate(kinds) if k != "general"]
+    general = [i for i, k in enumerate(kinds) if k == "general"]
+    totals = [0.0] * n
+    per_fn: dict[str, list[float]] = {}
+    # called even with no reasoning rows, so every process reports the same reward names
+    sub_totals, sub_per, sub_failures = score_completions(
+        rewards_used, c.reward_weights, [texts[i] for i in rows], [answers[i] for i in rows],
+        timeout=c.reward_timeout, on_failure=c.reward_failure)
+    for name, scores in sub_per.items():
+        per_fn[name] = [math.nan] * n
+        for i, v in zip(rows, scores):
+            per_fn[name][i] = v
+    for i, v in zip(rows, sub_totals):
+        totals[i] = v
+    failures = [dataclasses.replace(f, index=rows[f.index] if f.index >= 0 else -1) for f in sub_failures]
+    if judges:
+        prompts = [questions[i] for i in general]
+        summaries = [split_reasoning(texts[i], c.special_token)[1] for i in general]
+        scored = {"helpfulness": judges["helpfulness"].score(prompts, summaries) if general else [],
+                  "harmlessness": judges["harmlessness"].score(prompts, [texts[i] for i in general]) if general else []}
+        weights = {"helpfulness": c.helpfulness_weight, "harmlessness": c.harmlessness_weight}
+        for name, scores in scored.items():
+            per_fn[name] = [math.nan] * n
+            for i, v in zip(general, scores):
+                per_fn[name][i] = float(v)
+                totals[i] += weights[name] * float(v)
+    return totals, per_fn, failures

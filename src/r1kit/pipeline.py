@@ -1,0 +1,551 @@
+"""`r1kit pipeline CONFIG.yaml`: the DeepSeek-R1 recipe as a declarative list of stages.
+
+    R1-Zero -> cold-start data -> cold-start SFT -> reasoning RL -> rejection sampling -> SFT from the base
+    -> RL for all scenarios (+ a reward model), and distillation into a smaller student.
+
+Design decisions:
+- A stage is a mapping: `name`, `type`, the options of that type's config (the same names as the stage's
+  own command: `r1kit grpo`, `r1kit sft`, ...), and an optional `eval` override. Options are checked
+  for every stage before anything runs, so a typo in the last stage fails in the first second, with the
+  stage and the key named.
+- A string option "@stage" (or "@stage.model", "@stage.data", "@stage.run") is the artifact of an
+  earlier stage: its final model folder, its dataset file or its run folder. References only point
+  backwards; the pipeline sets every stage's output_dir to OUTPUT_DIR/<stage name>.
+- Every stage leaves its artifacts in its folder and an entry in OUTPUT_DIR/manifest.json (written
+  atomically after each stage): type, fingerprint, artifacts, evaluation, seconds. A stage's
+  fingerprint hashes its options and the fingerprints of the stages it reads, so editing a stage reruns
+  it and everything downstream of it, and nothing else; editing only its evaluation settings
+  re-evaluates it. A stage is marked done before it is evaluated, so a failed evaluation never retrains.
+- A rerun skips finished stages whose fingerprint is unchanged and whose artifacts exist; a training
+  stage that was interrupted resumes from its last checkpoint; `--from STAGE` reruns STAGE and all
+  later stages from scratch.
+- After every stage that produces a language model, the pipeline evaluates it the same way (one
+  benchmark, k samples, temperature 0.6, top-p 0.95 by default), each in its own output format; the
+  final summary puts all stages side by side (summary.md, summary.json).
+- Stages train full weights: a LoRA stage would leave an adapter that the next stage cannot load as a
+  model, so `use_lora` is rejected here (it works in the stand-alone commands).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import ConfigError, _opt, build_dataclass, read_yaml
+
+MANIFEST = "manifest.json"
+
+
+class PipelineError(ConfigError):
+    """A pipeline that cannot run as configured; the message names the stage (and the key)."""
+
+
+# --- the small stage types that have no command of their own
+
+
+@dataclass
+class TinyModelConfig:
+    alphabet: str | None = _opt(None, "characters of the tiny character-level model (default: digits, letters, math)")
+    hidden_size: int = _opt(64, "hidden size")
+    num_layers: int = _opt(2, "decoder layers")
+    seed: int = _opt(0, "initialisation seed")
+
+
+@dataclass
+class ModelStageConfig:
+    model: str = _opt("embedded", "an existing model: local HF folder, cached hub id or 'embedded'")
+
+
+@dataclass
+class StudentConfig:
+    model: str = _opt("embedded", "the model the student is cut from")
+    num_layers: int = _opt(2, "decoder layers the student keeps (evenly spaced, first and last included)")
+
+
+@dataclass
+class EvalSettings:
+    benchmark: str = _opt("gsm8k", "gsm8k, math500, aime24, aime25, amc23, a .jsonl, or 'arithmetic' (held-out synthetic)")
+    limit: int = _opt(50, "problems evaluated (the first N)")
+    num_samples: int = _opt(4, "k samples per problem (pass@1 averaged over k, cons@k)")
+    max_new_tokens: int = _opt(256, "most new tokens per sample")
+    temperature: float = _opt(0.6, "sampling temperature (paper: 0.6)")
+    top_p: float = _opt(0.95, "top-p (paper: 0.95)")
+    style: str = _opt("auto", "auto (the stage's own format), r1zero, r1chat, chat, fewshot or readable")
+    template: str = _opt("plain", "prompt template for the readable style when the stage has none")
+    prefill: str = _opt("", "response prefill when the stage has none")
+    special_token: str = _opt("|special_token|", "the readable format's separator")
+    batch_size: int = _opt(8, "problems per generation batch")
+    seed: int = _opt(0, "sampling seed")
+    data_dir: str | None = _opt(None, "benchmark data folder (default $R1KIT_DATA_DIR or ../shared/data)")
+    arithmetic_terms: int = _opt(2, "arithmetic benchmark: numbers per question")
+    arithmetic_max_value: int = _opt(99, "arithmetic benchmark: largest number")
+    arithmetic_ops: str = _opt("+", "arithmetic benchmark: operators")
+
+
+# --- stage types: config class, runner, and the artifact an "@stage" reference means by default
+
+
+# where each stage type's config lives: (module, config class, validator); imported when needed
+CONFIGS = {
+    "tiny_model": (__name__, "TinyModelConfig", None),
+    "model": (__name__, "ModelStageConfig", None),
+    "student": (__name__, "StudentConfig", None),
+    "grpo": ("r1kit.config", "GRPOConfig", "validate"),
+    "sft": ("r1kit.sft", "SFTConfig", "validate_sft"),
+    "coldstart": ("r1kit.coldstart", "ColdStartConfig", "validate_coldstart"),
+    "rejection": ("r1kit.rejection", "RejectionConfig", "validate_rejection"),
+    "rm": ("r1kit.reward_model", "RMConfig", "validate_rm_config"),
+}
+
+
+def config_class(kind: str) -> type:
+    module, cls, _ = CONFIGS[kind]
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_stage_config(kind: str, values: dict, source: str) -> Any:
+    """A stage's config from its options; ConfigError names `source` and the option."""
+    module, cls, validator = CONFIGS[kind]
+    mod = importlib.import_module(module)
+    c = build_dataclass(getattr(mod, cls), [(source, values)])
+    if validator:
+        getattr(mod, validator)(c)
+    return c
+
+
+def _run_tiny(c: TinyModelConfig, stage_dir: Path) -> dict:
+    from .models import build_tiny_model
+
+    tmp = stage_dir / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_tiny_model(tmp, alphabet=c.alphabet, hidden_size=c.hidden_size, num_layers=c.num_layers, seed=c.seed)
+    os.replace(tmp, stage_dir / "model")
+    return {"model": str(stage_dir / "model")}
+
+
+def _run_model(c: ModelStageConfig, stage_dir: Path) -> dict:
+    from .models import resolve_model_path
+
+    return {"model": resolve_model_path(c.model)}
+
+
+def _run_student(c: StudentConfig, stage_dir: Path) -> dict:
+    from .distill import make_student
+    from .models import resolve_model_path
+
+    return {"model": str(make_student(resolve_model_path(c.model), stage_dir / "model", c.num_layers))}
+
+
+def _run_grpo(c, stage_dir: Path) -> dict:
+    from .checkpoint import latest_checkpoint
+    from .trainer import train
+
+    train(c)
+    return {"model": str(latest_checkpoint(stage_dir)), "run": str(stage_dir)}
+
+
+def _run_sft(c, stage_dir: Path) -> dict:
+    from .sft import final_model_dir, sft_train
+
+    sft_train(c)
+    return {"model": str(final_model_dir(stage_dir)), "run": str(stage_dir)}
+
+
+def _run_coldstart(c, stage_dir: Path) -> dict:
+    from .coldstart import build_cold_start
+
+    build_cold_start(c)
+    return {"data": str(stage_dir / "data.jsonl"), "run": str(stage_dir)}
+
+
+def _run_rejection(c, stage_dir: Path) -> dict:
+    from .rejection import rejection_sample
+
+    rejection_sample(c)
+    return {"data": str(stage_dir / "data.jsonl"), "run": str(stage_dir)}
+
+
+def _run_rm(c, stage_dir: Path) -> dict:
+    from .reward_model import train_reward_model
+
+    train_reward_model(c)
+    return {"model": str(stage_dir / "model"), "run": str(stage_dir)}
+
+
+@dataclass(frozen=True)
+class StageType:
+    run: Callable[[Any, Path], dict]
+    default_artifact: str  # what "@stage" means
+    output_dir: bool = True  # the config has an output_dir the pipeline sets
+    resumable: bool = False  # an interrupted stage continues from its last checkpoint
+    evaluate: bool = True  # its "model" artifact is a language model worth evaluating
+
+
+STAGE_TYPES: dict[str, StageType] = {
+    "tiny_model": StageType(_run_tiny, "model", output_dir=False),
+    "model": StageType(_run_model, "model", output_dir=False),
+    "student": StageType(_run_student, "model", output_dir=False),
+    "grpo": StageType(_run_grpo, "model", resumable=True),
+    "sft": StageType(_run_sft, "model", resumable=True),
+    "coldstart": StageType(_run_coldstart, "data", evaluate=False),
+    "rejection": StageType(_run_rejection, "data", evaluate=False),
+    "rm": StageType(_run_rm, "model", evaluate=False),
+}
+ARTIFACTS = ("model", "data", "run")
+RESERVED = ("name", "type", "eval")
+
+
+@dataclass
+class Stage:
+    name: str
+    type: str
+    options: dict[str, Any]  # as written, references unresolved
+    eval: dict[str, Any] | None  # None: not evaluated
+    refs: dict[str, tuple[str, str]]  # option -> (stage, artifact)
+
+
+@dataclass
+class Pipeline:
+    path: Path
+    output_dir: Path
+    stages: list[Stage]
+    eval: dict[str, Any]
+
+
+def _parse_ref(value: Any) -> tuple[str, str | None] | None:
+    if not isinstance(value, str) or not value.startswith("@"):
+        return None
+    name, _, artifact = value[1:].partition(".")
+    return name, artifact or None
+
+
+def load_pipeline(path: str | Path, output_dir: str | None = None) -> Pipeline:
+    """Read and check a pipeline config: every stage's options, references and evaluation settings."""
+    path = Path(path)
+    raw = read_yaml(path)
+    unknown = set(raw) - {"output_dir", "eval", "defaults", "stages"}
+    if unknown:
+        raise PipelineError(f"{path}: unknown top-level key '{sorted(unknown)[0]}' (expected output_dir, eval, defaults, stages)")
+    stages_raw = raw.get("stages")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise PipelineError(f"{path}: 'stages' must be a non-empty list of stages")
+    defaults = raw.get("defaults") or {}
+    eval_raw = raw.get("eval") or {}
+    if not isinstance(defaults, dict) or not isinstance(eval_raw, dict):
+        raise PipelineError(f"{path}: 'defaults' and 'eval' must be mappings")
+    build_dataclass(EvalSettings, [(f"{path}: eval", eval_raw)])
+    stages: list[Stage] = []
+    for i, st in enumerate(stages_raw, 1):
+        where = f"{path}: stage #{i}"
+        if not isinstance(st, dict):
+            raise PipelineError(f"{where}: expected a mapping with name, type and options")
+        name, kind = st.get("name"), st.get("type")
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise PipelineError(f"{where}: 'name' must be a word (letters, digits, - and _), got {name!r}")
+        where = f"{path}: stage '{name}'"
+        if any(s.name == name for s in stages):
+            raise PipelineError(f"{where}: the name is used by an earlier stage")
+        if kind not in STAGE_TYPES:
+            raise PipelineError(f"{where}: key 'type': {kind!r} is not a stage type; choose {', '.join(STAGE_TYPES)}")
+        stype = STAGE_TYPES[kind]
+        fields = {f.name for f in dataclasses.fields(config_class(kind))}
+        options = {k: v for k, v in defaults.items() if k in fields}
+        options.update({k: v for k, v in st.items() if k not in RESERVED})
+        if "output_dir" in options and stype.output_dir:
+            raise PipelineError(f"{where}: key 'output_dir': the pipeline sets it (OUTPUT_DIR/{name})")
+        if options.get("use_lora"):
+            raise PipelineError(f"{where}: key 'use_lora': pipeline stages train full weights "
+                                f"(the next stage needs a whole model)")
+        for key, value in options.items():
+            # relative file paths are relative to the config file (the way compose files work), so a
+            # pipeline runs from any working directory
+            if isinstance(value, str) and value.endswith((".jsonl", ".json", ".yaml")) and not Path(value).is_absolute() \
+                    and (path.parent / value).exists():
+                options[key] = str((path.parent / value).resolve())
+        refs: dict[str, tuple[str, str]] = {}
+        for key, value in options.items():
+            ref = _parse_ref(value)
+            if ref is None:
+                continue
+            target, artifact = ref
+            earlier = next((s for s in stages if s.name == target), None)
+            if earlier is None:
+                raise PipelineError(f"{where}: key '{key}': '{value}' does not name an earlier stage")
+            artifact = artifact or STAGE_TYPES[earlier.type].default_artifact
+            if artifact not in ARTIFACTS:
+                raise PipelineError(f"{where}: key '{key}': '{value}': artifact must be one of {', '.join(ARTIFACTS)}")
+            refs[key] = (target, artifact)
+        # type-check the options now, with placeholder paths for the references
+        probe = {k: (f"<{v}>" if k in refs else v) for k, v in options.items()}
+        if stype.output_dir:
+            probe["output_dir"] = str(Path(output_dir or raw.get("output_dir") or "runs/pipeline") / name)
+        try:
+            make_stage_config(kind, probe, where)
+        except ConfigError as e:
+            msg = str(e)
+            raise PipelineError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+        ev = st.get("eval", {})
+        if ev is False or not stype.evaluate:
+            stage_eval = None
+        elif isinstance(ev, dict):
+            stage_eval = {**eval_raw, **ev}
+            build_dataclass(EvalSettings, [(f"{where}: eval", stage_eval)])
+        else:
+            raise PipelineError(f"{where}: key 'eval': expected a mapping of evaluation settings or false")
+        stages.append(Stage(name, kind, options, stage_eval, refs))
+    out = Path(output_dir or raw.get("output_dir") or f"runs/{path.stem}")
+    return Pipeline(path, out, stages, eval_raw)
+
+
+# --- the manifest
+
+
+def read_manifest(out: Path) -> dict:
+    path = out / MANIFEST
+    if not path.is_file():
+        return {"stages": {}}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise PipelineError(f"{path}: not valid JSON (delete it to start the pipeline afresh)") from None
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, out / MANIFEST)
+
+
+def fingerprint(stage: Stage, fingerprints: dict[str, str]) -> str:
+    """A hash of what determines a stage's output: its type, its options and its inputs' fingerprints."""
+    options = {k: (f"@{fingerprints.get(stage.refs[k][0], '?')}.{stage.refs[k][1]}" if k in stage.refs else v)
+               for k, v in sorted(stage.options.items())}
+    blob = json.dumps({"type": stage.type, "options": options}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def eval_fingerprint(stage: Stage) -> str:
+    """A hash of a stage's evaluation settings: changing them re-evaluates the stage without retraining it."""
+    return hashlib.sha256(json.dumps(stage.eval, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _output_options(stage: Stage, stage_dir: Path, resume: bool) -> dict:
+    stype = STAGE_TYPES[stage.type]
+    if not stype.output_dir:
+        return {}
+    return {"output_dir": str(stage_dir), **({"resume": resume} if stype.resumable else {})}
+
+
+def _evaluate_stage(stage: Stage, config: Any, entry: dict, stage_dir: Path, log: Callable[[str], None]) -> None:
+    """Evaluate a stage's model (when it has one and evaluation is on) into its manifest entry."""
+    entry.pop("eval", None)
+    if stage.eval is None or "model" not in entry["artifacts"]:
+        entry["eval_fingerprint"] = eval_fingerprint(stage)
+        return
+    plan = eval_plan(stage, config)
+    t0 = time.perf_counter()
+    summary = run_eval(entry["artifacts"]["model"], plan, stage_dir / "eval")
+    entry["eval"] = {**{k: v for k, v in summary.items() if not isinstance(v, dict)}, "style": plan["style"]}
+    entry["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    entry["eval_fingerprint"] = eval_fingerprint(stage)
+    k = plan["num_samples"]
+    log(f"r1kit pipeline: {stage.name}: pass@1 {summary['pass@1']:.3f}, cons@{k} {summary[f'cons@{k}']:.3f}, "
+        f"format {summary['format_rate']:.2f} ({plan['benchmark']}, {plan['style']} style)")
+
+
+def dependents(p: Pipeline, name: str) -> list[str]:
+    """The stages that read `name`'s artifacts, directly or through other stages."""
+    found: set[str] = {name}
+    for stage in p.stages:
+        if any(target in found for target, _ in stage.refs.values()):
+            found.add(stage.name)
+    return [s.name for s in p.stages if s.name in found and s.name != name]
+
+
+def _artifacts_exist(entry: dict) -> bool:
+    return all(Path(p).exists() for p in entry.get("artifacts", {}).values())
+
+
+def resolve_options(p: Pipeline, stage: Stage, manifest: dict) -> dict:
+    """The stage's options with references replaced by the earlier stages' artifacts (which must exist)."""
+    values = dict(stage.options)
+    order = {s.name: i for i, s in enumerate(p.stages)}
+    # the earliest missing stage is the one to run first
+    for key, (target, artifact) in sorted(stage.refs.items(), key=lambda kv: order[kv[1][0]]):
+        entry = manifest["stages"].get(target)
+        path = (entry or {}).get("artifacts", {}).get(artifact)
+        if entry is None or entry.get("status") != "done" or path is None or not Path(path).exists():
+            missing = f" ({path} is missing)" if path else ""
+            raise PipelineError(f"stage '{stage.name}' needs the {artifact} of stage '{target}', which has not run"
+                                f"{missing}; run it first: r1kit pipeline {p.path} --from {target}")
+        values[key] = path
+    return values
+
+
+# --- evaluation after each stage
+
+
+def eval_plan(stage: Stage, config: Any) -> dict:
+    """The evaluation settings of a stage, with style/template/prefill taken from the stage when it has them."""
+    ev = build_dataclass(EvalSettings, [("eval", stage.eval or {})])
+    plan = dataclasses.asdict(ev)
+    if ev.style == "auto":
+        template = getattr(config, "template", None)
+        prefill = getattr(config, "prefill", None)
+        if template is None:
+            plan["style"] = "readable"
+        elif template == "r1zero" and "<think>" in (prefill or ""):
+            plan.update(style="r1zero", prefill=prefill)
+        else:
+            plan.update(style="readable", template=template, prefill=prefill or "")
+        plan["special_token"] = getattr(config, "special_token", ev.special_token)
+    return plan
+
+
+def run_eval(model_dir: str, plan: dict, out_dir: Path) -> dict:
+    """Evaluate one model; writes out_dir/{summary.json,samples.jsonl,table.txt} and returns the summary."""
+    import torch
+
+    from .data import arithmetic_examples
+    from .evaluate import Problem, evaluate, load_benchmark, select_problems, write_outputs
+    from .models import load_model, load_tokenizer
+
+    if plan["benchmark"] == "arithmetic":
+        problems = [Problem(e.id, e.question, e.answer) for e in
+                    arithmetic_examples(plan["limit"], 7919 + plan["seed"], num_terms=plan["arithmetic_terms"],
+                                        max_value=plan["arithmetic_max_value"], ops=plan["arithmetic_ops"])]
+    else:
+        problems = select_problems(load_benchmark(plan["benchmark"], plan["data_dir"]), plan["limit"])
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir).to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(problems), desc=f"eval {out_dir.parent.name}", unit="problem", leave=False) as bar:
+        summary, records = evaluate(model, tokenizer, problems, num_samples=plan["num_samples"],
+                                    temperature=plan["temperature"], top_p=plan["top_p"],
+                                    max_new_tokens=plan["max_new_tokens"], prompt_style=plan["style"],
+                                    prefill=plan["prefill"], batch_size=plan["batch_size"], seed=plan["seed"],
+                                    template=plan["template"], special_token=plan["special_token"],
+                                    progress=bar.update)
+    write_outputs(out_dir, plan["benchmark"], summary, records, plan)
+    return summary
+
+
+# --- running
+
+
+def run_pipeline(path: str | Path, start_from: str | None = None, output_dir: str | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Run (or continue) a pipeline; returns the manifest. See the module docstring for the rules."""
+    p = load_pipeline(path, output_dir)
+    names = [s.name for s in p.stages]
+    if start_from is not None and start_from not in names:
+        raise PipelineError(f"--from {start_from}: no such stage in {p.path}; stages: {', '.join(names)}")
+    out = p.output_dir
+    manifest = read_manifest(out)
+    manifest["config"] = str(p.path)
+    manifest["output_dir"] = str(out)
+    manifest.setdefault("stages", {})
+    fingerprints: dict[str, str] = {}
+    rerun_from = names.index(start_from) if start_from is not None else len(names)
+    for i, stage in enumerate(p.stages):
+        fp = fingerprint(stage, fingerprints)
+        fingerprints[stage.name] = fp
+        entry = manifest["stages"].get(stage.name)
+        stage_dir = out / stage.name
+        tag = f"r1kit pipeline: [{i + 1}/{len(names)}] {stage.name} ({stage.type})"
+        done = entry and entry.get("status") == "done" and entry.get("fingerprint") == fp and _artifacts_exist(entry)
+        if i < rerun_from and done:
+            if entry.get("eval_fingerprint") == eval_fingerprint(stage):
+                log(f"{tag}: done, skipped")
+            else:  # only the evaluation settings changed, or the evaluation did not finish
+                log(f"{tag}: done; evaluating")
+                config = make_stage_config(stage.type, {**resolve_options(p, stage, manifest),
+                                                        **_output_options(stage, stage_dir, False)}, str(p.path))
+                _evaluate_stage(stage, config, entry, stage_dir, log)
+                write_manifest(out, manifest)
+            continue
+        if start_from is not None and i < rerun_from:
+            # --from never runs earlier stages; a later stage that needs this one's output says so
+            log(f"{tag}: not done, not run (--from {start_from})")
+            continue
+        stype = STAGE_TYPES[stage.type]
+        values = resolve_options(p, stage, manifest)
+        resume = (i < rerun_from and stype.resumable and entry is not None and entry.get("status") == "running"
+                  and entry.get("fingerprint") == fp and (stage_dir / "metrics.jsonl").exists())
+        if not resume:
+            shutil.rmtree(stage_dir, ignore_errors=True)
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        config = make_stage_config(stage.type, {**values, **_output_options(stage, stage_dir, resume)},
+                                   f"{p.path}: stage '{stage.name}'")
+        manifest["stages"][stage.name] = {"type": stage.type, "status": "running", "fingerprint": fp,
+                                          "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        # the stages that read this one's output (directly or not) no longer describe it
+        for later in dependents(p, stage.name):
+            if manifest["stages"].get(later, {}).get("status") == "done":
+                manifest["stages"][later]["status"] = "stale"
+        write_manifest(out, manifest)
+        log(tag + (": resuming" if resume else ""))
+        t0 = time.perf_counter()
+        artifacts = stype.run(config, stage_dir)
+        entry = {"type": stage.type, "status": "done", "fingerprint": fp, "artifacts": artifacts,
+                 "seconds": round(time.perf_counter() - t0, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        manifest["stages"][stage.name] = entry
+        write_manifest(out, manifest)  # done before the evaluation: a failed evaluation does not retrain
+        _evaluate_stage(stage, config, entry, stage_dir, log)
+        write_manifest(out, manifest)
+    for gone in [n for n in manifest["stages"] if n not in names]:
+        del manifest["stages"][gone]  # a stage removed from the config
+    write_manifest(out, manifest)
+    write_summary(p, manifest, log)
+    return manifest
+
+
+def summary_rows(p: Pipeline, manifest: dict) -> list[dict]:
+    rows = []
+    for stage in p.stages:
+        entry = manifest["stages"].get(stage.name, {})
+        ev = entry.get("eval") or {}
+        k = ev.get("samples_per_problem")
+        rows.append({"stage": stage.name, "type": stage.type, "status": entry.get("status", "not run"),
+                     "pass@1": ev.get("pass@1"), "cons@k": ev.get(f"cons@{k}") if k else None, "k": k,
+                     "format_rate": ev.get("format_rate"), "mean_length": ev.get("mean_length"),
+                     "style": ev.get("style"), "seconds": entry.get("seconds"),
+                     "eval_seconds": entry.get("eval_seconds")})
+    return rows
+
+
+def format_summary(p: Pipeline, rows: list[dict]) -> str:
+    """A Markdown table: evaluation after every stage, side by side."""
+    bench = build_dataclass(EvalSettings, [("eval", p.eval)])
+    f = lambda x, d=3: "-" if x is None else f"{x:.{d}f}"  # noqa: E731
+    lines = [f"Evaluation after each stage: {bench.benchmark}, first {bench.limit} problems, "
+             f"k={bench.num_samples} samples, temperature {bench.temperature}, top-p {bench.top_p}", "",
+             "| stage | type | pass@1 | cons@k | format | mean length | style | stage time (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['stage']} | {r['type']} | {f(r['pass@1'])} | {f(r['cons@k'])} | {f(r['format_rate'], 2)} "
+                     f"| {f(r['mean_length'], 1)} | {r['style'] or '-'} | {f(r['seconds'], 0)} |")
+    total = sum((r["seconds"] or 0) + (r["eval_seconds"] or 0) for r in rows)
+    lines += ["", f"Total stage and evaluation time: {total:.0f} s"]
+    return "\n".join(lines)
+
+
+def write_summary(p: Pipeline, manifest: dict, log: Callable[[str], None] = print) -> str:
+    rows = summary_rows(p, manifest)
+    text = format_summary(p, rows)
+    for name, data in (("summary.md", text + "\n"), ("summary.json", json.dumps(rows, indent=2) + "\n")):
+        tmp = p.output_dir / (name + ".tmp")
+        tmp.write_text(data, encoding="utf-8")
+        os.replace(tmp, p.output_dir / name)
+    log(text)
+    return text

@@ -1,0 +1,602 @@
+"""Reward models for all-scenario RL (DeepSeek-R1 stage 4): train one on preference pairs, then score with it.
+
+General prompts have no gold answer, so R1's last RL stage scores them with reward models (helpfulness
+on the final summary only, harmlessness on the whole response). This module trains such a model on
+(prompt, chosen, rejected) pairs with the Bradley-Terry loss and loads any local sequence-classification
+folder to score (prompt, response) texts.
+
+Design decisions:
+- A reward model is an HF AutoModelForSequenceClassification with one label. A causal LM is turned into
+  one by loading it with num_labels=1: the transformer body is kept and a score head is newly
+  initialised (seeded). The model scores the last non-pad token of the text, so pad_token_id is always
+  set in its config; batches are right-padded, so a real token never sits behind padding and a text
+  scores the same alone or in any batch.
+- The scored text is build_prompt(prompt, tokenizer, template) + response, the same function in training
+  and in scoring. One space joins the two when neither side has whitespace at the seam (as build_prompt
+  puts a space before a prefill), so the plain template does not score "say hi to Bobhi Bob". The
+  template a model was trained with is saved in its folder (r1kit_rm.json) and is score()'s default.
+- Training mirrors trainer.py: accelerate from the start (each process takes its slice of a step's pairs,
+  the loss is a per-micro-batch mean over equal-sized micro-batches, so the update equals the
+  single-process one); the pair order is the seeded endless shuffle of r1kit.data.prompt_indices; one
+  JSON line per optimizer step in metrics.jsonl.
+- The held-out split (eval_fraction, seeded) is scored before training (untrained head, about chance)
+  and after, so a run shows that the model learned the preference rather than asserting it.
+- The saved model is a plain HF folder (model + tokenizer), written under a temporary name and renamed,
+  so output_dir/model is never half-written; rm_summary.json is written the same way, last.
+- toy_preferences() is a separable synthetic preference set over the tiny model's characters (polite,
+  relevant replies beat rude, irrelevant or empty-ish ones) for the tiny pipeline and the tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+from .config import ConfigError, TrainingError, _opt, load_config, need
+from .data import DataError, prompt_indices, read_jsonl
+from .models import ModelError, default_threads, load_tokenizer, resolve_model_path
+from .templates import TEMPLATES, build_prompt
+
+RM_INFO = "r1kit_rm.json"  # in a saved reward model folder: the template it was trained with, its base model
+
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
+
+
+@dataclass
+class RMConfig:
+    # model
+    model: str = _opt("embedded", "local causal-LM or sequence-classification folder, or 'embedded' (SmolLM2-135M-Instruct); a causal LM gets a new score head")
+    trust_remote_code: bool = _opt(False, "allow model code from the model folder to run")
+    # data
+    dataset: str = _opt("toy", "a .jsonl of preference pairs (prompt, chosen, rejected) or 'toy' (r1kit's synthetic politeness set)")
+    prompt_field: str = _opt("prompt", "JSONL field holding the prompt")
+    chosen_field: str = _opt("chosen", "JSONL field holding the preferred response")
+    rejected_field: str = _opt("rejected", "JSONL field holding the dispreferred response")
+    toy_examples: int = _opt(2000, "dataset=toy: number of synthetic pairs")
+    template: str = _opt("plain", "how the prompt is written before the response: plain, chat or r1zero (as for GRPO)")
+    max_length: int = _opt(512, "pairs whose chosen or rejected text is longer than this many tokens are dropped (and counted)")
+    eval_fraction: float = _opt(0.1, "fraction of pairs held out (seeded split) and scored before and after training")
+    # optimisation (TRL RewardConfig names)
+    num_train_epochs: float = _opt(1.0, "passes over the training pairs (ignored when max_steps > 0)")
+    max_steps: int = _opt(-1, "optimizer steps; -1: num_train_epochs")
+    per_device_train_batch_size: int = _opt(8, "pairs per micro-batch per process")
+    gradient_accumulation_steps: int = _opt(1, "micro-batches per process per optimizer step")
+    learning_rate: float = _opt(1e-5, "AdamW learning rate (the new score head and the body alike)")
+    lr_scheduler_type: str = _opt("linear", "transformers scheduler name: linear, cosine, constant, ...")
+    warmup_ratio: float = _opt(0.0, "fraction of the steps with linear warm-up")
+    weight_decay: float = _opt(0.0, "AdamW weight decay")
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables)")
+    center_rewards_coefficient: float | None = _opt(None, "TRL's centering term: adds coef * mean((r_chosen + r_rejected)^2), keeping scores near 0")
+    seed: int = _opt(42, "seed for the split, the pair order and the new score head")
+    # output
+    output_dir: str = _opt("runs/rm", "folder for metrics.jsonl, rm_summary.json and the trained model (output_dir/model)")
+    overwrite_output_dir: bool = _opt(False, "replace a run already in output_dir")
+    torch_threads: int | None = _opt(None, "CPU threads per process (default: cores / processes)")
+
+
+def make_rm_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RMConfig:
+    """Config file first, then overrides (from the command line) on top; unknown keys are an error."""
+    return load_config(RMConfig, validate_rm_config, yaml_path, overrides)
+
+
+def validate_rm_config(c: RMConfig) -> None:
+    """Reject settings that cannot work, naming the option."""
+    need(c.template in TEMPLATES, f"template={c.template!r}: choose {', '.join(TEMPLATES)}")
+    need(c.max_length >= 2, f"max_length={c.max_length}: must be >= 2")
+    need(0 <= c.eval_fraction < 1, f"eval_fraction={c.eval_fraction}: must be in [0, 1)")
+    need(c.toy_examples >= 2, f"toy_examples={c.toy_examples}: must be >= 2")
+    need(c.num_train_epochs > 0 and math.isfinite(c.num_train_epochs), f"num_train_epochs={c.num_train_epochs}: must be > 0")
+    need(c.max_steps == -1 or c.max_steps >= 1, f"max_steps={c.max_steps}: must be >= 1, or -1 for num_train_epochs")
+    need(c.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
+    need(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
+    need(c.learning_rate >= 0 and math.isfinite(c.learning_rate), "learning_rate must be a finite number >= 0")
+    need(c.lr_scheduler_type in SCHEDULERS, f"lr_scheduler_type={c.lr_scheduler_type!r}: choose {', '.join(SCHEDULERS)}")
+    need(0 <= c.warmup_ratio <= 1, f"warmup_ratio={c.warmup_ratio}: must be in [0, 1]")
+    need(c.weight_decay >= 0, "weight_decay must be >= 0")
+    need(c.max_grad_norm >= 0, "max_grad_norm must be >= 0")
+    need(c.center_rewards_coefficient is None or c.center_rewards_coefficient >= 0,
+         "center_rewards_coefficient must be >= 0 (or null)")
+    need(c.torch_threads is None or c.torch_threads >= 1, "torch_threads must be >= 1")
+    need(bool(c.dataset), "dataset: give a .jsonl of prompt/chosen/rejected pairs or 'toy'")
+    for name in ("prompt_field", "chosen_field", "rejected_field"):
+        need(bool(getattr(c, name)), f"{name} must not be empty")
+
+
+def bradley_terry_loss(chosen_scores: Tensor, rejected_scores: Tensor,
+                       center_rewards_coefficient: float | None = None) -> Tensor:
+    """-log sigmoid(r_chosen - r_rejected), averaged over pairs; optionally plus TRL's centering term.
+
+    logsigmoid, not log(sigmoid(...)): it stays finite for large negative margins.
+    """
+    margin = chosen_scores.float() - rejected_scores.float()  # [pairs]
+    loss = -F.logsigmoid(margin).mean()  # []
+    if center_rewards_coefficient:
+        # pulls the scores of each pair towards 0 without changing which one wins
+        loss = loss + center_rewards_coefficient * ((chosen_scores.float() + rejected_scores.float()) ** 2).mean()
+    return loss
+
+
+# --- texts and batches ---------------------------------------------------------------------------------
+
+
+def scored_text(prompt: str, response: str, tokenizer: PreTrainedTokenizerBase, template: str = "plain") -> str:
+    """The text a reward model reads: the prompt as the policy saw it, then the response."""
+    head = build_prompt(prompt, tokenizer, template)
+    if head and response and not head[-1].isspace() and not response[0].isspace():
+        return head + " " + response
+    return head + response
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str], template: str) -> list[list[int]]:
+    """Token ids of each text; a chat-template text already carries its special tokens."""
+    return tokenizer(texts, add_special_tokens=template != "chat")["input_ids"]
+
+
+def pad_right(seqs: list[list[int]], pad_id: int, device: torch.device | str) -> tuple[Tensor, Tensor]:
+    """(input_ids, attention_mask), both [batch, longest], padded on the right."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [batch, seq_len]
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)  # [batch, seq_len]
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def forward_scores(model: torch.nn.Module, seqs: list[list[int]], pad_id: int, device: torch.device | str) -> Tensor:
+    """One scalar score per sequence, [batch]: the model's own pooling (the last non-pad token for
+    decoder models) of a right-padded batch."""
+    ids, mask = pad_right(seqs, pad_id, device)  # [batch, seq_len]
+    logits = model(input_ids=ids, attention_mask=mask).logits  # [batch, 1]
+    return logits[:, 0].float()  # [batch]
+
+
+def _context_length(model: PreTrainedModel) -> int | None:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return getattr(config, "max_position_embeddings", None)
+
+
+# --- loading -------------------------------------------------------------------------------------------
+
+
+def _architectures(path: str, name: str, trust_remote_code: bool) -> tuple[Any, list[str]]:
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"model {name}: cannot read its config ({str(e).splitlines()[0]})") from None
+    return config, list(getattr(config, "architectures", None) or [])
+
+
+def load_sequence_classifier(name: str, trust_remote_code: bool = False, new_head: bool = False,
+                             seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A one-label sequence-classification model and its tokenizer, pad_token_id set in the config.
+
+    A sequence-classification folder is loaded as it is. A causal LM is accepted only with new_head
+    (training): its body is kept and a score head is initialised from `seed`. Anything else is a
+    one-line ModelError.
+    """
+    path = resolve_model_path(name)
+    config, archs = _architectures(path, name, trust_remote_code)
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
+    is_causal_lm = any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs)
+    if not is_classifier and not (is_causal_lm and new_head):
+        what = f"a causal LM ({', '.join(archs)}) with no trained score head; train one with `r1kit rm`" if is_causal_lm \
+            else f"not a sequence-classification or causal LM (architectures: {', '.join(archs) or 'none listed'})"
+        raise ModelError(f"model {name}: {what}")
+    if is_classifier and config.num_labels != 1:
+        raise ModelError(f"model {name}: a classifier with {config.num_labels} labels; a reward model has exactly 1")
+    tokenizer = load_tokenizer(name, trust_remote_code)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized: score.weight" warning is the intent here
+    torch.manual_seed(seed)  # the new score head's initialisation
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, dtype=torch.float32, local_files_only=True, trust_remote_code=trust_remote_code)
+    except ValueError as e:  # no sequence-classification class for this model type
+        raise ModelError(f"model {name}: cannot be loaded as a sequence classifier ({str(e).splitlines()[0]})") from None
+    except OSError as e:
+        raise ModelError(f"model {name}: cannot load it offline ({str(e).splitlines()[0]})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.config.use_cache = False  # one forward per text: a KV cache would be built and thrown away
+    if model.config.pad_token_id is None:
+        # the head scores the last token that is not pad_token_id; without one it cannot batch
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+class RewardModel:
+    """A loaded reward model: `score(prompts, responses)` -> one float per pair, higher is better.
+
+    `template` is how prompts are written before responses when score() is not told: the template the
+    model was trained with (saved by train_reward_model in the folder's r1kit_rm.json), else plain.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 device: torch.device | str = "cpu", template: str = "plain") -> None:
+        self.model, self.tokenizer, self.device = model.eval(), tokenizer, torch.device(device)
+        self.template = template
+        self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
+        self.truncated = 0  # texts cut from the left to the model's context so far
+
+    @torch.no_grad()
+    def score(self, prompts: list[str], responses: list[str], template: str | None = None, batch_size: int = 16,
+              max_length: int | None = None) -> list[float]:
+        """Score each (prompt, response), the prompt written with `template` (default: self.template);
+        texts longer than max_length (default: the model's context) keep their last tokens, where the
+        score is read."""
+        template = template or self.template
+        if len(prompts) != len(responses):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
+        if not prompts:
+            return []
+        texts = [scored_text(p, r, self.tokenizer, template) for p, r in zip(prompts, responses)]
+        seqs = encode_texts(self.tokenizer, texts, template)
+        limit = max_length or _context_length(self.model)
+        if limit:
+            self.truncated += sum(len(s) > limit for s in seqs)
+            seqs = [s[-limit:] for s in seqs]
+        # batches of similar lengths waste less compute on padding; scores return in the input order
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        scores = [0.0] * len(seqs)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            values = forward_scores(self.model, [seqs[i] for i in chunk], self.pad_id, self.device)  # [chunk]
+            for i, v in zip(chunk, values.tolist()):
+                scores[i] = v
+        return scores
+
+    __call__ = score
+
+
+def load_reward_model(path: str, device: str | torch.device | None = None,
+                      trust_remote_code: bool = False) -> RewardModel:
+    """A reward model from a local sequence-classification folder (e.g. OUTPUT_DIR/model of `r1kit rm`).
+
+    Raises ModelError (one line) for a missing folder, a causal LM without a trained head, or anything
+    that is not a one-label sequence classifier.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, tokenizer = load_sequence_classifier(path, trust_remote_code, new_head=False)
+    info = Path(resolve_model_path(path)) / RM_INFO
+    template = json.loads(info.read_text(encoding="utf-8")).get("template", "plain") if info.is_file() else "plain"
+    return RewardModel(model.to(device), tokenizer, device, template)
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+
+def _check_pair(rec: dict, where: str, fields: tuple[str, str, str]) -> dict:
+    """The pair as {"prompt", "chosen", "rejected"}; DataError naming `where` when a field is unusable."""
+    out = {}
+    for key, field in zip(("prompt", "chosen", "rejected"), fields):
+        value = rec.get(field) if isinstance(rec, dict) else None
+        if value is None:
+            raise DataError(f"{where}: missing field '{field}' (set {key}_field)")
+        if not isinstance(value, str):
+            raise DataError(f"{where}: field '{field}' is a {type(value).__name__}, expected text")
+        out[key] = value
+    if not out["prompt"].strip():
+        raise DataError(f"{where}: field '{fields[0]}' is empty")
+    return out
+
+
+def read_preference_pairs(path: str | Path, prompt_field: str = "prompt", chosen_field: str = "chosen",
+                          rejected_field: str = "rejected") -> list[dict]:
+    """Pairs {"prompt", "chosen", "rejected"} from a JSONL file; DataError names file:line on bad input.
+    An empty response is allowed (it is a typical rejected one); an empty prompt is not."""
+    fields = (prompt_field, chosen_field, rejected_field)
+    return [_check_pair(rec, f"{path}:{lineno}", fields) for lineno, rec in read_jsonl(path)]
+
+
+def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, held-out) indices: a seeded shuffle, the held-out part at least 1 when eval_fraction > 0."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    n_eval = 0 if eval_fraction <= 0 else min(n - 1, max(1, round(n * eval_fraction)))
+    return sorted(order[n_eval:]), sorted(order[:n_eval])
+
+
+# --- training ------------------------------------------------------------------------------------------
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _save_model_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, target: Path,
+                       info: dict) -> None:
+    """save_pretrained (and `info` as r1kit_rm.json) into a temporary folder, then rename it to `target`
+    (replacing an old one)."""
+    from .checkpoint import _fsync_tree
+
+    tmp, old = target.with_name(f".tmp-{target.name}"), target.with_name(f".old-{target.name}")
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / RM_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        _fsync_tree(tmp)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingError(f"could not write the reward model to {target}: {e.strerror or e}") from None
+    if target.exists():
+        os.replace(target, old)  # a folder cannot be replaced while it has files
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _evaluate(model: torch.nn.Module, pairs: list[tuple[list[int], list[int]]], pad_id: int,
+              device: torch.device, batch_size: int) -> tuple[dict, list[tuple[float, float]]]:
+    """Held-out accuracy (chosen scored strictly higher) and mean margin, with each pair's two scores."""
+    was_training = model.training
+    model.eval()
+    scores: list[tuple[float, float]] = []
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            values = forward_scores(model, [c for c, _ in chunk] + [r for _, r in chunk], pad_id, device)  # [2 * chunk]
+            scores += list(zip(values[: len(chunk)].tolist(), values[len(chunk):].tolist()))
+    model.train(was_training)
+    if not scores:
+        return {"accuracy": None, "margin": None}, scores
+    return {"accuracy": sum(c > r for c, r in scores) / len(scores),
+            "margin": sum(c - r for c, r in scores) / len(scores)}, scores
+
+
+def train_reward_model(config: RMConfig, pairs: list[dict] | None = None, show_progress: bool = True) -> dict:
+    """Train a Bradley-Terry reward model; returns rm_summary.json's contents plus "eval_records"
+    (each held-out pair with its scores after training, also in eval_scores.jsonl).
+
+    `pairs` (dicts with the config's prompt/chosen/rejected fields) replace the config's dataset.
+    Writes OUTPUT_DIR/metrics.jsonl (one line per optimizer step), OUTPUT_DIR/model (a plain HF
+    sequence-classification folder for load_reward_model) and OUTPUT_DIR/rm_summary.json.
+    Raises ConfigError for an existing run (unless overwrite_output_dir), DataError for bad pairs,
+    ModelError for a model that cannot become a reward model.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    c = config
+    t_start = time.perf_counter()
+    out_dir = Path(c.output_dir)
+    existing = [n for n in ("metrics.jsonl", "rm_summary.json", "model") if (out_dir / n).exists()]
+    if existing and not c.overwrite_output_dir:
+        raise ConfigError(f"output_dir {out_dir} already holds a reward-model run ({', '.join(existing)}); "
+                          f"set overwrite_output_dir or choose another output_dir")
+
+    # --- data (checked before any model loads)
+    fields = (c.prompt_field, c.chosen_field, c.rejected_field)
+    if pairs is not None:
+        records = [_check_pair(rec, f"pairs[{i}]", fields) for i, rec in enumerate(pairs)]
+    elif c.dataset == "toy":
+        records = toy_preferences(c.toy_examples, c.seed)
+    else:
+        records = read_preference_pairs(c.dataset, *fields)
+    if not records:
+        raise DataError("no preference pairs to train on")
+
+    hf_logging.disable_progress_bar()
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    rank, world = acc.process_index, acc.num_processes
+    if c.torch_threads or acc.device.type == "cpu":
+        torch.set_num_threads(default_threads(c.torch_threads, world))
+    model, tokenizer = load_sequence_classifier(c.model, c.trust_remote_code, new_head=True, seed=c.seed)
+    pad_id = model.config.pad_token_id
+
+    # --- tokenise; drop over-long pairs
+    chosen = encode_texts(tokenizer, [scored_text(r["prompt"], r["chosen"], tokenizer, c.template) for r in records], c.template)
+    rejected = encode_texts(tokenizer, [scored_text(r["prompt"], r["rejected"], tokenizer, c.template) for r in records], c.template)
+    keep = [i for i in range(len(records)) if len(chosen[i]) <= c.max_length and len(rejected[i]) <= c.max_length]
+    dropped = len(records) - len(keep)
+    if len(keep) < 2:
+        raise DataError(f"{len(keep)} of {len(records)} pairs fit in max_length={c.max_length} tokens; need at least 2")
+    if dropped and acc.is_main_process:
+        print(f"r1kit: dropped {dropped} of {len(records)} pairs longer than max_length={c.max_length} tokens")
+    train_idx, eval_idx = split_indices(len(keep), c.eval_fraction, c.seed)
+    train_pairs = [(chosen[keep[i]], rejected[keep[i]]) for i in train_idx]
+    eval_pairs = [(chosen[keep[i]], rejected[keep[i]]) for i in eval_idx]
+
+    # --- schedule: an optimizer step takes per_device x accumulation pairs on every process
+    local_pairs = c.per_device_train_batch_size * c.gradient_accumulation_steps
+    pairs_per_step = local_pairs * world
+    steps = c.max_steps if c.max_steps > 0 else max(1, math.ceil(c.num_train_epochs * len(train_pairs) / pairs_per_step))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=c.learning_rate,
+                                  weight_decay=c.weight_decay)
+    # stepped once per optimizer step here, not handed to accelerate (which steps it once per process)
+    scheduler = get_scheduler(c.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(c.warmup_ratio * steps),
+                              num_training_steps=steps)
+    model, optimizer = acc.prepare(model, optimizer)
+    body = acc.unwrap_model(model)
+
+    metrics_path = out_dir / "metrics.jsonl"
+    if acc.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text("")
+        (out_dir / "rm_summary.json").unlink(missing_ok=True)
+        _write_json_atomic(out_dir / "rm_config.json", asdict(c))
+    acc.wait_for_everyone()
+
+    eval_batch = 2 * c.per_device_train_batch_size
+
+    def held_out() -> tuple[dict, list[tuple[float, float]]]:
+        """Held-out metrics over all processes (each scores its shard)."""
+        shard = list(range(rank, len(eval_pairs), world))
+        _, scores = _evaluate(body, [eval_pairs[i] for i in shard], pad_id, acc.device, eval_batch)
+        indexed = list(zip(shard, scores))
+        indexed = sorted(gather_object(indexed) if world > 1 else indexed)
+        all_scores = [s for _, s in indexed]
+        if not all_scores:
+            return {"accuracy": None, "margin": None}, []
+        return {"accuracy": sum(a > b for a, b in all_scores) / len(all_scores),
+                "margin": sum(a - b for a, b in all_scores) / len(all_scores)}, all_scores
+
+    before, _ = held_out()
+    model.train()
+    bar = tqdm(total=steps, desc="RM", unit="step", disable=not (show_progress and acc.is_main_process),
+               dynamic_ncols=True)
+    nonfinite_streak = 0
+    with bar:
+        for step in range(steps):
+            t_step = time.perf_counter()
+            order = prompt_indices(len(train_pairs), step * pairs_per_step, pairs_per_step, c.seed)
+            mine = order[rank * local_pairs:(rank + 1) * local_pairs]
+            totals = torch.zeros(4, device=acc.device)  # [loss, correct, margin sum, pairs]
+            for micro in range(c.gradient_accumulation_steps):
+                batch = [train_pairs[i] for i in mine[micro * c.per_device_train_batch_size:(micro + 1) * c.per_device_train_batch_size]]
+                last = micro == c.gradient_accumulation_steps - 1
+                # gradients are all-reduced only on the last micro-batch of a step
+                with contextlib.nullcontext() if last or world == 1 else acc.no_sync(model):
+                    scores = forward_scores(model, [ch for ch, _ in batch] + [rj for _, rj in batch], pad_id, acc.device)  # [2 * pairs]
+                    chosen_scores, rejected_scores = scores[: len(batch)], scores[len(batch):]  # [pairs], [pairs]
+                    loss = bradley_terry_loss(chosen_scores, rejected_scores, c.center_rewards_coefficient)  # []
+                    acc.backward(loss / c.gradient_accumulation_steps)
+                margin = (chosen_scores - rejected_scores).detach()  # [pairs]
+                totals += torch.stack([loss.detach() / c.gradient_accumulation_steps, (margin > 0).sum().float(),
+                                       margin.sum(), torch.tensor(float(len(batch)), device=acc.device)])
+            grad_norm = acc.clip_grad_norm_(model.parameters(), c.max_grad_norm if c.max_grad_norm > 0 else float("inf"))
+            finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(totals[0]))
+            if finite:
+                optimizer.step()
+                nonfinite_streak = 0
+            else:
+                nonfinite_streak += 1
+                if nonfinite_streak >= 3:
+                    raise TrainingError(f"step {step + 1}: 3 non-finite updates in a row (lower learning_rate?)")
+            optimizer.zero_grad(set_to_none=True)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            totals = acc.reduce(totals, reduction="sum") if world > 1 else totals
+            record = {"step": step + 1, "epoch": round((step + 1) * pairs_per_step / len(train_pairs), 4),
+                      "loss": totals[0].item() / world, "accuracy": totals[1].item() / totals[3].item(),
+                      "margin": totals[2].item() / totals[3].item(), "grad_norm": float(grad_norm),
+                      "learning_rate": lr, "skipped_update": not finite, "seconds": time.perf_counter() - t_step}
+            if acc.is_main_process:
+                with open(metrics_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
+            bar.update(1)
+
+    after, after_scores = held_out()
+    eval_records = [{**records[keep[i]], "chosen_score": cs, "rejected_score": rs}
+                    for i, (cs, rs) in zip(eval_idx, after_scores)]
+    summary = {
+        "model_dir": str(out_dir / "model"), "base_model": c.model, "template": c.template,
+        "pairs": len(records), "dropped": dropped, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs),
+        "steps": steps, "eval_accuracy_before": before["accuracy"], "eval_margin_before": before["margin"],
+        "eval_accuracy_after": after["accuracy"], "eval_margin_after": after["margin"],
+        "seconds": round(time.perf_counter() - t_start, 2),
+    }
+    if acc.is_main_process:
+        _save_model_atomic(body, tokenizer, out_dir / "model", {"template": c.template, "base_model": c.model,
+                                                                 "max_length": c.max_length})
+        tmp = out_dir / ".tmp-eval_scores.jsonl"
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in eval_records), encoding="utf-8")
+        os.replace(tmp, out_dir / "eval_scores.jsonl")
+        _write_json_atomic(out_dir / "rm_summary.json", summary)  # last: its presence marks a finished run
+        if eval_pairs:
+            print(f"r1kit: reward model held-out accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} "
+                  f"({len(eval_pairs)} pairs); saved to {out_dir / 'model'}", file=sys.stderr)
+    acc.wait_for_everyone()
+    return {**summary, "eval_records": eval_records}
+
+
+# --- a toy preference set ------------------------------------------------------------------------------
+
+TOY_NAMES = ("Bob", "Alice", "Sam", "Maria", "Tom", "Lena", "Omar", "Priya", "Jack", "Mei", "Ravi", "Nora",
+             "Leo", "Zoe", "Ivan", "Sara", "Ben", "Yuki", "Carlos", "Emma", "Noah", "Ada", "Finn", "Lily",
+             "Hugo", "Ines", "Kofi", "Anna", "Paul", "Rosa", "Max", "Eva")
+TOY_THINGS = ("gift", "book", "flowers", "dinner", "card", "cake", "scarf", "letter")
+TOY_CHORES = ("homework", "move", "garden", "report", "code", "shopping", "bike", "essay")
+
+# (prompt templates, chosen templates, words for {x}); other fields: {n} a name, {a} {b} {c} numbers
+TOY_TASKS = (
+    (("Say hi to {n}.", "Please greet {n}.", "Can you say hello to {n}?"),
+     ("Hi {n}, nice to meet you.", "Hello {n}, it is great to meet you.", "Hi {n}, I hope you are having a good day."),
+     ()),
+    (("Thank {n} for the {x}.", "Write a short thank you note to {n} for the {x}."),
+     ("Thank you for the {x}, {n}. It was very kind of you.", "Dear {n}, thank you so much for the lovely {x}."),
+     TOY_THINGS),
+    (("Wish {n} a happy birthday.", "It is the birthday of {n} today. What should I say?"),
+     ("Happy birthday, {n}. I hope you have a wonderful day.", "Happy birthday, {n}. Wishing you a great year ahead."),
+     ()),
+    (("Tell {n} good night.", "Say good night to {n}."),
+     ("Good night, {n}. Sleep well.", "Good night, {n}. See you tomorrow."),
+     ()),
+    (("Can you help {n} with the {x}?", "{n} needs help with the {x}. Can you help?"),
+     ("Of course. I would be happy to help {n} with the {x}.", "Sure, {n}. Let us work on the {x} together."),
+     TOY_CHORES),
+    (("What is {a} plus {b}?", "{n} asks: what is {a} plus {b}?"),
+     ("{a} plus {b} is {c}.", "The answer is {c}, because {a} plus {b} equals {c}."),
+     ()),
+    (("Apologise to {n} for being late.", "Say sorry to {n} for being late."),
+     ("Sorry I am late, {n}. Thank you for waiting.", "I am very sorry for being late, {n}. It will not happen again."),
+     ()),
+    (("Ask {n} how the trip was.", "{n} is back from a trip. What could I ask?"),
+     ("Hi {n}, how was your trip?", "Welcome back, {n}. Did you enjoy the trip?"),
+     ()),
+)
+
+# Rude, irrelevant or empty-ish replies; some are long and some name the person, so neither length nor
+# the name alone tells the two sides apart.
+TOY_REJECTED = (
+    "No.", "Go away.", "Not my problem.", "Whatever.", "I do not want to.", "Ask someone else.", "That is boring.",
+    "Why should I?", "Leave me alone.", "I will not do that.", "ok.", "Bananas are yellow.", "Error.", "?", "...",
+    "The bus leaves at 9 and the weather report says rain on Tuesday, so bring a coat.",
+    "I have better things to do than answer questions like this one all day long.",
+    "{n} is not worth my time.", "I do not care about {n}.", "Tell {n} yourself.", "{n} can do it alone.",
+    "Stop asking me about {n}, it is really annoying and I will not answer.",
+)
+
+
+def toy_preferences(n: int, seed: int) -> list[dict]:
+    """n distinct synthetic pairs {"prompt", "chosen", "rejected"}: the chosen reply is polite and answers the
+    request (greetings, thanks, help, sums, ...), the rejected one is rude, irrelevant or empty-ish.
+
+    Deterministic in (n, seed); only letters, digits and " .,?:" (the tiny model's characters). Names,
+    prompt wordings and replies vary, so a model has to learn the rule, not the strings.
+    """
+    rng = random.Random(seed)
+    out: list[dict] = []
+    seen: set[tuple[str, str, str]] = set()
+    for _ in range(200 * n):
+        if len(out) == n:
+            break
+        prompts, replies, words = rng.choice(TOY_TASKS)
+        a, b = rng.randint(1, 50), rng.randint(1, 50)
+        fill = {"n": rng.choice(TOY_NAMES), "x": rng.choice(words) if words else "", "a": a, "b": b, "c": a + b}
+        pair = (rng.choice(prompts).format(**fill), rng.choice(replies).format(**fill),
+                rng.choice(TOY_REJECTED).format(**fill))
+        if pair not in seen:
+            seen.add(pair)
+            out.append({"prompt": pair[0], "chosen": pair[1], "rejected": pair[2]})
+    if len(out) < n:
+        raise ValueError(f"toy_preferences: only {len(out)} distinct pairs could be drawn, {n} asked")
+    return out

@@ -1,0 +1,534 @@
+"""Supervised fine-tuning (SFT) on prompt -> response pairs: the cold-start stage of the R1 pipeline.
+
+Design decisions:
+- One flat SFTConfig with TRL's SFTConfig names (max_length, per_device_train_batch_size,
+  num_train_epochs, group_by_length, ...), read from YAML and overridden from the command line through
+  the same builder as GRPOConfig, so unknown or ill-typed options are errors naming the option.
+- The prompt is rendered with r1kit.templates.build_prompt and tokenized on its own, exactly as the
+  rollout engine tokenizes prompts at generation time (tokenizer(prompt), special tokens included); the
+  response is tokenized separately without special tokens, and the two id lists are concatenated. The
+  prompt/response boundary is therefore exact, and the model is trained on the very prompt ids it will
+  later be asked to continue. The response ends with EOS (append_eos) so the model learns to stop.
+- Loss only on response tokens (labels are -100 on the prompt), summed and divided by the number of
+  response tokens in the whole global batch (all micro-batches, all processes). Gradient accumulation
+  and data-parallel processes thus give the same update as one big batch, with no padding bias.
+- Examples longer than max_length are dropped, counted and reported, never silently truncated: a
+  truncated reasoning trace would teach the model to stop mid-thought (or never to stop).
+- Batches are a pure function of (seed, epoch): length-grouped (shuffle, sort by length inside
+  mega-chunks of 50 batches, shuffle the batches) to cut padding, or a plain seeded shuffle. Step s
+  maps to (epoch, first batch) by arithmetic, so --resume replays exactly the batches the uninterrupted
+  run would have seen. Token counts, padding and the loss normaliser come from the batch plan itself,
+  identical on every process, so they need no communication.
+- Same accelerate loop shape as trainer.py: AdamW, a transformers scheduler, acc.no_sync during
+  accumulation, `loss * world` because DDP averages gradients, atomic checkpoints with optimizer,
+  scheduler, step and random states. With LoRA the checkpoints hold the adapter (as trainer.py does).
+- A run folder is never overwritten by accident: an existing run needs resume or overwrite_output_dir,
+  and overwrite removes the old run's checkpoints so that the latest checkpoint is always this run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .config import ConfigError, _opt, load_config, need
+from .data import DataError, read_jsonl
+from .templates import TEMPLATES, build_prompt
+
+IGNORE_INDEX = -100  # label of tokens that are not trained on (prompt and padding)
+MEGA_BATCHES = 50  # length grouping sorts within chunks of this many batches
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt")
+
+
+@dataclass
+class SFTConfig:
+    # model
+    model: str = _opt("embedded", "local HF model folder, a hub id in the local cache, or 'embedded' (SmolLM2-135M-Instruct)")
+    trust_remote_code: bool = _opt(False, "allow model code from the model folder to run")
+    dtype: str = _opt("auto", "weights dtype: auto (bfloat16 on a GPU that supports it, else float32), float32, bfloat16")
+    use_lora: bool = _opt(False, "train a LoRA adapter (checkpoints then hold the adapter, not a full model)")
+    lora_r: int = _opt(16, "LoRA rank")
+    lora_alpha: int = _opt(32, "LoRA alpha")
+    lora_dropout: float = _opt(0.0, "LoRA dropout")
+    lora_target_modules: list[str] = _opt(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "modules that get LoRA adapters")
+    # data
+    dataset: str | None = _opt(None, "path to a .jsonl file of prompt/response records")
+    prompt_field: str = _opt("prompt", "JSONL field holding the prompt (the question)")
+    response_field: str = _opt("response", "JSONL field holding the target response")
+    template: str = _opt("plain", "how the prompt is rendered: 'plain' (as it is), 'r1zero' (the paper's template) or 'chat' (the model's chat template)")
+    max_length: int = _opt(1024, "most prompt + response tokens; longer examples are dropped (counted), not truncated")
+    append_eos: bool = _opt(True, "end each response with the tokenizer's EOS so the model learns to stop")
+    group_by_length: bool = _opt(True, "batch examples of similar length together (less padding)")
+    # optimisation
+    num_train_epochs: int = _opt(1, "passes over the data (when max_steps is -1)")
+    max_steps: int = _opt(-1, "optimizer steps; -1: num_train_epochs passes over the data")
+    per_device_train_batch_size: int = _opt(8, "examples per micro-batch per process")
+    gradient_accumulation_steps: int = _opt(1, "micro-batches per process per optimizer step")
+    learning_rate: float = _opt(2e-5, "AdamW learning rate")
+    lr_scheduler_type: str = _opt("linear", "transformers scheduler name: linear, cosine, constant, constant_with_warmup, ...")
+    warmup_ratio: float = _opt(0.0, "fraction of the steps spent in linear warm-up")
+    weight_decay: float = _opt(0.0, "AdamW weight decay")
+    adam_beta1: float = _opt(0.9, "AdamW beta1")
+    adam_beta2: float = _opt(0.999, "AdamW beta2")
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables)")
+    seed: int = _opt(42, "seed for data order and initialisation")
+    # output
+    output_dir: str = _opt("runs/sft", "folder for metrics.jsonl, sft_summary.json and checkpoints")
+    save_steps: int = _opt(0, "save a checkpoint every N steps (and always at the end); 0: only at the end")
+    save_total_limit: int | None = _opt(None, "keep only the last N checkpoints")
+    logging_steps: int = _opt(1, "write a metrics line every N steps (and at the last step)")
+    resume: bool = _opt(False, "resume from the last checkpoint in output_dir")
+    overwrite_output_dir: bool = _opt(False, "start afresh even if output_dir already holds a run (its checkpoints are deleted)")
+    torch_threads: int | None = _opt(None, "CPU threads per process (default: cores / processes)")
+
+
+def make_sft_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SFTConfig:
+    """Config file first, then overrides (from the command line) on top; unknown keys are an error."""
+    return load_config(SFTConfig, validate_sft, yaml_path, overrides)
+
+
+def validate_sft(c: SFTConfig) -> None:
+    """Reject settings that cannot work, naming the option."""
+    need(c.dtype in ("auto", "float32", "bfloat16", "float16"), f"dtype={c.dtype!r}: choose auto, float32, bfloat16 or float16")
+    need(c.template in TEMPLATES, f"template={c.template!r}: choose {', '.join(TEMPLATES)}")
+    need(bool(c.prompt_field) and bool(c.response_field), "prompt_field and response_field must be non-empty")
+    need(c.max_length >= 2, f"max_length={c.max_length}: must be >= 2 (a prompt token and a response token)")
+    need(c.num_train_epochs >= 1, f"num_train_epochs={c.num_train_epochs}: must be >= 1")
+    need(c.max_steps == -1 or c.max_steps >= 1, f"max_steps={c.max_steps}: must be >= 1, or -1 (from num_train_epochs)")
+    need(c.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
+    need(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
+    need(math.isfinite(c.learning_rate) and c.learning_rate >= 0, f"learning_rate={c.learning_rate}: must be a finite number >= 0")
+    need(c.lr_scheduler_type in SCHEDULERS, f"lr_scheduler_type={c.lr_scheduler_type!r}: choose {', '.join(SCHEDULERS)}")
+    need(0 <= c.warmup_ratio < 1, f"warmup_ratio={c.warmup_ratio}: must be in [0, 1)")
+    need(c.weight_decay >= 0, f"weight_decay={c.weight_decay}: must be >= 0")
+    need(0 <= c.adam_beta1 < 1 and 0 <= c.adam_beta2 < 1, "adam_beta1 and adam_beta2 must be in [0, 1)")
+    need(c.max_grad_norm >= 0, f"max_grad_norm={c.max_grad_norm}: must be >= 0")
+    need(c.save_steps >= 0, f"save_steps={c.save_steps}: must be >= 0 (0: only at the end)")
+    need(c.logging_steps >= 1, f"logging_steps={c.logging_steps}: must be >= 1")
+    need(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit must be >= 1")
+    need(c.torch_threads is None or c.torch_threads >= 1, "torch_threads must be >= 1")
+    need(c.lora_r >= 1 and c.lora_alpha >= 1 and 0 <= c.lora_dropout < 1,
+         "lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1)")
+    need(not (c.resume and c.overwrite_output_dir), "resume and overwrite_output_dir: choose one")
+
+
+# ---------------------------------------------------------------- data
+
+def _assemble(prompt_ids: list[int], response_ids: list[int], eos_id: int | None, max_length: int) -> dict | None:
+    """input_ids = prompt + response (+ EOS); labels hide the prompt; None when over max_length."""
+    target = list(response_ids) + ([eos_id] if eos_id is not None else [])
+    if len(prompt_ids) + len(target) > max_length:
+        return None
+    return {"input_ids": list(prompt_ids) + target, "labels": [IGNORE_INDEX] * len(prompt_ids) + target}
+
+
+def tokenize_example(tokenizer, prompt_text: str, response: str, max_length: int, append_eos: bool) -> dict | None:
+    """One training example: {"input_ids", "labels"} with labels -100 on every prompt token, or None
+    when prompt + response (+ EOS) is longer than max_length tokens.
+
+    `prompt_text` is the rendered prompt (build_prompt); it is tokenized as generation tokenizes it
+    (special tokens such as BOS included), the response without special tokens.
+    """
+    prompt_ids = tokenizer(prompt_text)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    return _assemble(prompt_ids, response_ids, _eos_id(tokenizer) if append_eos else None, max_length)
+
+
+def _eos_id(tokenizer) -> int:
+    if tokenizer.eos_token_id is None:
+        raise ConfigError("append_eos: this tokenizer has no EOS token; set append_eos false")
+    return tokenizer.eos_token_id
+
+
+def _tokenize_all(tokenizer, prompts: list[str], responses: list[str], max_length: int,
+                  append_eos: bool, chunk: int = 1024) -> list[dict | None]:
+    """tokenize_example over many pairs, batched through the (fast) tokenizer: same result, faster."""
+    eos = _eos_id(tokenizer) if append_eos else None
+    out: list[dict | None] = []
+    for i in range(0, len(prompts), chunk):
+        p_ids = tokenizer(prompts[i:i + chunk])["input_ids"]
+        r_ids = tokenizer(responses[i:i + chunk], add_special_tokens=False)["input_ids"]
+        out.extend(_assemble(p, r, eos, max_length) for p, r in zip(p_ids, r_ids))
+    return out
+
+
+def _text_field(rec: dict, field: str, option: str, where: str) -> str:
+    value = rec.get(field)
+    if value is None:
+        raise DataError(f"{where}: missing field '{field}' (set {option})")
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field '{field}' is a {type(value).__name__}, expected a string")
+    return value
+
+
+def load_pairs(c: SFTConfig, records: list[dict] | None = None) -> list[tuple[str, str]]:
+    """(prompt, response) pairs from `records` or the config's JSONL file; DataError names file:line
+    (or records[i]) when a field is missing or not a string."""
+    if records is not None:
+        rows = [(f"records[{i}]", rec) for i, rec in enumerate(records)]
+        if not rows:
+            raise DataError("records: no examples given")
+    elif c.dataset:
+        rows = [(f"{c.dataset}:{lineno}", rec) for lineno, rec in read_jsonl(c.dataset)]
+    else:
+        raise ConfigError("dataset: give a .jsonl file of prompt/response records")
+    pairs = []
+    for where, rec in rows:
+        if not isinstance(rec, dict):
+            raise DataError(f"{where}: expected an object with fields '{c.prompt_field}' and '{c.response_field}'")
+        pairs.append((_text_field(rec, c.prompt_field, "prompt_field", where),
+                      _text_field(rec, c.response_field, "response_field", where)))
+    return pairs
+
+
+def num_targets(example: dict) -> int:
+    """Tokens the loss is computed on: response positions that have a preceding token to predict them."""
+    return sum(1 for label in example["labels"][1:] if label != IGNORE_INDEX)
+
+
+def collate(examples: list[dict], pad_id: int) -> dict[str, Tensor]:
+    """Right-padded input_ids, attention_mask and labels (-100 on padding) for one micro-batch."""
+    T = max(len(e["input_ids"]) for e in examples)
+    input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)  # [B, T]
+    attention_mask = torch.zeros((len(examples), T), dtype=torch.long)  # [B, T]
+    labels = torch.full((len(examples), T), IGNORE_INDEX, dtype=torch.long)  # [B, T]
+    for i, e in enumerate(examples):
+        n = len(e["input_ids"])
+        input_ids[i, :n] = torch.tensor(e["input_ids"])
+        attention_mask[i, :n] = 1
+        labels[i, :n] = torch.tensor(e["labels"])  # from lengths, not pad ids: pad may equal EOS
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+# ---------------------------------------------------------------- batching
+
+def _epoch_rng(seed: int, epoch: int) -> random.Random:
+    return random.Random(seed * 1_000_003 + epoch)
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Batches of indices with similar lengths: a seeded shuffle, then within mega-chunks of
+    MEGA_BATCHES * batch_size sort by length and cut into batches, then shuffle the batch order.
+
+    Every index appears exactly once. The batch holding the longest example comes first, so a run that
+    would run out of memory does so at step 1 rather than hours in.
+    """
+    rng = _epoch_rng(seed, epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    mega = MEGA_BATCHES * batch_size
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start:start + mega], key=lambda i: lengths[i], reverse=True)
+        batches.extend(chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]), default=0)
+    if batches:
+        batches[0], batches[longest] = batches[longest], batches[0]
+    return batches
+
+
+def shuffled_batches(num_examples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Batches of a plain seeded shuffle (group_by_length off)."""
+    order = list(range(num_examples))
+    _epoch_rng(seed, epoch).shuffle(order)
+    return [order[k:k + batch_size] for k in range(0, num_examples, batch_size)]
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+    """The micro-batches of one epoch: a pure function of its arguments (what makes resume exact)."""
+    if group_by_length:
+        return length_grouped_batches(lengths, batch_size, seed, epoch)
+    return shuffled_batches(len(lengths), batch_size, seed, epoch)
+
+
+def padding_fraction(batches: list[list[int]], lengths: list[int]) -> float:
+    """Share of padded positions when each batch is padded to its longest example."""
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return 1.0 - sum(lengths[i] for b in batches for i in b) / max(padded, 1)
+
+
+# ---------------------------------------------------------------- loss
+
+def sft_loss(logits: Tensor, labels: Tensor, num_tokens: int | Tensor | None = None) -> Tensor:
+    """Next-token cross-entropy over positions whose label is not -100, summed and divided by num_tokens.
+
+    logits: [B, T, V] from the model on input_ids [B, T]; labels: [B, T] (input ids, -100 where not
+    trained). Position t predicts labels[:, t + 1]. num_tokens: the number of trained tokens in the whole
+    global batch (every micro-batch, every process), so accumulated micro-batch losses add up to the
+    mean over the global batch; default: the count in this micro-batch.
+    """
+    targets = labels[:, 1:]  # [B, T-1]
+    mask = targets != IGNORE_INDEX  # [B, T-1]
+    if num_tokens is None:
+        num_tokens = mask.sum()
+    # only the trained positions go through the float32 softmax: prompts are often most of the tokens
+    picked = logits[:, :-1][mask].float()  # [n, V]
+    nll = F.cross_entropy(picked, targets[mask], reduction="sum")  # []
+    return nll / torch.as_tensor(num_tokens, dtype=torch.float32, device=nll.device).clamp(min=1)
+
+
+# ---------------------------------------------------------------- outputs
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _append_metrics(path: Path, metrics: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(metrics) + "\n")
+
+
+def _keep_metrics_upto(path: Path, step: int) -> None:
+    """Drop metrics lines after `step` (the resumed run writes them again), and any line cut short by a
+    kill mid-write; atomic replace."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("step", 0) <= step:
+            keep.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def final_model_dir(output_dir: str | Path) -> Path:
+    """The folder of the run's last complete checkpoint (the next stage's model).
+
+    A full HF model folder, or with use_lora an adapter folder (adapter_config.json, no config.json).
+    Raises ConfigError when output_dir holds no complete checkpoint.
+    """
+    from .checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(output_dir)
+    if ckpt is None:
+        raise ConfigError(f"output_dir {output_dir}: no complete checkpoint (has the SFT run finished?)")
+    return ckpt
+
+
+def _data_fingerprint(examples: list[dict]) -> str:
+    """Identifies the tokenized training set, so resume can refuse data that changed under it."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps(e["input_ids"]).encode())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- training
+
+def sft_train(config: SFTConfig, records: list[dict] | None = None, show_progress: bool = True) -> list[dict]:
+    """Fine-tune config.model on prompt -> response pairs; returns the metrics of each step run here
+    (also written to metrics.jsonl). `records` (dicts with prompt_field/response_field) replace the
+    config's dataset file. The final checkpoint is final_model_dir(config.output_dir)."""
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+    from transformers.utils import logging as hf_logging
+
+    from .checkpoint import (latest_checkpoint, list_checkpoints, load_training_state, remove_temporary_checkpoints,
+                             rng_state, save_checkpoint, set_rng_state)
+    from .models import default_threads, load_policy, load_tokenizer
+    from .trainer import resolve_dtype
+
+    c = config
+    validate_sft(c)
+    t_begin = time.perf_counter()
+    hf_logging.disable_progress_bar()  # transformers' load/save bars would break our progress bar
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    rank, world = acc.process_index, acc.num_processes
+    if c.torch_threads or acc.device.type == "cpu":
+        torch.set_num_threads(default_threads(c.torch_threads, world))
+    out_dir = Path(c.output_dir)
+
+    # --- resume or fresh start (checked before anything is loaded or written)
+    checkpoint = latest_checkpoint(out_dir) if c.resume else None
+    if not c.resume and not c.overwrite_output_dir and ((out_dir / "metrics.jsonl").exists() or list_checkpoints(out_dir)):
+        raise ConfigError(f"output_dir {out_dir} already holds a run; pass --resume to continue it, "
+                          f"--overwrite_output_dir to replace it, or choose another output_dir")
+    pairs = load_pairs(c, records)
+
+    tokenizer = load_tokenizer(c.model, c.trust_remote_code)
+    try:
+        prompts = [build_prompt(p, tokenizer, c.template) for p, _ in pairs]
+    except ValueError as e:  # template=chat with a tokenizer that has none
+        raise ConfigError(str(e)) from None
+    tokenized = _tokenize_all(tokenizer, prompts, [r for _, r in pairs], c.max_length, c.append_eos)
+    examples = [e for e in tokenized if e is not None]
+    dropped = len(tokenized) - len(examples)
+    if not examples:
+        raise DataError(f"all {len(pairs)} examples are longer than max_length={c.max_length} tokens")
+    if dropped and acc.is_main_process:
+        print(f"r1kit: sft: dropped {dropped} of {len(pairs)} examples longer than max_length={c.max_length} tokens")
+    lengths = [len(e["input_ids"]) for e in examples]
+    targets = [num_targets(e) for e in examples]
+
+    # --- the step plan: step s uses micro-batches [k*M, (k+1)*M) of epoch s // steps_per_epoch
+    B = c.per_device_train_batch_size
+    M = world * c.gradient_accumulation_steps  # micro-batches per optimizer step, all processes
+    steps_per_epoch = math.ceil(math.ceil(len(examples) / B) / M)
+    max_steps = c.max_steps if c.max_steps > 0 else c.num_train_epochs * steps_per_epoch
+    fingerprint = _data_fingerprint(examples)
+    state = load_training_state(checkpoint) if checkpoint is not None else None
+    if state is not None and state.get("data_fingerprint") != fingerprint:
+        raise ConfigError(f"resume: the training data differs from the data of {checkpoint} (dataset, template, "
+                          f"max_length or tokenizer changed), so the batches would not match; use a new output_dir")
+
+    torch.manual_seed(c.seed)
+    dtype = resolve_dtype(c.dtype)
+    model = load_policy(c, checkpoint, dtype)
+    model.config.use_cache = False
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2),
+                                  weight_decay=c.weight_decay)
+    # not handed to accelerate, which would step it once per process
+    scheduler = get_scheduler(c.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(c.warmup_ratio * max_steps),
+                              num_training_steps=max_steps)
+    model, optimizer = acc.prepare(model, optimizer)
+    policy = acc.unwrap_model(model)
+
+    start_step = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
+        start_step = state["step"]
+    if acc.is_main_process:
+        remove_temporary_checkpoints(out_dir)  # half-written by a run that was killed while saving
+        if checkpoint is not None:
+            _keep_metrics_upto(out_dir / "metrics.jsonl", start_step)
+            print(f"r1kit: sft: resuming from {checkpoint} at step {start_step}")
+        else:
+            if c.resume:
+                print(f"r1kit: sft: no complete checkpoint in {out_dir}; starting from step 0")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if c.overwrite_output_dir:  # the old run's checkpoints would pass for this run's
+                for old in list_checkpoints(out_dir):
+                    shutil.rmtree(old)
+                (out_dir / "sft_summary.json").unlink(missing_ok=True)
+            (out_dir / "metrics.jsonl").write_text("")
+            _write_json_atomic(out_dir / "config.json", {"stage": "sft", **asdict(c)})
+    acc.wait_for_everyone()
+
+    def save(step: int) -> None:
+        states = gather_object([rng_state()]) if world > 1 else [rng_state()]
+        if acc.is_main_process:
+            training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                              "step": step, "rng": states, "data_fingerprint": fingerprint}
+            save_checkpoint(out_dir, step, policy, tokenizer, training_state,
+                            {"config": asdict(c), "world_size": world, "stage": "sft"}, c.save_total_limit)
+        acc.wait_for_everyone()
+
+    history: list[dict] = []
+    plan: dict[int, list[list[int]]] = {}  # epoch -> its batches (the current epoch only)
+    bar = tqdm(total=max_steps, initial=start_step, desc="SFT", unit="step",
+               disable=not (show_progress and acc.is_main_process), dynamic_ncols=True)
+    with bar:
+        for step in range(start_step, max_steps):
+            t_start = time.perf_counter()
+            epoch, k = divmod(step, steps_per_epoch)
+            if epoch not in plan:
+                plan = {epoch: epoch_batches(lengths, B, c.seed, epoch, c.group_by_length)}
+            step_batches = plan[epoch][k * M:(k + 1) * M]  # the global batch of this step
+            # this process's micro-batches; every process runs the same number of slots (DDP needs the
+            # same collectives everywhere), a process short of data repeats a batch with weight 0
+            slots = math.ceil(len(step_batches) / world)
+            mine = step_batches[rank::world]
+            n_targets = sum(targets[i] for b in step_batches for i in b)
+
+            model.train()
+            loss_sum = torch.zeros((), device=acc.device)  # summed on the device: no sync per micro-batch
+            for s in range(slots):
+                batch_idx, weight = (mine[s], 1.0) if s < len(mine) else (step_batches[0], 0.0)
+                batch = {key: v.to(acc.device) for key, v in collate([examples[i] for i in batch_idx],
+                                                                     tokenizer.pad_token_id).items()}
+                sync = contextlib.nullcontext() if s == slots - 1 else acc.no_sync(model)
+                with sync:
+                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [b, T, V]
+                    loss = sft_loss(logits, batch["labels"], n_targets) * weight
+                    # DDP averages gradients over processes; the loss is already normalised globally
+                    acc.backward(loss * world)
+                loss_sum += loss.detach()
+            if c.max_grad_norm > 0:
+                norm = float(acc.clip_grad_norm_(model.parameters(), c.max_grad_norm))
+            else:
+                norm = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
+            lr = scheduler.get_last_lr()[0]  # the rate this update uses
+            skipped = not math.isfinite(norm)  # a NaN/inf never reaches the weights or the optimizer state
+            if not skipped:
+                optimizer.step()
+                scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum = (acc.reduce(loss_sum, reduction="sum") if world > 1 else loss_sum).item()
+
+            step_time = time.perf_counter() - t_start
+            tokens = sum(lengths[i] for b in step_batches for i in b)
+            metrics = {
+                "step": step + 1,
+                "epoch": (step + 1) / steps_per_epoch,
+                "loss": loss_sum,  # mean next-token NLL over the step's response tokens
+                "grad_norm": norm,
+                "learning_rate": lr,
+                "tokens": tokens,
+                "response_tokens": n_targets,
+                "tokens_per_second": tokens / step_time,
+                "padding_fraction": padding_fraction(step_batches, lengths),
+                "step_time": step_time,
+                "skipped_update": skipped,
+                "dropped_examples": dropped,
+            }
+            history.append(metrics)
+            if acc.is_main_process:
+                if (step + 1) % c.logging_steps == 0 or step + 1 == max_steps:
+                    _append_metrics(out_dir / "metrics.jsonl", metrics)
+                if skipped:
+                    bar.write(f"r1kit: sft: step {step + 1}: non-finite gradient (grad_norm {norm}); update skipped")
+                bar.set_postfix(loss=f"{loss_sum:.4f}", epoch=f"{metrics['epoch']:.2f}", s=f"{step_time:.2f}")
+                bar.update(1)
+            if (c.save_steps and (step + 1) % c.save_steps == 0) or step + 1 == max_steps:
+                save(step + 1)
+
+    if acc.is_main_process:
+        last = history[-1] if history else _last_metrics(out_dir / "metrics.jsonl")
+        _write_json_atomic(out_dir / "sft_summary.json", {
+            "examples": len(examples), "dropped_examples": dropped, "steps": max(max_steps, start_step),
+            "steps_per_epoch": steps_per_epoch, "epochs": max(max_steps, start_step) / steps_per_epoch,
+            "final_loss": last.get("loss"), "seconds": time.perf_counter() - t_begin,
+            "final_checkpoint": str(latest_checkpoint(out_dir)), "world_size": world})
+    acc.wait_for_everyone()
+    return history
+
+
+def _last_metrics(path: Path) -> dict:
+    """The last parseable line of metrics.jsonl ({} if none)."""
+    if not path.is_file():
+        return {}
+    for line in reversed(path.read_text(encoding="utf-8").splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return {}
