@@ -10,7 +10,8 @@ Design decisions:
   stage and the key named.
 - A string option "@stage" (or "@stage.model", "@stage.data", "@stage.run") is the artifact of an
   earlier stage: its final model folder, its dataset file or its run folder. References only point
-  backwards; the pipeline sets every stage's output_dir to OUTPUT_DIR/<stage name>.
+  backwards; the pipeline sets every stage's output_dir to OUTPUT_DIR/<stage name>. Relative .jsonl /
+  .json / .yaml paths are relative to the config file, so a pipeline runs from any working directory.
 - Every stage leaves its artifacts in its folder and an entry in OUTPUT_DIR/manifest.json (written
   atomically after each stage): type, fingerprint, artifacts, evaluation, seconds. A stage's
   fingerprint hashes its options and the fingerprints of the stages it reads, so editing a stage reruns
