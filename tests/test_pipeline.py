@@ -60,9 +60,10 @@ def test_tiny_pipeline_runs_every_stage_and_leaves_its_artifacts(tiny_run):
     assert 0 < len(cold) <= 64
     assert all(parse_readable(r["response"]) is not None for r in cold)
     counts = json.loads((out / "rejection" / "counts.json").read_text())
-    assert counts, "rejection sampling wrote no counts"
     rej = [json.loads(x) for x in (out / "rejection" / "data.jsonl").read_text().splitlines()]
-    assert {r["source"] for r in rej} >= {"non_reasoning"}
+    assert counts["sampled"] == 16 * 4  # max_prompts x num_samples
+    assert counts["final_size"] == len(rej) == counts["kept"] + counts["non_reasoning_added"]
+    assert sum(r["source"] == "non_reasoning" for r in rej) == 16  # every line of data/non_reasoning.jsonl
     # the reward model is a sequence classifier; the student has half the base's layers
     assert (out / "rm" / "model" / "config.json").is_file()
     assert _layers(manifest["stages"]["student"]["artifacts"]["model"]) == 2
@@ -302,7 +303,8 @@ def test_stage_commands_run_from_the_command_line(tiny_model, tmp_path):
                 "--non_reasoning_dataset", f"{data}/non_reasoning.jsonl", "--output_dir", str(tmp_path / "rej"))
     assert r.returncode == 0, r.stderr[-1500:]
     counts = json.loads((tmp_path / "rej" / "counts.json").read_text())
-    assert counts and (tmp_path / "rej" / "data.jsonl").is_file()
+    rows = (tmp_path / "rej" / "data.jsonl").read_text().splitlines()
+    assert counts["sampled"] == 2 * 2 and counts["final_size"] == len(rows) >= 16
     r = run_cli("rm", "--model", tiny_model, "--dataset", f"{data}/preferences.jsonl", "--max_steps", "2",
                 "--torch_threads", "1", "--output_dir", str(tmp_path / "rm"))
     assert r.returncode == 0 and (tmp_path / "rm" / "model" / "config.json").is_file(), r.stderr[-1500:]

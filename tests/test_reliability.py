@@ -27,6 +27,7 @@ from r1kit import trainer
 from r1kit.cli import main
 from r1kit.config import ConfigError, TrainingError, make_config
 from r1kit.data import DataError, Example, jsonl_examples, load_examples
+from r1kit.files import truncate_jsonl
 from r1kit.models import ModelError, load_model
 from r1kit.rewards import REWARDS, RewardError, close_reward_worker, score_completions
 from r1kit.trainer import train
@@ -251,7 +252,7 @@ def test_a_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
     separator = "\u2028"  # str.splitlines would split here; a log line must not be broken at it
     path.write_text(json.dumps({"step": 1, "text": f"a{separator}b"}, ensure_ascii=False) + "\n"
                     + json.dumps({"step": 2}) + "\n" + json.dumps({"step": 3}) + "\n" + '{"step": 4, "rew')
-    trainer._truncate_jsonl(path, 2)
+    truncate_jsonl(path, 2)
     text = path.read_text(encoding="utf-8")
     assert text.endswith("\n") and text.count("\n") == 2
     assert [json.loads(line) for line in text.split("\n")[:2]] == [{"step": 1, "text": f"a{separator}b"}, {"step": 2}]

@@ -36,8 +36,6 @@ Design decisions:
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -46,6 +44,7 @@ from typing import Any
 
 from .config import ConfigError, _opt, load_config, need
 from .data import DataError, Example, load_examples, read_jsonl
+from .files import jsonl_text, write_atomic, write_json
 from .filters import FILTER_HELP, FilterSettings, filter_samples, format_report, settings_from, validate_filter_settings
 from .readable import DEFAULT_SPECIAL_TOKEN, THINK_CLOSE, THINK_OPEN, parse_readable, split_tags, to_readable
 from .rewards import ANSWER_CLOSE, ANSWER_OPEN, extract_answer, readable_accuracy_reward
@@ -375,10 +374,6 @@ def generate_fewshot(c: ColdStartConfig, prompts: list[Example], shots: list[tup
 # --------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _check_output_dir(c: ColdStartConfig) -> Path:
@@ -463,8 +458,8 @@ def build_cold_start(config: ColdStartConfig) -> dict:
         "config": dataclasses.asdict(c),
         "time_s": round(time.perf_counter() - start, 3),
     }
-    _write_atomic(out / "data.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    _write_atomic(out / "filter_report.json", json.dumps(filter_report, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(out / "coldstart_summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out / "data.jsonl", jsonl_text(records))
+    write_json(out / "filter_report.json", filter_report)
+    write_json(out / "coldstart_summary.json", summary)
     print(f"-> {out / 'data.jsonl'}, filter_report.json, coldstart_summary.json")
     return summary

@@ -16,14 +16,13 @@ pipeline; this module only builds that config and prints the table.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 from pathlib import Path
 
 import yaml
 
 from .config import ConfigError
+from .files import jsonl_text, write_atomic
 
 
 def add_compare_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,10 +63,7 @@ def write_prompts(args: argparse.Namespace, path: Path) -> int:
     if len(examples) < args.num_prompts:
         raise ConfigError(f"--num_prompts {args.num_prompts}: dataset {args.dataset} has only {len(examples)} prompts")
     chosen = random.Random(args.seed).sample(examples, args.num_prompts)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps({"question": e.question, "answer": e.answer, "id": e.id}) + "\n"
-                           for e in chosen), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, jsonl_text([{"question": e.question, "answer": e.answer, "id": e.id} for e in chosen]))
     return len(chosen)
 
 
@@ -134,7 +130,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     manifest = run_pipeline(path, start_from=args.start_from)
     text = table6(manifest, budget)
-    (out / "table6.md").write_text(text + "\n", encoding="utf-8")
+    write_atomic(out / "table6.md", text + "\n")
     print(text)
     print(f"r1kit: Table 6 comparison in {out / 'table6.md'} (pipeline: {path})")
     return 0

@@ -16,7 +16,6 @@ Design decisions:
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -320,9 +319,8 @@ def write_outputs(out_dir: str | Path, name: str, summary: dict, records: list[d
     """summary.json and samples.jsonl, each written to a temporary file and renamed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for fname, text in (("summary.json", json.dumps({"benchmark": name, **summary, "settings": settings}, indent=2)),
-                        ("samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)),
-                        ("table.txt", format_table(name, summary) + "\n")):
-        tmp = out / (fname + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out / fname)
+    from .files import jsonl_text, write_atomic, write_json
+
+    write_json(out / "summary.json", {"benchmark": name, **summary, "settings": settings})
+    write_atomic(out / "samples.jsonl", jsonl_text(records))
+    write_atomic(out / "table.txt", format_table(name, summary) + "\n")

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import ConfigError, _opt, build_dataclass, read_yaml
+from .files import write_atomic, write_json
 
 MANIFEST = "manifest.json"
 
@@ -321,9 +322,7 @@ def read_manifest(out: Path) -> dict:
 
 def write_manifest(out: Path, manifest: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, out / MANIFEST)
+    write_json(out / MANIFEST, manifest)
 
 
 def fingerprint(stage: Stage, fingerprints: dict[str, str]) -> str:
@@ -544,9 +543,7 @@ def format_summary(p: Pipeline, rows: list[dict]) -> str:
 def write_summary(p: Pipeline, manifest: dict, log: Callable[[str], None] = print) -> str:
     rows = summary_rows(p, manifest)
     text = format_summary(p, rows)
-    for name, data in (("summary.md", text + "\n"), ("summary.json", json.dumps(rows, indent=2) + "\n")):
-        tmp = p.output_dir / (name + ".tmp")
-        tmp.write_text(data, encoding="utf-8")
-        os.replace(tmp, p.output_dir / name)
+    write_atomic(p.output_dir / "summary.md", text + "\n")
+    write_json(p.output_dir / "summary.json", rows)
     log(text)
     return text

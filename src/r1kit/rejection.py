@@ -30,8 +30,6 @@ Design decisions:
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
 import sys
 import threading
@@ -44,6 +42,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import ConfigError, _opt, load_config, need
 from .data import DataError, Example, load_examples, read_jsonl
+from .files import jsonl_text, write_atomic, write_json
 from .filters import FILTER_HELP, FilterSettings, filter_samples, format_report, settings_from, validate_filter_settings
 from .models import load_model, load_tokenizer, resolve_model_path
 from .readable import DEFAULT_SPECIAL_TOKEN, final_answer, split_reasoning, to_readable
@@ -413,14 +412,8 @@ def non_reasoning_records(rows: list[tuple[int, dict]], path: str | Path, config
 # --------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
-def _jsonl(records: list[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
 def load_prompts(c: RejectionConfig) -> list[Example]:
@@ -481,9 +474,9 @@ def rejection_sample(config: RejectionConfig, examples: list[Example] | None = N
         "settings": dataclasses.asdict(c),
     })
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "samples.jsonl", _jsonl(samples))
-    _write_atomic(out_dir / "data.jsonl", _jsonl([{k: v for k, v in r.items() if k != "style"} for r in data]))
-    _write_atomic(out_dir / "counts.json", json.dumps(counts, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(out_dir / "samples.jsonl", jsonl_text(samples))
+    write_atomic(out_dir / "data.jsonl", jsonl_text([{k: v for k, v in r.items() if k != "style"} for r in data]))
+    write_json(out_dir / "counts.json", counts)
     print(format_report(report))
     print(f"reasoning samples kept: {counts['kept']} of {counts['sampled']}; non-reasoning added: "
           f"{counts['non_reasoning_added']}; SFT records: {counts['final_size']} -> {out_dir / 'data.jsonl'}")

@@ -27,13 +27,13 @@ import html
 import io
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from . import aha
 from .data import DataError
+from .files import write_atomic
 
 MAX_TEXT_CHARS = 6000  # completion characters embedded per sample; the rest is summarised
 LINESTYLES = ("-", "--", ":", "-.")
@@ -657,11 +657,6 @@ for Latin markers; markers: {marker_list}). A completion is correct when its acc
 
 # ----------------------------------------------------------------------------- entry points
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
 
 def default_output(run_dirs: list[Path]) -> Path:
     """RUN_DIR/report/report.html for one run; ./r1kit_report/report.html for several."""
@@ -723,9 +718,9 @@ def write_report(run_dirs: list[str | Path] | str | Path, out: str | Path | None
     if aha_png is not None:
         figures.append(({"name": "aha", "title": "Reflection markers"}, aha_png))
     for spec, png in figures:
-        _write_atomic(html_path.parent / f"{spec['name']}.png", png)
+        write_atomic(html_path.parent / f"{spec['name']}.png", png)
     page = render_html(runs, figures, marker_names, {"runs": page_runs, "markers": marker_names})
-    _write_atomic(html_path, page.encode("utf-8"))
+    write_atomic(html_path, page.encode("utf-8"))
     return html_path
 
 

@@ -54,6 +54,7 @@ from transformers.utils import logging as hf_logging
 
 from .config import ConfigError, TrainingError, _opt, load_config, need
 from .data import DataError, prompt_indices, read_jsonl
+from .files import write_json
 from .models import ModelError, default_threads, load_tokenizer, resolve_model_path
 from .templates import TEMPLATES, build_prompt
 
@@ -321,10 +322,6 @@ def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], l
 # --- training ------------------------------------------------------------------------------------------
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _save_model_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, target: Path,
@@ -441,7 +438,7 @@ def train_reward_model(config: RMConfig, pairs: list[dict] | None = None, show_p
         out_dir.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("")
         (out_dir / "rm_summary.json").unlink(missing_ok=True)
-        _write_json_atomic(out_dir / "rm_config.json", asdict(c))
+        write_json(out_dir / "rm_config.json", asdict(c))
     acc.wait_for_everyone()
 
     eval_batch = 2 * c.per_device_train_batch_size
@@ -520,7 +517,7 @@ def train_reward_model(config: RMConfig, pairs: list[dict] | None = None, show_p
         tmp = out_dir / ".tmp-eval_scores.jsonl"
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in eval_records), encoding="utf-8")
         os.replace(tmp, out_dir / "eval_scores.jsonl")
-        _write_json_atomic(out_dir / "rm_summary.json", summary)  # last: its presence marks a finished run
+        write_json(out_dir / "rm_summary.json", summary)  # last: its presence marks a finished run
         if eval_pairs:
             print(f"r1kit: reward model held-out accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} "
                   f"({len(eval_pairs)} pairs); saved to {out_dir / 'model'}", file=sys.stderr)

@@ -32,7 +32,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -46,6 +45,7 @@ from torch import Tensor
 
 from .config import ConfigError, _opt, load_config, need
 from .data import DataError, read_jsonl
+from .files import append_jsonl, truncate_jsonl, write_json
 from .templates import TEMPLATES, build_prompt
 
 IGNORE_INDEX = -100  # label of tokens that are not trained on (prompt and padding)
@@ -284,33 +284,10 @@ def sft_loss(logits: Tensor, labels: Tensor, num_tokens: int | Tensor | None = N
 
 # ---------------------------------------------------------------- outputs
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
 
 
-def _append_metrics(path: Path, metrics: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(metrics) + "\n")
 
 
-def _keep_metrics_upto(path: Path, step: int) -> None:
-    """Drop metrics lines after `step` (the resumed run writes them again), and any line cut short by a
-    kill mid-write; atomic replace."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").split("\n"):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and rec.get("step", 0) <= step:
-            keep.append(line + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(keep), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def final_model_dir(output_dir: str | Path) -> Path:
@@ -419,7 +396,7 @@ def sft_train(config: SFTConfig, records: list[dict] | None = None, show_progres
     if acc.is_main_process:
         remove_temporary_checkpoints(out_dir)  # half-written by a run that was killed while saving
         if checkpoint is not None:
-            _keep_metrics_upto(out_dir / "metrics.jsonl", start_step)
+            truncate_jsonl(out_dir / "metrics.jsonl", start_step)
             print(f"r1kit: sft: resuming from {checkpoint} at step {start_step}")
         else:
             if c.resume:
@@ -430,7 +407,7 @@ def sft_train(config: SFTConfig, records: list[dict] | None = None, show_progres
                     shutil.rmtree(old)
                 (out_dir / "sft_summary.json").unlink(missing_ok=True)
             (out_dir / "metrics.jsonl").write_text("")
-            _write_json_atomic(out_dir / "config.json", {"stage": "sft", **asdict(c)})
+            write_json(out_dir / "config.json", {"stage": "sft", **asdict(c)})
     acc.wait_for_everyone()
 
     def save(step: int) -> None:
@@ -503,7 +480,7 @@ def sft_train(config: SFTConfig, records: list[dict] | None = None, show_progres
             history.append(metrics)
             if acc.is_main_process:
                 if (step + 1) % c.logging_steps == 0 or step + 1 == max_steps:
-                    _append_metrics(out_dir / "metrics.jsonl", metrics)
+                    append_jsonl(out_dir / "metrics.jsonl", [metrics])
                 if skipped:
                     bar.write(f"r1kit: sft: step {step + 1}: non-finite gradient (grad_norm {norm}); update skipped")
                 bar.set_postfix(loss=f"{loss_sum:.4f}", epoch=f"{metrics['epoch']:.2f}", s=f"{step_time:.2f}")
@@ -513,7 +490,7 @@ def sft_train(config: SFTConfig, records: list[dict] | None = None, show_progres
 
     if acc.is_main_process:
         last = history[-1] if history else _last_metrics(out_dir / "metrics.jsonl")
-        _write_json_atomic(out_dir / "sft_summary.json", {
+        write_json(out_dir / "sft_summary.json", {
             "examples": len(examples), "dropped_examples": dropped, "steps": max(max_steps, start_step),
             "steps_per_epoch": steps_per_epoch, "epochs": max(max_steps, start_step) / steps_per_epoch,
             "final_loss": last.get("loss"), "seconds": time.perf_counter() - t_begin,

@@ -46,12 +46,14 @@ from transformers.utils import logging as hf_logging
 from .checkpoint import (latest_checkpoint, load_training_state, remove_temporary_checkpoints, rng_state,
                          save_checkpoint, set_rng_state)
 from .config import ConfigError, GRPOConfig, TrainingError, TrainingStopped
+from .files import append_jsonl, truncate_jsonl
 from .data import Example, arithmetic_examples, general_examples, load_examples, prompt_indices
 from .evaluate import STYLE_FOR_TEMPLATE, Problem, evaluate, load_benchmark, select_problems, summarize
 from .grpo import group_advantages, grpo_loss
 from .logprobs import completion_logprobs
 from .models import default_threads, load_model, load_policy, load_tokenizer
 from .rewards import RewardFailure, bind_reward_options, close_reward_worker, score_completions, start_reward_worker
+from .readable import split_reasoning
 from .report import write_report_safely
 from .rollout import generate
 from .templates import build_prompt
@@ -88,35 +90,8 @@ def load_eval_problems(c: GRPOConfig) -> list[Problem]:
     return select_problems(load_benchmark(c.eval_benchmark, c.data_dir, c.question_field, c.answer_field), c.eval_limit)
 
 
-def _truncate_jsonl(path: Path, max_step: int) -> None:
-    """Drop lines logged after `max_step` (a resumed run rewrites them); atomic replace.
-
-    A line that does not parse was cut short by a kill mid-write and is dropped too. Lines are split on
-    newline only: str.splitlines would also split completions at U+2028 and friends.
-    """
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if rec.get("step", 0) <= max_step:
-            keep.append(line + "\n")
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(keep), encoding="utf-8")
-    os.replace(tmp, path)
 
 
-def _append_jsonl(path: Path, records: list[dict]) -> None:
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            f.flush()
-    except OSError as e:
-        raise TrainingError(f"could not write {path}: {e.strerror or e}") from e
 
 
 # The stop request made by SIGINT/SIGTERM: the signal's name, when it came, and what to announce.
@@ -254,10 +229,10 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
         set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
         start_step = state["step"]
         if acc.is_main_process:
-            _truncate_jsonl(out_dir / "metrics.jsonl", start_step)
-            _truncate_jsonl(out_dir / "samples.jsonl", start_step)
-            _truncate_jsonl(out_dir / "eval_samples.jsonl", start_step)
-            _truncate_jsonl(out_dir / "reward_failures.jsonl", start_step)
+            truncate_jsonl(out_dir / "metrics.jsonl", start_step)
+            truncate_jsonl(out_dir / "samples.jsonl", start_step)
+            truncate_jsonl(out_dir / "eval_samples.jsonl", start_step)
+            truncate_jsonl(out_dir / "reward_failures.jsonl", start_step)
             print(f"r1kit: resuming from {checkpoint} at step {start_step}")
     elif acc.is_main_process:
         if c.resume:
@@ -312,7 +287,7 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
         records = gather_object(records) if world > 1 else records
         summary = summarize(records, c.eval_num_samples)
         if acc.is_main_process:
-            _append_jsonl(out_dir / "eval_samples.jsonl", [{"step": step, **r} for r in records])
+            append_jsonl(out_dir / "eval_samples.jsonl", [{"step": step, **r} for r in records])
         keep = ("pass@1", f"cons@{c.eval_num_samples}", "format_rate", "mean_length")
         return {**{f"eval/{k}": summary[k] for k in keep}, "eval/seconds": time.perf_counter() - t0}
 
@@ -322,7 +297,7 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
     if c.eval_steps and start_step == 0:
         initial = {"step": 0, **run_eval(0)}
         if acc.is_main_process:
-            _append_jsonl(out_dir / "metrics.jsonl", [initial])
+            append_jsonl(out_dir / "metrics.jsonl", [initial])
             for t in trackers:
                 t.log(initial, 0)
             bar.write(f"[step 0] eval pass@1={initial['eval/pass@1']:.3f} format={initial['eval/format_rate']:.2f}")
@@ -487,14 +462,14 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
         failed = gather_object(failed) if world > 1 else failed
         if acc.is_main_process:
             if (step + 1) % c.logging_steps == 0 or step + 1 == c.max_steps:
-                _append_jsonl(out_dir / "metrics.jsonl", [metrics])
+                append_jsonl(out_dir / "metrics.jsonl", [metrics])
                 for t in trackers:
                     t.log(metrics, step + 1)
-            _append_jsonl(out_dir / "samples.jsonl", records)
+            append_jsonl(out_dir / "samples.jsonl", records)
             if c.report_steps and (step + 1) % c.report_steps == 0 and step + 1 < c.max_steps:
                 write_report_safely(out_dir, c.report_markers)
             if failed:
-                _append_jsonl(out_dir / "reward_failures.jsonl", failed)
+                append_jsonl(out_dir / "reward_failures.jsonl", failed)
                 bar.write(f"r1kit: step {step + 1}: {len(failed)} reward failures "
                           f"({sum(r['kind'] == 'timeout' for r in failed)} timeouts) scored 0; "
                           f"see {out_dir / 'reward_failures.jsonl'}")
@@ -581,8 +556,6 @@ def score_batch(c: GRPOConfig, rewards_used: list, texts: list[str], answers: li
     Returns the total per completion, {reward name: per-completion scores, NaN where it does not apply}
     and the rule rewards' failures (indices into the batch).
     """
-    from .readable import split_reasoning
-
     n = len(texts)
     rows = [i for i, k in enumerate(kinds) if k != "general"]
     general = [i for i, k in enumerate(kinds) if k == "general"]
