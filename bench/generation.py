@@ -1,11 +1,15 @@
 """r1kit's rollout engine vs. HF `generate`, same model, prompts and sampling, A/B alternated.
 
-    python bench/generation.py [--model embedded] [--batch_sizes 1 8 32] [--new_tokens 64] [--repeats 3]
+    python bench/generation.py [--model embedded] [--batch_sizes 1 8 16 32] [--new_tokens 64] [--repeats 3]
 
 A batch of B sequences is B/G prompts x G samples (G = min(B, 8)), as in GRPO: r1kit computes each prompt
 once and shares its cache, HF expands the prompt G times (num_return_sequences). Fixed-length mode
 (default) ignores EOS so both sides generate exactly new_tokens per sequence; --natural stops at EOS.
-Prints generated tokens/s for each side, the ratio, and the model FLOP/s as a fraction of the matmul peak.
+Four engines run on each batch: r1kit's fused decoder with the float32 weights (the trainer's default,
+rollout_dtype=auto) and with a bfloat16 copy (rollout_dtype=bfloat16), and HF `generate` on the float32
+model and on a bfloat16 copy of it.
+Prints generated tokens/s for each, the ratios (r1kit fp32 vs HF fp32, r1kit bf16 vs HF fp32, and bf16 vs
+bf16), and the model FLOP/s as a fraction of the fp32 matmul peak.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import QUESTIONS, forward_flops_per_token, matmul_peak_flops, median  # noqa: E402
 
+from r1kit.decoder import FusedDecoder
 from r1kit.models import load_model, load_tokenizer
-from r1kit.rollout import generate
+from r1kit.rollout import generate, rollout_copy
 from r1kit.templates import build_prompt
 
 
@@ -52,7 +57,7 @@ def run_hf(model, tok, prompts, G, new_tokens, natural, seed):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="embedded")
-    ap.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8, 16, 32])
     ap.add_argument("--new_tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--natural", action="store_true", help="stop at EOS instead of fixed-length generation")
@@ -61,24 +66,31 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     tok, model = load_tokenizer(args.model), load_model(args.model).eval()
+    model_bf16 = rollout_copy(model, torch.bfloat16)  # for HF generate
+    fused, fused_bf16 = FusedDecoder(model), FusedDecoder(model, torch.bfloat16)
     peak = matmul_peak_flops()
     per_token = forward_flops_per_token(model)
     print(f"machine: {torch.get_num_threads()} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s; "
           f"model {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params; "
           f"{'natural' if args.natural else 'fixed-length'} mode, {args.new_tokens} new tokens")
-    print(f"{'batch':>5} {'r1kit tok/s':>12} {'HF tok/s':>10} {'ratio':>6} {'r1kit MFU':>10} {'HF MFU':>7}")
+    engines = {"r1kit": (run_r1kit, fused), "r1kit-bf16": (run_r1kit, fused_bf16),
+               "HF": (run_hf, model), "HF-bf16": (run_hf, model_bf16)}
+    print("tokens/s (medians)" + " " * 14 + "ratios: r1kit/HF  r1kit-bf16/HF  r1kit-bf16/HF-bf16   MFU (fp32 peak): r1kit  r1kit-bf16  HF")
+    print(f"{'batch':>5} " + " ".join(f"{n:>10}" for n in engines))
     for B in args.batch_sizes:
         G = min(B, 8)
         prompts = [build_prompt(q, tok, "r1zero", "<think>") for q in (QUESTIONS * 8)[: B // G]]
-        runs = {"r1kit": [], "hf": []}
-        run_r1kit(model, tok, prompts, G, 4, args.natural, 0)  # warm-up both paths
-        run_hf(model, tok, prompts, G, 4, args.natural, 0)
-        for rep in range(args.repeats):  # A/B alternated so drift hits both sides alike
-            for name, fn in (("r1kit", run_r1kit), ("hf", run_hf)):
-                tokens, dt = fn(model, tok, prompts, G, args.new_tokens, args.natural, rep)
+        runs = {name: [] for name in engines}
+        for fn, m in engines.values():  # warm-up every path
+            fn(m, tok, prompts, G, 4, args.natural, 0)
+        for rep in range(args.repeats):  # alternated so drift hits every engine alike
+            for name, (fn, m) in engines.items():
+                tokens, dt = fn(m, tok, prompts, G, args.new_tokens, args.natural, rep)
                 runs[name].append(tokens / dt)
-        a, b = median(runs["r1kit"]), median(runs["hf"])
-        print(f"{B:>5} {a:>12.1f} {b:>10.1f} {a / b:>5.2f}x {a * per_token / peak:>9.1%} {b * per_token / peak:>6.1%}")
+        r = {name: median(v) for name, v in runs.items()}
+        print(f"{B:>5} " + " ".join(f"{r[n]:>10.1f}" for n in engines)
+              + f"   {r['r1kit'] / r['HF']:>5.2f}x {r['r1kit-bf16'] / r['HF']:>13.2f}x {r['r1kit-bf16'] / r['HF-bf16']:>18.2f}x"
+              + f"   {r['r1kit'] * per_token / peak:>22.1%} {r['r1kit-bf16'] * per_token / peak:>10.1%} {r['HF'] * per_token / peak:>5.1%}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 beta and num_iterations, A/B alternated after a warm-up.
 
     pip install -e ".[bench]"        # TRL is a bench-only dependency
-    python bench/grpo_step.py [--model embedded] [--steps 4] [--warmup 1] [--natural] [--beta 0.04]
+    python bench/grpo_step.py [--model embedded] [--steps 4] [--warmup 1] [--natural] [--beta 0.04] [--bf16_rollout]
 
 Each side runs in its own worker process (so each has its own peak resident memory); the parent sends
 "step" to one worker and waits, then to the other, so the two never compete for the cores. Per step:
@@ -35,7 +35,7 @@ def r1kit_reward(completions, answers):
     return [float(len(c) % 7) for c in completions]
 
 
-def r1kit_worker(conn, args) -> None:
+def r1kit_worker(conn, args, rollout_dtype: str = "auto") -> None:
     import torch
 
     from r1kit.config import make_config
@@ -50,7 +50,7 @@ def r1kit_worker(conn, args) -> None:
         temperature=1.0, top_p=1.0, beta=args.beta, num_iterations=args.num_iterations, learning_rate=1e-6,
         max_steps=10_000, save_steps=0, log_completions_steps=0, ignore_eos=not args.natural,
         output_dir=str(Path(args.out) / "r1kit"), overwrite_output_dir=True, torch_threads=args.threads,
-        reward_timeout=0, write_report=False))  # rewards in-process, as TRL runs them
+        reward_timeout=0, write_report=False, rollout_dtype=rollout_dtype))  # rewards in-process, as TRL runs them
     steps = iter_train(config, examples=examples, reward_funcs=[r1kit_reward], show_progress=False)
     conn.send("ready")
     while conn.recv() == "step":
@@ -129,6 +129,8 @@ def main() -> None:
     ap.add_argument("--natural", action="store_true", help="stop at EOS (real runs) instead of fixed length")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="/tmp/r1kit-bench")
+    ap.add_argument("--bf16_rollout", action="store_true",
+                    help="add a third side: r1kit with rollout_dtype=bfloat16 (training stays float32)")
     args = ap.parse_args()
 
     import torch
@@ -141,9 +143,12 @@ def main() -> None:
     n_flops = forward_flops_per_token(load_model(args.model))  # 2N
     ctx = mp.get_context("spawn")
     workers = {}
-    for name, fn in (("r1kit", r1kit_worker), ("trl", trl_worker)):
+    sides = [("r1kit", r1kit_worker, ("auto",)), ("trl", trl_worker, ())]
+    if args.bf16_rollout:
+        sides.insert(1, ("r1kit-bf16", r1kit_worker, ("bfloat16",)))
+    for name, fn, extra in sides:
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=fn, args=(child, args))
+        proc = ctx.Process(target=fn, args=(child, args, *extra))
         proc.start()
         assert parent.recv() == "ready", name
         workers[name] = (parent, proc)
@@ -178,12 +183,15 @@ def main() -> None:
     print(f"machine: {args.threads} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s; {mode} mode; G={args.G}, "
           f"{args.batch} completions/step, max {args.max_completion_length} new tokens, beta={args.beta}, "
           f"num_iterations={args.num_iterations}; medians of {args.steps} steps after {args.warmup} warm-up")
-    print(f"{'metric':<22}{'r1kit':>12}{'TRL':>12}{'r1kit/TRL':>11}")
+    ours = [n for n in rows if n != "trl"]
+    print(f"{'metric':<22}" + "".join(f"{n:>12}" for n in rows) + "".join(f"{n + '/TRL':>16}" for n in ours))
     for key in rows["r1kit"]:
-        a, b = rows["r1kit"][key], rows["trl"][key]
-        ratio = b / a if key in ("step time (s)", "peak RSS (MB)") else a / b
         fmt = "{:>12.1%}" if "peak" in key and "FLOP" in key else "{:>12.1f}"
-        print(f"{key:<22}" + fmt.format(a) + fmt.format(b) + f"{ratio:>10.2f}x")
+        line = f"{key:<22}" + "".join(fmt.format(rows[n][key]) for n in rows)
+        for n in ours:
+            a, b = rows[n][key], rows["trl"][key]
+            line += f"{(b / a if key in ('step time (s)', 'peak RSS (MB)') else a / b):>15.2f}x"
+        print(line)
     print("(ratios: > 1 means r1kit is better; for time and memory it is TRL / r1kit)")
 
 

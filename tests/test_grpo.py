@@ -8,8 +8,9 @@ import torch
 from r1kit.grpo import group_advantages, grpo_loss, kl_k3
 
 
-def reference_objective(logp, old, ref, adv, lengths, beta, eps_low, eps_high, loss_type, max_len=None):
-    """J of DeepSeekMath Eq. 3 written token by token with Python floats (the loss is -J)."""
+def reference_objective(logp, old, ref, adv, lengths, beta, eps_low, eps_high, loss_type, max_len=None, w=None):
+    """J of DeepSeekMath Eq. 3 written token by token with Python floats (the loss is -J); w: optional
+    per-token importance weights multiplying each token's term."""
     per_seq, all_tokens = [], []
     for i, n in enumerate(lengths):
         terms = []
@@ -19,7 +20,7 @@ def reference_objective(logp, old, ref, adv, lengths, beta, eps_low, eps_high, l
             surrogate = min(r * adv[i], clipped * adv[i])
             q = math.exp(ref[i][t] - logp[i][t])  # pi_ref / pi_theta
             kl = q - math.log(q) - 1
-            terms.append(surrogate - beta * kl)
+            terms.append((surrogate - beta * kl) * (w[i][t] if w is not None else 1.0))
         per_seq.append(sum(terms) / n)
         all_tokens.extend(terms)
     if loss_type == "grpo":
@@ -41,6 +42,23 @@ def make_batch(seed=0, n=6, T=5):
     for i, L in enumerate(lengths):
         mask[i, :L] = 1
     return logp, old, ref, adv, mask, lengths
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
+def test_importance_weights_scale_each_token(loss_type):
+    logp, old, ref, adv, mask, lengths = make_batch(seed=3)
+    sampler = old + torch.randn(old.shape, generator=torch.Generator().manual_seed(4)) * 0.5  # another engine
+    w = torch.exp(old - sampler).clamp(max=2.0)  # truncated importance sampling, as the trainer computes it
+    assert (w == 2.0).any() and (w < 1).any()  # both the cap and down-weighting are exercised
+    loss, _ = grpo_loss(logp, old, ref, adv, mask, beta=0.04, loss_type=loss_type, max_completion_length=5,
+                        importance_weights=w)
+    expected = -reference_objective(logp.tolist(), old.tolist(), ref.tolist(), adv.tolist(), lengths, 0.04,
+                                    0.2, 0.2, loss_type, max_len=5, w=w.tolist())
+    assert loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    plain, _ = grpo_loss(logp, old, ref, adv, mask, beta=0.04, loss_type=loss_type, max_completion_length=5)
+    ones, _ = grpo_loss(logp, old, ref, adv, mask, beta=0.04, loss_type=loss_type, max_completion_length=5,
+                        importance_weights=torch.ones_like(w))
+    assert ones.item() == plain.item() and abs(loss.item() - plain.item()) > 1e-4
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])

@@ -89,3 +89,33 @@ def test_top_p_only_draws_from_the_nucleus():
     assert 0.57 < share < 0.68  # renormalised: 0.5 / 0.8 = 0.625
     # log-probs are those of the unfiltered distribution, the one the trainer evaluates
     assert torch.allclose(logp[tokens == 0], torch.log(torch.tensor(0.5)), atol=1e-6)
+
+
+def test_sampling_draws_from_the_tempered_distribution():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, float("-inf"), 0.5]]).repeat(40000, 1)
+    T = 0.7
+    tokens, logp = sample_tokens(logits, temperature=T, top_p=1.0, generator=torch.Generator().manual_seed(0))
+    p = torch.softmax(logits[0] / T, -1)
+    freq = torch.bincount(tokens, minlength=6).float() / len(tokens)
+    sigma = (p * (1 - p) / len(tokens)).sqrt()
+    assert ((freq - p).abs() <= 4 * sigma + 1e-9).all(), (freq, p)
+    assert freq[4] == 0  # a token of zero probability is never drawn
+    assert torch.allclose(logp, torch.log(p[tokens]), atol=1e-5)
+    greedy, _ = sample_tokens(logits[:3], temperature=0.0, top_p=1.0, generator=None)
+    assert greedy.tolist() == [0, 0, 0]
+
+
+def test_growing_cache_layer_equals_concatenation():
+    from r1kit.rollout import GrowingLayer
+
+    layer = GrowingLayer(capacity=3)  # smaller than what is written: growth is exercised
+    parts = [torch.randn(2, 2, n, 4) for n in (2, 1, 1, 3)]
+    for part in parts:
+        keys, values = layer.update(part, part * 2)
+    assert torch.equal(keys, torch.cat(parts, 2)) and torch.equal(values, torch.cat(parts, 2) * 2)
+    assert layer.get_seq_length() == 7
+    layer.batch_repeat_interleave(3)
+    layer.batch_select_indices(torch.tensor([5, 0]))
+    assert torch.equal(layer.keys, torch.cat(parts, 2)[[1, 0]])
+    keys, _ = layer.update(torch.ones(2, 2, 1, 4), torch.ones(2, 2, 1, 4))
+    assert keys.shape == (2, 2, 8, 4) and torch.equal(keys[:, :, -1], torch.ones(2, 2, 4))

@@ -77,6 +77,10 @@ class GRPOConfig:
     top_p: float = _opt(1.0, "nucleus sampling for rollouts")
     stop_strings: list[str] = _opt(["</answer>"], "generation stops after any of these strings (and at EOS)")
     ignore_eos: bool = _opt(False, "generate exactly max_completion_length tokens, ignoring EOS and stop strings (benchmarks)")
+    rollout_engine: str = _opt("auto", "'fused' (r1kit's fused decoder for Llama-family models), 'hf' (the transformers forward, any model), 'vllm' (a colocated vLLM engine on a GPU, pip install 'r1kit[vllm]'), or 'auto' (fused where supported, else hf); copies of the weights are refreshed after every update")
+    rollout_dtype: str = _opt("auto", "weights dtype of the fused/hf rollout: auto (the policy's dtype: exactly on-policy), bfloat16 (on CPUs with AVX512-BF16 about 1.7x faster decoding; samples from a bf16 copy) or float32")
+    vllm_dtype: str = _opt("bfloat16", "weights dtype inside vLLM (rollout_engine=vllm)")
+    vllm_gpu_memory_utilization: float = _opt(0.3, "share of the GPU's memory vLLM may take, colocated with training (rollout_engine=vllm)")
     # rewards
     reward_funcs: list[str] = _opt(["format", "accuracy"], "registered reward functions (r1kit.rewards.REWARDS)")
     reward_weights: list[float] | None = _opt(None, "one weight per reward function (default 1.0 each)")
@@ -99,6 +103,7 @@ class GRPOConfig:
     loss_type: str = _opt("grpo", "'grpo' (per-output token mean, the paper), 'dapo' (token-level), 'dr_grpo'")
     scale_rewards: bool = _opt(True, "divide advantages by the group std (the paper); Dr. GRPO turns this off")
     num_iterations: int = _opt(1, "mu: policy updates per batch of rollouts, pi_old fixed at sampling")
+    importance_sampling_cap: float = _opt(0.0, "0: off; C > 0: weight each token's loss by min(pi_old / pi_rollout, C), truncated importance sampling for a rollout engine whose weights differ from the policy's (rollout_dtype=bfloat16, vllm)")
     # optimisation
     learning_rate: float = _opt(1e-6, "AdamW learning rate")
     weight_decay: float = _opt(0.0, "AdamW weight decay")
@@ -254,6 +259,16 @@ def validate(c: GRPOConfig) -> None:
     need(c.max_steps >= 1, "max_steps must be >= 1")
     need(c.max_grad_norm >= 0, "max_grad_norm must be >= 0")
     need(c.dtype in ("auto", "float32", "bfloat16", "float16"), f"dtype={c.dtype!r}: choose auto, float32, bfloat16 or float16")
+    need(c.rollout_engine in ("auto", "fused", "hf", "vllm"),
+         f"rollout_engine={c.rollout_engine!r}: choose auto, fused, hf or vllm")
+    need(c.rollout_dtype in ("auto", "float32", "bfloat16", "float16"),
+         f"rollout_dtype={c.rollout_dtype!r}: choose auto, float32, bfloat16 or float16")
+    need(c.vllm_dtype in ("auto", "float32", "bfloat16", "float16"),
+         f"vllm_dtype={c.vllm_dtype!r}: choose auto, float32, bfloat16 or float16")
+    need(0 < c.vllm_gpu_memory_utilization <= 1,
+         f"vllm_gpu_memory_utilization={c.vllm_gpu_memory_utilization}: must be in (0, 1]")
+    need(c.importance_sampling_cap >= 0 and math.isfinite(c.importance_sampling_cap),
+         f"importance_sampling_cap={c.importance_sampling_cap}: must be a finite number >= 0 (0: off)")
     need(c.template in ("r1zero", "chat", "plain"), f"template={c.template!r}: choose r1zero, chat or plain")
     need(bool(c.reward_funcs), "reward_funcs: give at least one reward function")
     need(c.reward_weights is None or len(c.reward_weights) == len(c.reward_funcs),

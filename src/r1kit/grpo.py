@@ -16,6 +16,8 @@ Variants are options, never silent changes of that default:
 - loss_type="dr_grpo": sum over tokens divided by (number of outputs x max_completion_length), a constant,
   removing the length bias (Dr. GRPO); pair it with scale_rewards=False as that paper does.
 - epsilon_high > epsilon: DAPO's clip-higher.
+- importance_weights: per-token min(pi_old / pi_rollout, C), truncated importance sampling, for rollouts
+  sampled by an engine whose weights differ from the policy's (a bf16 copy, vLLM); off by default.
 
 Normalisers (`num_sequences`, `num_tokens`) are passed in so that a batch split into micro-batches, or
 across processes, sums to exactly the loss of the whole batch.
@@ -56,11 +58,14 @@ def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
 def grpo_loss(logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | None, advantages: Tensor,
               mask: Tensor, *, beta: float = 0.001, epsilon: float = 0.2, epsilon_high: float | None = None,
               loss_type: str = "grpo", max_completion_length: int | None = None,
-              num_sequences: int | None = None, num_tokens: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+              num_sequences: int | None = None, num_tokens: float | None = None,
+              importance_weights: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The GRPO loss (-J) of a batch of completions and token sums for the step's statistics.
 
     logprobs, old_logprobs, ref_logprobs, mask: [N, T]; advantages: [N]. `num_sequences` / `num_tokens`
     are the whole batch's counts when this is one micro-batch of it (defaults: this batch's own).
+    importance_weights [N, T] (no gradient) multiply each token's loss: the samples came from a slightly
+    different sampler than pi_old, and w = pi_old / pi_sampler re-weights them to pi_old's expectation.
     Returns (loss, stats) where stats hold detached sums over unmasked tokens: kl, clipped_low,
     clipped_high, and the token count, to be summed over micro-batches and divided.
     """
@@ -76,6 +81,8 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | Non
     if beta != 0.0:
         per_token = per_token - beta * kl
     per_token_loss = -per_token  # [N, T]
+    if importance_weights is not None:
+        per_token_loss = per_token_loss * importance_weights.detach()  # [N, T]
 
     n_seq = logprobs.shape[0] if num_sequences is None else num_sequences
     if loss_type == "grpo":

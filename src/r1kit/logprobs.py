@@ -40,13 +40,19 @@ def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completi
     positions = prompt_pos[row_to_prompt, -1:] + 1 + torch.arange(T, device=attn.device)[None]  # [n, T]
     out = model(input_ids=completion_ids, attention_mask=attn, position_ids=positions, past_key_values=cache,
                 use_cache=True, logits_to_keep=T)
-    # completion token t is predicted at prompt end (t = 0) or completion position t-1
-    logits = torch.cat([first_logits, out.logits[:, :-1]], dim=1).float() / temperature  # [n, T, V]
-    lse = torch.logsumexp(logits, dim=-1)  # [n, T]
-    logprobs = logits.gather(-1, completion_ids[..., None]).squeeze(-1) - lse  # [n, T]
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            probs = torch.softmax(logits, dim=-1)  # [n, T, V]
-            entropy = lse - (probs * logits).sum(dim=-1)  # [n, T]
-    return logprobs, entropy
+    # completion token t is predicted at prompt end (t = 0) or at completion position t-1; the two parts are
+    # scored separately rather than concatenated, which would copy the [n, T, V] logits once more
+    parts = ((first_logits, completion_ids[:, :1]),
+             (out.logits[:, :-1], completion_ids[:, 1:]))
+    logprobs, entropy = [], []
+    for logits, ids in parts:
+        logits = logits.float()  # [n, t, V]
+        if temperature != 1.0:
+            logits = logits / temperature
+        lse = torch.logsumexp(logits, dim=-1)  # [n, t]
+        logprobs.append(logits.gather(-1, ids[..., None]).squeeze(-1) - lse)  # [n, t]
+        if with_entropy:
+            with torch.no_grad():
+                probs = torch.softmax(logits, dim=-1)  # [n, t, V]
+                entropy.append(lse - (probs * logits).sum(dim=-1))  # [n, t]
+    return torch.cat(logprobs, dim=1), torch.cat(entropy, dim=1) if with_entropy else None

@@ -51,13 +51,15 @@ from .data import Example, arithmetic_examples, general_examples, load_examples,
 from .evaluate import STYLE_FOR_TEMPLATE, Problem, evaluate, load_benchmark, select_problems, summarize
 from .grpo import group_advantages, grpo_loss
 from .logprobs import completion_logprobs
-from .models import default_threads, load_model, load_policy, load_tokenizer
+from .models import default_threads, load_model, load_policy, load_tokenizer, resolve_model_path
 from .rewards import RewardFailure, bind_reward_options, close_reward_worker, score_completions, start_reward_worker
 from .readable import split_reasoning
 from .report import write_report_safely
-from .rollout import generate
+from .decoder import FusedDecoder, unsupported_reason
+from .rollout import generate, rollout_copy
 from .templates import build_prompt
 from .tracking import make_trackers
+from .weights import copy_weights_into
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -208,6 +210,7 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
         ref_model.eval().requires_grad_(False)
     model.config.use_cache = False
     judges = load_reward_models(c, acc.device)
+    sampler, vllm = make_sampler(c, model, dtype, acc.device)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2),
@@ -318,11 +321,21 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
             batch = [examples[i] for i in idx]
         prompts = [build_prompt(e.question, tokenizer, c.template, c.prefill) for e in batch]
 
-        # --- rollout
-        gen = torch.Generator(device=acc.device).manual_seed(sampling_seed(c.seed, step, rank))
-        rollout = generate(policy, tokenizer, prompts, num_generations=G, max_new_tokens=c.max_completion_length,
-                           temperature=c.temperature, top_p=c.top_p, stop_strings=tuple(c.stop_strings),
-                           max_prompt_length=c.max_prompt_length, generator=gen, ignore_eos=c.ignore_eos)
+        # --- rollout, from the policy or from an engine holding a copy of its current weights
+        seed = sampling_seed(c.seed, step, rank)
+        rollout_kw = dict(num_generations=G, max_new_tokens=c.max_completion_length, temperature=c.temperature,
+                          top_p=c.top_p, stop_strings=tuple(c.stop_strings), max_prompt_length=c.max_prompt_length,
+                          ignore_eos=c.ignore_eos)
+        if vllm is not None:
+            vllm.sync_weights(policy, policy_version=step)
+            rollout = vllm.generate(tokenizer, prompts, seed=seed, **rollout_kw).to(acc.device)
+        else:
+            if isinstance(sampler, FusedDecoder):
+                sampler.load(policy)
+            elif sampler is not policy:
+                copy_weights_into(sampler, policy)
+            gen = torch.Generator(device=acc.device).manual_seed(seed)
+            rollout = generate(sampler, tokenizer, prompts, generator=gen, **rollout_kw)
         t_gen = time.perf_counter() - t_start
 
         # --- rewards and advantages
@@ -360,7 +373,8 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
 
         # --- policy update: mu optimizer steps on this batch
         model.train()
-        sums = {"loss": 0.0, "kl": 0.0, "clipped_low": 0.0, "clipped_high": 0.0, "tokens": 0.0, "entropy": 0.0}
+        sums = {"loss": 0.0, "kl": 0.0, "clipped_low": 0.0, "clipped_high": 0.0, "tokens": 0.0, "entropy": 0.0,
+                "is_weight": 0.0, "logprob_gap": 0.0}
         grad_norms, skipped_updates = [], 0
         for it in range(c.num_iterations):
             loss_nonfinite = torch.zeros((), dtype=torch.bool, device=acc.device)
@@ -369,10 +383,17 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
                 with sync:
                     lp, ent = logprobs_of(model, s, with_entropy=(it == 0), prefix_model=policy)
                     old = old_lp[s] if old_lp is not None else lp.detach()
+                    weights = None
+                    if it == 0:  # how far the sampler's log-probs are from pi_old's (0 up to rounding when same)
+                        sums["logprob_gap"] += ((old - rollout.logprobs[s]).abs() * mask[s]).sum().item()
+                    if c.importance_sampling_cap > 0:  # pi_old / pi_sampler per token, truncated at the cap
+                        weights = torch.exp((old - rollout.logprobs[s]) * mask[s]).clamp(max=c.importance_sampling_cap)
+                        if it == 0:
+                            sums["is_weight"] += (weights * mask[s]).sum().item()
                     loss, st = grpo_loss(lp, old, ref_lp[s] if ref_lp is not None else None, advantages[s],
                                          mask[s], beta=c.beta, epsilon=c.epsilon, epsilon_high=c.epsilon_high,
                                          loss_type=c.loss_type, max_completion_length=c.max_completion_length,
-                                         num_sequences=n_global, num_tokens=n_tokens)
+                                         num_sequences=n_global, num_tokens=n_tokens, importance_weights=weights)
                     # DDP averages gradients over processes; the loss is already normalised globally
                     acc.backward(loss * world)
                     loss_nonfinite |= ~torch.isfinite(loss.detach())
@@ -435,6 +456,9 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
             "clip_ratio/high": reduced["clipped_high"] / tok,
             "clip_ratio": (reduced["clipped_low"] + reduced["clipped_high"]) / tok,
             "entropy": reduced["entropy"] / tok,
+            # |log pi_old - log pi_sampler| per token: the rollout engine's mismatch (bf16 copy, vLLM)
+            "rollout_logprob_gap": reduced["logprob_gap"] / tok,
+            **({"importance_weight": reduced["is_weight"] / tok} if c.importance_sampling_cap > 0 else {}),
             "grad_norm": grad_norms[0],
             "skipped_updates": skipped_updates,
             "learning_rate": scheduler.get_last_lr()[0],
@@ -505,6 +529,33 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
         yield metrics
     bar.close()
     acc.wait_for_everyone()
+
+
+def make_sampler(c: GRPOConfig, policy, dtype: torch.dtype, device) -> tuple[object, object]:
+    """(what `rollout.generate` samples from, vLLM engine or None): a FusedDecoder (Llama-family models),
+    the policy itself, or a plain copy in another dtype. Copies are refreshed from the policy before each
+    rollout."""
+    if c.rollout_engine == "vllm":
+        if not torch.cuda.is_available():
+            raise ConfigError("rollout_engine=vllm needs a CUDA GPU and none is visible; use rollout_engine=hf")
+        from .vllm_engine import VLLMEngine
+
+        engine = VLLMEngine(resolve_model_path(c.model), dtype=c.vllm_dtype, gpu_memory_utilization=c.vllm_gpu_memory_utilization,
+                            max_model_len=c.max_prompt_length + c.max_completion_length, seed=c.seed)
+        return None, engine
+    policy = policy.module if hasattr(policy, "module") else policy  # under DDP: the wrapped model
+    rollout_dtype = dtype if c.rollout_dtype == "auto" else resolve_dtype(c.rollout_dtype)
+    engine = c.rollout_engine
+    if engine == "auto":
+        engine = "hf" if unsupported_reason(policy) else "fused"
+    if engine == "fused":
+        reason = unsupported_reason(policy)
+        if reason:
+            raise ConfigError(f"rollout_engine=fused does not support this model: {reason}; use rollout_engine=hf")
+        return FusedDecoder(policy, rollout_dtype), None
+    if rollout_dtype == dtype:
+        return policy, None
+    return rollout_copy(policy, rollout_dtype).to(device), None
 
 
 def general_prompts_per_step(prompts: int, fraction: float) -> int:
