@@ -3,6 +3,7 @@ beta and num_iterations, A/B alternated after a warm-up.
 
     pip install -e ".[bench]"        # TRL is a bench-only dependency
     python bench/grpo_step.py [--model embedded] [--steps 4] [--warmup 1] [--natural] [--beta 0.04] [--bf16_rollout]
+    python bench/grpo_step.py --dtype bfloat16     # both sides train bf16 weights (TRL: bf16=True)
 
 Each side runs in its own worker process (so each has its own peak resident memory); the parent sends
 "step" to one worker and waits, then to the other, so the two never compete for the cores. Per step:
@@ -50,7 +51,7 @@ def r1kit_worker(conn, args, rollout_dtype: str = "auto") -> None:
         temperature=1.0, top_p=1.0, beta=args.beta, num_iterations=args.num_iterations, learning_rate=1e-6,
         max_steps=10_000, save_steps=0, log_completions_steps=0, ignore_eos=not args.natural,
         output_dir=str(Path(args.out) / "r1kit"), overwrite_output_dir=True, torch_threads=args.threads,
-        reward_timeout=0, write_report=False, rollout_dtype=rollout_dtype))  # rewards in-process, as TRL runs them
+        reward_timeout=0, write_report=False, rollout_dtype=rollout_dtype, dtype=args.dtype))  # rewards in-process, as TRL runs them
     steps = iter_train(config, examples=examples, reward_funcs=[r1kit_reward], show_progress=False)
     conn.send("ready")
     while conn.recv() == "step":
@@ -76,9 +77,9 @@ def trl_worker(conn, args) -> None:
         output_dir=str(Path(args.out) / "trl"), per_device_train_batch_size=args.batch, num_generations=args.G,
         steps_per_generation=1, max_completion_length=args.max_completion_length, temperature=1.0, top_p=1.0,
         beta=args.beta, num_iterations=args.num_iterations, learning_rate=1e-6, report_to=[], logging_steps=10**6,
-        save_strategy="no", use_cpu=True, bf16=False, seed=0, shuffle_dataset=False,
+        save_strategy="no", use_cpu=True, bf16=args.dtype == "bfloat16", seed=0, shuffle_dataset=False,
         generation_kwargs={} if args.natural else {"min_new_tokens": args.max_completion_length})
-    model = load_model(resolve_model_path(args.model))
+    model = load_model(resolve_model_path(args.model), getattr(torch, args.dtype))
     trainer = GRPOTrainer(model=model, reward_funcs=reward_len, args=cfg, processing_class=tok,
                           train_dataset=Dataset.from_dict({"prompt": prompts}))
     trainer.create_optimizer_and_scheduler(num_training_steps=10_000)
@@ -129,6 +130,8 @@ def main() -> None:
     ap.add_argument("--natural", action="store_true", help="stop at EOS (real runs) instead of fixed length")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="/tmp/r1kit-bench")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="weights dtype of both sides' models (bfloat16: TRL also gets bf16=True)")
     ap.add_argument("--bf16_rollout", action="store_true",
                     help="add a third side: r1kit with rollout_dtype=bfloat16 (training stays float32)")
     args = ap.parse_args()
@@ -182,7 +185,7 @@ def main() -> None:
     mode = "natural" if args.natural else "fixed-length"
     print(f"machine: {args.threads} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s; {mode} mode; G={args.G}, "
           f"{args.batch} completions/step, max {args.max_completion_length} new tokens, beta={args.beta}, "
-          f"num_iterations={args.num_iterations}; medians of {args.steps} steps after {args.warmup} warm-up")
+          f"num_iterations={args.num_iterations}, {args.dtype} weights; medians of {args.steps} steps after {args.warmup} warm-up")
     ours = [n for n in rows if n != "trl"]
     print(f"{'metric':<22}" + "".join(f"{n:>12}" for n in rows) + "".join(f"{n + '/TRL':>16}" for n in ours))
     for key in rows["r1kit"]:

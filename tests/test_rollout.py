@@ -119,3 +119,22 @@ def test_growing_cache_layer_equals_concatenation():
     assert torch.equal(layer.keys, torch.cat(parts, 2)[[1, 0]])
     keys, _ = layer.update(torch.ones(2, 2, 1, 4), torch.ones(2, 2, 1, 4))
     assert keys.shape == (2, 2, 8, 4) and torch.equal(keys[:, :, -1], torch.ones(2, 2, 4))
+
+
+def test_trailing_padding_columns_can_be_dropped(tiny):
+    """The trainer computes a micro-batch only up to its longest completion; the columns kept must not
+    depend on the padding dropped (causal attention), so log-probs and gradients are unchanged."""
+    model, tok = tiny
+    r = generate(model, tok, ["12+3=", "x"], num_generations=3, max_new_tokens=10, generator=torch.Generator().manual_seed(2))
+    ids = torch.nn.functional.pad(r.completion_ids, (0, 6), value=tok.pad_token_id)  # 6 extra padding columns
+    mask = torch.nn.functional.pad(r.completion_mask, (0, 6))
+    rows = torch.arange(6) // 3
+    wide, _ = completion_logprobs(model, r.prompt_ids, r.prompt_mask, ids, mask, rows)
+    narrow, _ = completion_logprobs(model, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask, rows)
+    T = r.completion_ids.shape[1]
+    m = r.completion_mask.bool()
+    assert (wide[:, :T][m] - narrow[m]).abs().max() < 1e-5
+    g_wide = torch.autograd.grad((wide[:, :T] * r.completion_mask).sum(), list(model.parameters()))
+    g_narrow = torch.autograd.grad((narrow * r.completion_mask).sum(), list(model.parameters()))
+    for a, b in zip(g_wide, g_narrow):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)

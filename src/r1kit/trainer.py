@@ -354,11 +354,17 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
         chunks = [slice(i, min(i + mb, len(texts))) for i in range(0, len(texts), mb)]
 
         def logprobs_of(m, s: slice, **kw):
-            """Completion log-probs of rows s, each prompt of the micro-batch computed once."""
+            """Completion log-probs [n, T] of rows s, each prompt of the micro-batch computed once. Only the
+            columns up to the micro-batch's longest completion are computed: the rest are padding in every
+            row, and causal attention makes the earlier columns independent of them."""
             first, last = s.start // G, (s.stop - 1) // G + 1
             rows = torch.arange(s.start, s.stop, device=mask.device) // G - first  # [n]
-            return completion_logprobs(m, rollout.prompt_ids[first:last], rollout.prompt_mask[first:last],
-                                       rollout.completion_ids[s], mask[s], rows, c.temperature, **kw)
+            width = max(int(mask[s].sum(dim=1).max()), 1)
+            lp, ent = completion_logprobs(m, rollout.prompt_ids[first:last], rollout.prompt_mask[first:last],
+                                          rollout.completion_ids[s, :width], mask[s, :width], rows, c.temperature,
+                                          **kw)  # [n, width]
+            pad = (0, mask.shape[1] - width)  # back to [n, T]; padded log-probs are 0, as on any padding
+            return torch.nn.functional.pad(lp, pad), None if ent is None else torch.nn.functional.pad(ent, pad)
 
         old_lp = ref_lp = None
         with torch.no_grad():
@@ -533,8 +539,8 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
 
 def make_sampler(c: GRPOConfig, policy, dtype: torch.dtype, device) -> tuple[object, object]:
     """(what `rollout.generate` samples from, vLLM engine or None): a FusedDecoder (Llama-family models),
-    the policy itself, or a plain copy in another dtype. Copies are refreshed from the policy before each
-    rollout."""
+    the policy itself, or a plain copy in another dtype. Called before accelerate wraps the policy. Copies
+    are refreshed from the policy before each rollout."""
     if c.rollout_engine == "vllm":
         if not torch.cuda.is_available():
             raise ConfigError("rollout_engine=vllm needs a CUDA GPU and none is visible; use rollout_engine=hf")
@@ -543,7 +549,6 @@ def make_sampler(c: GRPOConfig, policy, dtype: torch.dtype, device) -> tuple[obj
         engine = VLLMEngine(resolve_model_path(c.model), dtype=c.vllm_dtype, gpu_memory_utilization=c.vllm_gpu_memory_utilization,
                             max_model_len=c.max_prompt_length + c.max_completion_length, seed=c.seed)
         return None, engine
-    policy = policy.module if hasattr(policy, "module") else policy  # under DDP: the wrapped model
     rollout_dtype = dtype if c.rollout_dtype == "auto" else resolve_dtype(c.rollout_dtype)
     engine = c.rollout_engine
     if engine == "auto":
