@@ -174,8 +174,8 @@ def test_fewshot_prompt_shape():
     prompt = fewshot_prompt(" What is 2 + 2? ", shots, TOK)
     assert prompt == (f"Question: What is 1 + 1?\nAnswer: {TOK}One plus one.{TOK}The answer is 2.\n\n"
                       f"Question: What is 2 + 2?\nAnswer: {TOK}")
-    for question, reasoning, summary in BUILTIN_FEWSHOT:  # the built-in examples are themselves correct
-        gold = summary.rstrip(".").split()[-1]
+    # the built-in examples are themselves correct: golds worked out by hand (23+45, 3*4-5, 2*5+3)
+    for (question, reasoning, summary), gold in zip(BUILTIN_FEWSHOT, ["68", "7", "13"], strict=True):
         assert readable_accuracy_reward([f"{TOK}{reasoning}{TOK}{summary}"], [gold]) == [1.0]
 
 

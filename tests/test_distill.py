@@ -6,13 +6,13 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from r1kit.config import ConfigError
 from r1kit.distill import make_student, student_layers, token_agreement
 from r1kit.models import ModelError, build_tiny_model, load_model, load_tokenizer
 from r1kit.rollout import generate
+from r1kit.sft import sft_loss
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_sft_on_teacher_outputs_raises_token_agreement(teacher4, tmp_path, one_t
     student.train()
     for _ in range(60):
         logits = student(input_ids=ids, attention_mask=mask, position_ids=positions).logits  # [B, P+T, V]
-        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten())
+        loss = sft_loss(logits, labels)  # distillation is r1kit's SFT loss on the teacher's outputs
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -166,6 +166,8 @@ def test_missing_earlier_output_names_the_stage_to_run(tmp_path):
     (lambda raw: raw["stages"][1].update(num_generations=1), r"stage 'zero'.*num_generations=1"),
     (lambda raw: raw["stages"][1].update(use_lora=True), r"stage 'zero': key 'use_lora'"),
     (lambda raw: raw["eval"].update(limt=3), r"eval: unknown option 'limt'"),
+    (lambda raw: raw["eval"].update(num_samples=0), r"eval: limit, num_samples, batch_size and max_new_tokens must be >= 1"),
+    (lambda raw: raw["stages"][1].update(eval={"top_p": 2.0}), r"stage 'zero'.*eval: top_p=2.0"),
     (lambda raw: raw["stages"].append({"name": "zero", "type": "grpo"}), r"stage 'zero': the name is used by an earlier stage"),
 ])
 def test_invalid_pipeline_config_names_the_stage_and_key(tmp_path, edit, message):

@@ -206,13 +206,14 @@ def read_user_samples(path: str | Path, c: ColdStartConfig) -> list[dict]:
     path = Path(path)
     rows = read_jsonl(path)
     with_gold = [rec.get(c.answer_field) is not None for _, rec in rows]
+    any_gold = any(with_gold)
     samples = []
     for (lineno, rec), has_gold in zip(rows, with_gold):
         where = f"{path}:{lineno}"
         question = _text_field(rec, c.question_field, where, "question_field")
         if not question.strip():
             raise DataError(f"{where}: field '{c.question_field}' is empty")
-        if any(with_gold) and not has_gold:
+        if any_gold and not has_gold:
             raise DataError(f"{where}: missing field '{c.answer_field}' while other records have a gold answer "
                             "(give every record one, or none to skip the correctness check)")
         gold = _text_field(rec, c.answer_field, where, "answer_field", required=False)
@@ -357,12 +358,13 @@ def generate_fewshot(c: ColdStartConfig, prompts: list[Example], shots: list[tup
         gen = torch.Generator(device=device).manual_seed(c.seed * 1_000_003 + b)
         rollout = generate(model, tokenizer, texts, num_generations=c.num_samples, max_new_tokens=c.max_new_tokens,
                            temperature=c.temperature, top_p=c.top_p, stop_strings=(FEWSHOT_STOP,), generator=gen)
+        truncated = rollout.truncated.tolist()  # one transfer per batch, not one per sample
         for i, e in enumerate(batch):
             for j in range(c.num_samples):
                 row = i * c.num_samples + j
                 # the stop string is generated, then cut: the model began the next block
                 text = (c.special_token + rollout.completions[row]).split(FEWSHOT_STOP)[0]
-                parsed = None if bool(rollout.truncated[row]) else parse_readable(text, c.special_token)
+                parsed = None if truncated[row] else parse_readable(text, c.special_token)
                 samples.append({"prompt_id": e.id, "question": e.question.strip(), "answer": e.answer,
                                 "response": to_readable(*parsed, c.special_token) if parsed else None,
                                 "generated": text, "sample": j})

@@ -127,7 +127,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     budget = write_prompts(args, prompts)
     config = build_config(args, prompts.resolve())
     path = out / "table6_pipeline.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    write_atomic(path, yaml.safe_dump(config, sort_keys=False))
     manifest = run_pipeline(path, start_from=args.start_from)
     text = table6(manifest, budget)
     write_atomic(out / "table6.md", text + "\n")

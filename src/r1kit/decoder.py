@@ -5,8 +5,8 @@ Design decisions:
   time goes to per-op overhead. The transformers forward runs 7 projections and ~40 small ops per layer
   per token; this one runs 4 matmuls (q|k|v fused, gate|up fused, o, down) and a handful of elementwise
   ops, over a KV cache preallocated for prompt + completion, so nothing is re-allocated per token.
-- It is the same function as the model's forward. RMSNorm computes in float32 and rotary embeddings
-  come from the model's own rotary module, as in transformers. `tests/test_decoder.py` checks logits
+- It is the same function as the model's forward. RMSNorm computes in float32; rotary embeddings come
+  from the model's own rotary module and are applied with transformers' `apply_rotary_pos_emb`. `tests/test_decoder.py` checks logits
   against the model's forward; the rollout tests check sampled log-probs against a plain forward.
 - Weights are a copy, in the rollout dtype (bfloat16 halves the bytes each decode step reads), taken
   with `r1kit.weights.merged_named_weights` (LoRA merged in). `load(policy)` refreshes them after each
@@ -20,8 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from .weights import merged_named_weights
+from .weights import copy_weights
 
 SUPPORTED = ("llama", "mistral", "qwen2")
 
@@ -36,6 +37,8 @@ def unsupported_reason(model: nn.Module) -> str | None:
         return "MLP other than SiLU-gated without bias"
     if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
         return "sliding-window attention"
+    if cfg.model_type != "qwen2" and getattr(cfg, "attention_bias", False):
+        return "attention bias (o_proj bias has no place in the fused layout)"
     if getattr(cfg, "pretraining_tp", 1) != 1:
         return "pretraining_tp > 1"
     return None
@@ -64,7 +67,7 @@ class FusedDecoder:
         self.device = next(base.parameters()).device
         H, Hkv, D, hid = self.heads, self.kv_heads, self.head_dim, cfg.hidden_size
         inter = cfg.intermediate_size
-        bias = bool(getattr(cfg, "attention_bias", False)) or cfg.model_type == "qwen2"
+        bias = cfg.model_type == "qwen2"  # Qwen2 has q/k/v biases; o_proj and the MLP have none
         new = lambda *shape: torch.empty(*shape, dtype=self.dtype, device=self.device)  # noqa: E731
         self.embed = new(cfg.vocab_size, hid)
         self.head = new(cfg.vocab_size, hid)
@@ -100,25 +103,13 @@ class FusedDecoder:
                           p + "self_attn.v_proj.bias": self.bqkv[i][q + k:]}
         return slots
 
-    @torch.no_grad()
     def load(self, policy: nn.Module) -> None:
         """Copy the policy's current weights (LoRA merged) into the fused tensors."""
-        seen = set()
-        for name, tensor in merged_named_weights(policy):
-            if name not in self._slots:
-                raise ValueError(f"the fused decoder has no place for weight {name!r}")
-            self._slots[name].copy_(tensor)
-            seen.add(name)
-        if "lm_head.weight" not in seen:  # tied embeddings stored once
-            self.head.copy_(self.embed)
+        seen = copy_weights(self._slots, policy)
+        if "lm_head.weight" not in seen:  # tied embeddings appear under the embedding's name only
+            with torch.no_grad():
+                self.head.copy_(self.embed)
             seen.add("lm_head.weight")
-        if self.bqkv is not None:  # models with bias on q/k/v only (Qwen2); absent bias means zero
-            for i in range(self.layers):
-                for part in ("q", "k", "v"):
-                    name = f"model.layers.{i}.self_attn.{part}_proj.bias"
-                    if name not in seen:
-                        self._slots[name].zero_()
-                        seen.add(name)
         missing = set(self._slots) - seen
         if missing:
             raise ValueError(f"the policy has no weight {sorted(missing)[0]!r} ({len(missing)} missing)")
@@ -135,14 +126,12 @@ class FusedDecoder:
         H, Hkv, D = self.heads, self.kv_heads, self.head_dim
         start, end = self.length, self.length + S
         x = F.embedding(ids, self.embed)  # [B, S, hid]
-        cos, sin = self.rotary(x, positions)  # [B, S, D]
-        cos, sin = cos[:, None].to(self.dtype), sin[:, None].to(self.dtype)  # [B, 1, S, D]
+        cos, sin = self.rotary(x, positions)  # [B, S, D] in x's dtype
         for i in range(self.layers):
             h = self._rms(x, self.ln1[i])
             qkv = F.linear(h, self.wqkv[i], None if self.bqkv is None else self.bqkv[i])  # [B, S, (H+2Hkv)D]
             q, k, v = qkv.view(B, S, H + 2 * Hkv, D).transpose(1, 2).split([H, Hkv, Hkv], dim=1)  # [B, h, S, D]
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)  # transformers' own rotation (Llama, Mistral, Qwen2)
             self.k_cache[i][:, :, start:end] = k
             self.v_cache[i][:, :, start:end] = v
             keys, values = self.k_cache[i][:, :, :end], self.v_cache[i][:, :, :end]  # [B, Hkv, L, D]
@@ -199,7 +188,3 @@ class FusedDecoder:
         """Free the cache between rollouts."""
         self.k_cache, self.v_cache, self.length = [], [], 0
 
-
-def _rotate_half(x: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)

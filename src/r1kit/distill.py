@@ -2,8 +2,8 @@
 
 DeepSeek-R1's distilled models (Qwen2.5 / Llama 1.5B-70B) are plain SFT of smaller models on the 800k
 samples curated with DeepSeek-R1 (the stage-3 rejection-sampled reasoning data plus non-reasoning
-data, filtered the same way); no RL on the students. So distillation here is: `teacher_data` (the
-rejection sampling stage with the teacher as the model), then r1kit.sft on the student.
+data, filtered the same way); no RL on the students. So distillation here is the rejection sampling
+stage with the teacher as the model (r1kit.rejection), then r1kit.sft on the student.
 
 Design decisions:
 - `make_student` builds a student from the teacher itself by keeping evenly spaced decoder layers,
@@ -33,7 +33,6 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from .config import ConfigError
 from .models import ModelError, load_model, load_tokenizer
-from .rejection import RejectionConfig, rejection_sample
 from .rollout import generate
 
 
@@ -104,16 +103,6 @@ def make_student(model: str, out_dir: str | Path, num_layers: int, overwrite: bo
         if staging.exists():
             shutil.rmtree(staging)
     return out_dir
-
-
-def teacher_data(config: RejectionConfig) -> dict:
-    """Distillation data: rejection sampling with the teacher as `config.model`.
-
-    The paper distils by SFT of the student on ~800k teacher samples, curated as in stage 3 (correct
-    answers only, readable, filtered, plus non-reasoning data); train the student on
-    output_dir/data.jsonl with r1kit.sft. Returns the counts of rejection_sample.
-    """
-    return rejection_sample(config)
 
 
 @torch.no_grad()

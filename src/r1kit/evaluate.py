@@ -218,10 +218,25 @@ def format_ok(completion: str, style: str) -> bool:
     return bool(_ANSWER_IS.search(completion))
 
 
+def held_out_problems(benchmark: str, limit: int, seed: int, data_dir: str | None = None, *,
+                      question_field: str = "question", answer_field: str = "answer", arithmetic_terms: int = 2,
+                      arithmetic_max_value: int = 99, arithmetic_ops: str = "+") -> list[Problem]:
+    """The first `limit` problems of a benchmark, or for 'arithmetic' a synthetic set drawn from a seed
+    stream (seed + 7919) that the training questions of the same seed never use."""
+    if benchmark == "arithmetic":
+        from .data import arithmetic_examples
+
+        held_out = arithmetic_examples(limit, seed + 7919, num_terms=arithmetic_terms, max_value=arithmetic_max_value,
+                                       ops=arithmetic_ops)
+        return [Problem(e.id, e.question, e.answer) for e in held_out]
+    return select_problems(load_benchmark(benchmark, data_dir, question_field, answer_field), limit)
+
+
 def evaluate(model, tokenizer, problems: list[Problem], *, num_samples: int = 4, temperature: float = 0.6,
              top_p: float = 0.95, max_new_tokens: int = 512, prompt_style: str = "r1zero", prefill: str = "<think>",
              batch_size: int = 8, seed: int = 0, pass_k: tuple[int, ...] = (), progress=None,
-             template: str = "plain", special_token: str = "|special_token|") -> tuple[dict, list[dict]]:
+             template: str = "plain", special_token: str = "|special_token|",
+             sampler=None) -> tuple[dict, list[dict]]:
     """Sample `num_samples` completions per problem and score them; returns (summary, per-sample records).
 
     The "readable" style (models trained on R1's readable format, e.g. after cold-start SFT) renders the
@@ -242,7 +257,8 @@ def evaluate(model, tokenizer, problems: list[Problem], *, num_samples: int = 4,
     device = next(model.parameters()).device
     # Llama-family models decode through the fused decoder (same function, fewer ops per token), on a copy
     # of the weights taken once for the whole evaluation
-    sampler = FusedDecoder(model) if unsupported_reason(model) is None else model
+    if sampler is None:
+        sampler = FusedDecoder(model) if unsupported_reason(model) is None else model
     for b in range(0, len(problems), batch_size):
         batch = problems[b: b + batch_size]
         prompts = [build_prompt(p.question, tokenizer, template, prefill) if readable else

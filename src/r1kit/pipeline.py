@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import ConfigError, _opt, build_dataclass, read_yaml
+from .config import ConfigError, _opt, build_dataclass, need, read_yaml
 from .files import write_atomic, write_json
 
 MANIFEST = "manifest.json"
@@ -90,6 +90,17 @@ class EvalSettings:
     arithmetic_terms: int = _opt(2, "arithmetic benchmark: numbers per question")
     arithmetic_max_value: int = _opt(99, "arithmetic benchmark: largest number")
     arithmetic_ops: str = _opt("+", "arithmetic benchmark: operators")
+
+
+def validate_eval(ev: EvalSettings, where: str) -> None:
+    """Reject evaluation settings that would only fail (or silently evaluate everything) after training."""
+    try:
+        need(ev.limit >= 1 and ev.num_samples >= 1 and ev.batch_size >= 1 and ev.max_new_tokens >= 1,
+             "limit, num_samples, batch_size and max_new_tokens must be >= 1")
+        need(0 < ev.top_p <= 1, f"top_p={ev.top_p}: must be in (0, 1]")
+        need(ev.temperature >= 0, f"temperature={ev.temperature}: must be >= 0")
+    except ConfigError as e:
+        raise PipelineError(f"{where}: {e}") from None
 
 
 # --- stage types: config class, runner, and the artifact an "@stage" reference means by default
@@ -243,7 +254,8 @@ def load_pipeline(path: str | Path, output_dir: str | None = None) -> Pipeline:
     eval_raw = raw.get("eval") or {}
     if not isinstance(defaults, dict) or not isinstance(eval_raw, dict):
         raise PipelineError(f"{path}: 'defaults' and 'eval' must be mappings")
-    build_dataclass(EvalSettings, [(f"{path}: eval", eval_raw)])
+    validate_eval(build_dataclass(EvalSettings, [(f"{path}: eval", eval_raw)]), f"{path}: eval")
+    out = Path(output_dir or raw.get("output_dir") or f"runs/{path.stem}")
     stages: list[Stage] = []
     for i, st in enumerate(stages_raw, 1):
         where = f"{path}: stage #{i}"
@@ -288,7 +300,7 @@ def load_pipeline(path: str | Path, output_dir: str | None = None) -> Pipeline:
         # type-check the options now, with placeholder paths for the references
         probe = {k: (f"<{v}>" if k in refs else v) for k, v in options.items()}
         if stype.output_dir:
-            probe["output_dir"] = str(Path(output_dir or raw.get("output_dir") or "runs/pipeline") / name)
+            probe["output_dir"] = str(out / name)
         try:
             make_stage_config(kind, probe, where)
         except ConfigError as e:
@@ -299,11 +311,10 @@ def load_pipeline(path: str | Path, output_dir: str | None = None) -> Pipeline:
             stage_eval = None
         elif isinstance(ev, dict):
             stage_eval = {**eval_raw, **ev}
-            build_dataclass(EvalSettings, [(f"{where}: eval", stage_eval)])
+            validate_eval(build_dataclass(EvalSettings, [(f"{where}: eval", stage_eval)]), f"{where}: eval")
         else:
             raise PipelineError(f"{where}: key 'eval': expected a mapping of evaluation settings or false")
         stages.append(Stage(name, kind, options, stage_eval, refs))
-    out = Path(output_dir or raw.get("output_dir") or f"runs/{path.stem}")
     return Pipeline(path, out, stages, eval_raw)
 
 
@@ -348,15 +359,14 @@ def _output_options(stage: Stage, stage_dir: Path, resume: bool) -> dict:
 def _evaluate_stage(stage: Stage, config: Any, entry: dict, stage_dir: Path, log: Callable[[str], None]) -> None:
     """Evaluate a stage's model (when it has one and evaluation is on) into its manifest entry."""
     entry.pop("eval", None)
+    entry["eval_fingerprint"] = eval_fingerprint(stage)
     if stage.eval is None or "model" not in entry["artifacts"]:
-        entry["eval_fingerprint"] = eval_fingerprint(stage)
         return
     plan = eval_plan(stage, config)
     t0 = time.perf_counter()
     summary = run_eval(entry["artifacts"]["model"], plan, stage_dir / "eval")
     entry["eval"] = {**{k: v for k, v in summary.items() if not isinstance(v, dict)}, "style": plan["style"]}
     entry["eval_seconds"] = round(time.perf_counter() - t0, 1)
-    entry["eval_fingerprint"] = eval_fingerprint(stage)
     k = plan["num_samples"]
     log(f"r1kit pipeline: {stage.name}: pass@1 {summary['pass@1']:.3f}, cons@{k} {summary[f'cons@{k}']:.3f}, "
         f"format {summary['format_rate']:.2f} ({plan['benchmark']}, {plan['style']} style)")
@@ -415,16 +425,12 @@ def run_eval(model_dir: str, plan: dict, out_dir: Path) -> dict:
     """Evaluate one model; writes out_dir/{summary.json,samples.jsonl,table.txt} and returns the summary."""
     import torch
 
-    from .data import arithmetic_examples
-    from .evaluate import Problem, evaluate, load_benchmark, select_problems, write_outputs
+    from .evaluate import evaluate, held_out_problems, write_outputs
     from .models import load_model, load_tokenizer
 
-    if plan["benchmark"] == "arithmetic":
-        problems = [Problem(e.id, e.question, e.answer) for e in
-                    arithmetic_examples(plan["limit"], 7919 + plan["seed"], num_terms=plan["arithmetic_terms"],
-                                        max_value=plan["arithmetic_max_value"], ops=plan["arithmetic_ops"])]
-    else:
-        problems = select_problems(load_benchmark(plan["benchmark"], plan["data_dir"]), plan["limit"])
+    problems = held_out_problems(plan["benchmark"], plan["limit"], plan["seed"], plan["data_dir"],
+                                 arithmetic_terms=plan["arithmetic_terms"],
+                                 arithmetic_max_value=plan["arithmetic_max_value"], arithmetic_ops=plan["arithmetic_ops"])
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir).to("cuda" if torch.cuda.is_available() else "cpu").eval()
     from tqdm.auto import tqdm

@@ -30,6 +30,7 @@ Design decisions:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import sys
 import threading
@@ -135,6 +136,7 @@ _MATH_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "sq
                "mod", "gcd", "lcm", "max", "min", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh"}
 
 
+@functools.lru_cache(maxsize=4096)  # pure in the gold; called once per sample with the same few golds
 def gold_is_checkable(gold: str) -> bool:
     """True if rules can grade answers against this gold: it is a mathematical answer.
 

@@ -54,7 +54,7 @@ from transformers.utils import logging as hf_logging
 
 from .config import ConfigError, TrainingError, _opt, load_config, need
 from .data import DataError, prompt_indices, read_jsonl
-from .files import write_json
+from .files import append_jsonl, jsonl_text, write_atomic, write_json
 from .models import ModelError, default_threads, load_tokenizer, resolve_model_path
 from .templates import TEMPLATES, build_prompt
 
@@ -239,7 +239,6 @@ class RewardModel:
         self.model, self.tokenizer, self.device = model.eval(), tokenizer, torch.device(device)
         self.template = template
         self.pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
-        self.truncated = 0  # texts cut from the left to the model's context so far
 
     @torch.no_grad()
     def score(self, prompts: list[str], responses: list[str], template: str | None = None, batch_size: int = 16,
@@ -256,7 +255,6 @@ class RewardModel:
         seqs = encode_texts(self.tokenizer, texts, template)
         limit = max_length or _context_length(self.model)
         if limit:
-            self.truncated += sum(len(s) > limit for s in seqs)
             seqs = [s[-limit:] for s in seqs]
         # batches of similar lengths waste less compute on padding; scores return in the input order
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
@@ -267,8 +265,6 @@ class RewardModel:
             for i, v in zip(chunk, values.tolist()):
                 scores[i] = v
         return scores
-
-    __call__ = score
 
 
 def load_reward_model(path: str, device: str | torch.device | None = None,
@@ -337,7 +333,7 @@ def _save_model_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / RM_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        write_json(tmp / RM_INFO, info)
         _fsync_tree(tmp)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -496,8 +492,7 @@ def train_reward_model(config: RMConfig, pairs: list[dict] | None = None, show_p
                       "margin": totals[2].item() / totals[3].item(), "grad_norm": float(grad_norm),
                       "learning_rate": lr, "skipped_update": not finite, "seconds": time.perf_counter() - t_step}
             if acc.is_main_process:
-                with open(metrics_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_jsonl(metrics_path, [record])
             bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
             bar.update(1)
 
@@ -514,9 +509,7 @@ def train_reward_model(config: RMConfig, pairs: list[dict] | None = None, show_p
     if acc.is_main_process:
         _save_model_atomic(body, tokenizer, out_dir / "model", {"template": c.template, "base_model": c.model,
                                                                  "max_length": c.max_length})
-        tmp = out_dir / ".tmp-eval_scores.jsonl"
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in eval_records), encoding="utf-8")
-        os.replace(tmp, out_dir / "eval_scores.jsonl")
+        write_atomic(out_dir / "eval_scores.jsonl", jsonl_text(eval_records))
         write_json(out_dir / "rm_summary.json", summary)  # last: its presence marks a finished run
         if eval_pairs:
             print(f"r1kit: reward model held-out accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} "

@@ -46,6 +46,7 @@ from torch import Tensor
 from .config import ConfigError, _opt, load_config, need
 from .data import DataError, read_jsonl
 from .files import append_jsonl, truncate_jsonl, write_json
+from .report import iter_jsonl
 from .templates import TEMPLATES, build_prompt
 
 IGNORE_INDEX = -100  # label of tokens that are not trained on (prompt and padding)
@@ -489,7 +490,7 @@ def sft_train(config: SFTConfig, records: list[dict] | None = None, show_progres
                 save(step + 1)
 
     if acc.is_main_process:
-        last = history[-1] if history else _last_metrics(out_dir / "metrics.jsonl")
+        last = history[-1] if history else [{}, *iter_jsonl(out_dir / "metrics.jsonl")][-1]
         write_json(out_dir / "sft_summary.json", {
             "examples": len(examples), "dropped_examples": dropped, "steps": max(max_steps, start_step),
             "steps_per_epoch": steps_per_epoch, "epochs": max(max_steps, start_step) / steps_per_epoch,
@@ -497,15 +498,3 @@ def sft_train(config: SFTConfig, records: list[dict] | None = None, show_progres
             "final_checkpoint": str(latest_checkpoint(out_dir)), "world_size": world})
     acc.wait_for_everyone()
     return history
-
-
-def _last_metrics(path: Path) -> dict:
-    """The last parseable line of metrics.jsonl ({} if none)."""
-    if not path.is_file():
-        return {}
-    for line in reversed(path.read_text(encoding="utf-8").splitlines()):
-        try:
-            return json.loads(line)
-        except ValueError:
-            continue
-    return {}

@@ -47,8 +47,8 @@ from .checkpoint import (latest_checkpoint, load_training_state, remove_temporar
                          save_checkpoint, set_rng_state)
 from .config import ConfigError, GRPOConfig, TrainingError, TrainingStopped
 from .files import append_jsonl, truncate_jsonl
-from .data import Example, arithmetic_examples, general_examples, load_examples, prompt_indices
-from .evaluate import STYLE_FOR_TEMPLATE, Problem, evaluate, load_benchmark, select_problems, summarize
+from .data import Example, general_examples, load_examples, prompt_indices
+from .evaluate import STYLE_FOR_TEMPLATE, Problem, evaluate, held_out_problems, summarize
 from .grpo import group_advantages, grpo_loss
 from .logprobs import completion_logprobs
 from .models import default_threads, load_model, load_policy, load_tokenizer, resolve_model_path
@@ -84,12 +84,9 @@ def load_run_examples(c: GRPOConfig, skipped: list[str] | None = None) -> list[E
 
 def load_eval_problems(c: GRPOConfig) -> list[Problem]:
     """The held-out set for evaluation during training."""
-    if c.eval_benchmark == "arithmetic":
-        # a different seed stream from the training questions
-        held_out = arithmetic_examples(c.eval_limit, c.seed + 7919, num_terms=c.arithmetic_terms,
-                                       max_value=c.arithmetic_max_value, ops=c.arithmetic_ops)
-        return [Problem(e.id, e.question, e.answer) for e in held_out]
-    return select_problems(load_benchmark(c.eval_benchmark, c.data_dir, c.question_field, c.answer_field), c.eval_limit)
+    return held_out_problems(c.eval_benchmark, c.eval_limit, c.seed, c.data_dir, question_field=c.question_field,
+                             answer_field=c.answer_field, arithmetic_terms=c.arithmetic_terms,
+                             arithmetic_max_value=c.arithmetic_max_value, arithmetic_ops=c.arithmetic_ops)
 
 
 
@@ -281,12 +278,18 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
     def run_eval(step: int) -> dict:
         """Evaluate the policy on the held-out set (sharded over processes); metrics keyed eval/..."""
         t0 = time.perf_counter()
+        # decode with the rollout's own fused copy when it holds the policy's dtype (no second copy),
+        # with the transformers forward when that is what the run asked for, else as evaluate() decides
+        eval_sampler = policy if c.rollout_engine == "hf" else None
+        if isinstance(sampler, FusedDecoder) and sampler.dtype == dtype:
+            sampler.load(policy)
+            eval_sampler = sampler
         _, records = evaluate(policy, tokenizer, eval_problems[rank::world], num_samples=c.eval_num_samples,
                               temperature=c.eval_temperature, top_p=c.eval_top_p,
                               max_new_tokens=c.eval_max_new_tokens or c.max_completion_length,
                               prompt_style=STYLE_FOR_TEMPLATE[c.template], prefill=c.prefill,
                               batch_size=max(1, c.per_device_train_batch_size // c.eval_num_samples),
-                              seed=c.seed + rank)
+                              seed=c.seed + rank, sampler=eval_sampler)
         records = gather_object(records) if world > 1 else records
         summary = summarize(records, c.eval_num_samples)
         if acc.is_main_process:
@@ -389,12 +392,14 @@ def _train(c: GRPOConfig, examples: list[Example] | None, reward_funcs: list[str
                 with sync:
                     lp, ent = logprobs_of(model, s, with_entropy=(it == 0), prefix_model=policy)
                     old = old_lp[s] if old_lp is not None else lp.detach()
+                    # log pi_old - log pi_sampler per token: 0 up to rounding when the sampler is the policy
+                    sampler_gap = (old - rollout.logprobs[s]) * mask[s]  # [n, T]
                     weights = None
-                    if it == 0:  # how far the sampler's log-probs are from pi_old's (0 up to rounding when same)
-                        sums["logprob_gap"] += ((old - rollout.logprobs[s]).abs() * mask[s]).sum().item()
-                    if c.importance_sampling_cap > 0:  # pi_old / pi_sampler per token, truncated at the cap
-                        weights = torch.exp((old - rollout.logprobs[s]) * mask[s]).clamp(max=c.importance_sampling_cap)
-                        if it == 0:
+                    if c.importance_sampling_cap > 0:  # truncated importance sampling
+                        weights = sampler_gap.exp().clamp(max=c.importance_sampling_cap)  # [n, T]
+                    if it == 0:
+                        sums["logprob_gap"] += sampler_gap.abs().sum().item()
+                        if weights is not None:
                             sums["is_weight"] += (weights * mask[s]).sum().item()
                     loss, st = grpo_loss(lp, old, ref_lp[s] if ref_lp is not None else None, advantages[s],
                                          mask[s], beta=c.beta, epsilon=c.epsilon, epsilon_high=c.epsilon_high,

@@ -51,14 +51,20 @@ def merged_named_weights(policy: nn.Module) -> Iterator[tuple[str, Tensor]]:
         yield name, tensor
 
 
-def copy_weights_into(target: nn.Module, policy: nn.Module) -> int:
-    """Copy the policy's merged weights into a plain model `target` (any dtype); returns tensors copied."""
-    params = dict(target.state_dict(keep_vars=True))
-    n = 0
-    with torch.no_grad():
-        for name, tensor in merged_named_weights(policy):
-            if name not in params:
-                raise KeyError(f"rollout model has no weight named {name!r}")
-            params[name].copy_(tensor)
-            n += 1
-    return n
+@torch.no_grad()
+def copy_weights(targets: dict[str, Tensor], policy: nn.Module) -> set[str]:
+    """Copy the policy's merged weights into `targets` (name -> tensor, any dtype); returns the names
+    copied. A weight with no target is an error: a copy that silently kept old values would sample from
+    a stale policy."""
+    copied = set()
+    for name, tensor in merged_named_weights(policy):
+        if name not in targets:
+            raise KeyError(f"the rollout copy has no weight named {name!r}")
+        targets[name].copy_(tensor)
+        copied.add(name)
+    return copied
+
+
+def copy_weights_into(target: nn.Module, policy: nn.Module) -> None:
+    """Refresh a plain model `target` (e.g. a bf16 copy) from the policy's merged weights."""
+    copy_weights(dict(target.state_dict(keep_vars=True)), policy)
