@@ -1,8 +1,10 @@
 """r1kit: DeepSeek-R1 style reasoning RL (GRPO with rule-based rewards) for language models.
 
 The data flows one way, one module per step:
-    data (prompts) -> rollout -> rewards -> grpo (advantages, loss) -> trainer (update) -> checkpoint, metrics
-and around it: evaluate (pass@1, cons@k), report (plots, aha tracker, samples), chat.
+    data (prompts) -> rollout -> rewards, answers -> grpo (advantages, loss) -> update -> checkpoint, metrics
+The shared training loop is loop.py, the GRPO step trainer.py; around them: the pipeline stages (stages.py,
+pipeline.py), evaluate (pass@1, cons@k), report (plots, aha tracker, samples), chat. docs/architecture.md
+groups the modules by role and lists the rules the layout keeps (no import cycles, one table per concept).
 """
 
 from .config import ConfigError, GRPOConfig, TrainingError, TrainingStopped, make_config

@@ -29,10 +29,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import FIELDS, ConfigError, GRPOConfig, make_config
-from .data import DataError
-from .models import ModelError
-from .rewards import RewardError
+from .config import ConfigError, GRPOConfig, load_config
+from .errors import DataError, ModelError, RewardError, TrainingError, TrainingStopped
+from .stages import config_parts, stage_commands
 
 EXPECTED_ERRORS = (ConfigError, DataError, ModelError, RewardError)
 
@@ -61,10 +60,12 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type = GRPOConfig)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r1kit", description="DeepSeek-R1 style reasoning RL (GRPO) for language models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    grpo = sub.add_parser("grpo", aliases=["zero"], help="train with GRPO (R1-Zero: RL straight from a model)",
-                          description="Train a model with GRPO and rule-based rewards.")
-    grpo.add_argument("--config", help="YAML file of options; command-line options override it")
-    _add_config_options(grpo)
+    for name, stype in stage_commands().items():
+        sp = sub.add_parser(name, aliases=list(stype.aliases), help=stype.command,
+                            description=stype.description or stype.command)
+        sp.add_argument("--config", help="YAML file of options; command-line options override it")
+        _add_config_options(sp, config_parts(name)[0])
+        sp.set_defaults(run=cmd_stage, stage=name)
     ev = sub.add_parser("eval", help="evaluate a model: pass@1 over k samples, pass@k, cons@k",
                         description="Evaluate as the R1 paper reports it: pass@1 averaged over k samples "
                                     "(temperature 0.6, top-p 0.95), the unbiased pass@k, and majority vote cons@k.")
@@ -88,16 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--answer_field", default="answer", help="gold answer field of a .jsonl benchmark")
     ev.add_argument("--output_dir", default="runs/eval", help="writes OUTPUT_DIR/BENCHMARK/{summary.json,samples.jsonl}")
     ev.add_argument("--trust_remote_code", action="store_true")
-    for name, (help_text, cls) in _stage_commands().items():
-        sp = sub.add_parser(name, help=help_text, description=help_text)
-        sp.add_argument("--config", help="YAML file of options; command-line options override it")
-        _add_config_options(sp, cls)
+    ev.set_defaults(run=cmd_eval)
     st = sub.add_parser("student", help="cut a smaller student from a model: N evenly spaced decoder layers kept",
                         description="Make a distillation student by keeping num_layers evenly spaced decoder layers "
                                     "(first and last included) of a Llama-family model, weights copied.")
     st.add_argument("model", help="model folder, cached hub id or 'embedded'")
     st.add_argument("out", help="folder to write the student to")
     st.add_argument("--num_layers", type=int, required=True)
+    st.set_defaults(run=cmd_student)
     pl = sub.add_parser("pipeline", help="run the R1 pipeline stages of a config; finished stages are skipped",
                         description="Run the stages of a pipeline config in order. Each stage writes its artifacts to "
                                     "OUTPUT_DIR/STAGE and an entry in OUTPUT_DIR/manifest.json; a rerun skips finished "
@@ -105,15 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("config", help="pipeline YAML (see configs/pipeline_tiny.yaml)")
     pl.add_argument("--from", dest="start_from", metavar="STAGE", help="rerun this stage and all later ones from scratch")
     pl.add_argument("--output_dir", default=None, help="override the config's output_dir")
+    pl.set_defaults(run=cmd_pipeline)
     dc = sub.add_parser("distill-compare", help="Table 6 at small scale: distillation vs RL on the student, same prompts",
                         description="The paper's Table 6 experiment: a student distilled from a teacher's filtered "
                                     "outputs vs the same student trained with GRPO on the same prompts, both evaluated "
                                     "the same way. Writes a pipeline config and runs it (resumable).")
-    from .compare import add_compare_arguments
+    from .compare import add_compare_arguments, cmd_compare
 
     add_compare_arguments(dc)
+    dc.set_defaults(run=cmd_compare)
     model = sub.add_parser("model", help="resolve a model name to a local folder (converts the embedded model once)")
     model.add_argument("name", nargs="?", default="embedded")
+    model.set_defaults(run=cmd_model)
     rep = sub.add_parser("report", help="HTML report with plots, aha-moment tracker and sample browser of runs",
                          description="Write a self-contained HTML page and a PNG per plot from runs' metrics.jsonl "
                                      "and samples.jsonl; several runs are overlaid.")
@@ -125,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--steps", type=int, nargs="+", default=None, help="steps the sample browser offers "
                                                                         "(default: 12 spread over the run)")
     rep.add_argument("--max_samples_per_step", type=int, default=32, help="completions per step in the page")
+    rep.set_defaults(run=cmd_report)
     chat = sub.add_parser("chat", help="ask a model questions; streams its thinking and answer",
                           description="Interactive prompt: each line is a question; the answer streams with the "
                                       "thinking and the answer shown apart. Ctrl-D, 'exit' or 'quit' leave.")
@@ -137,56 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max_new_tokens", type=int, default=512)
     chat.add_argument("--seed", type=int, default=None, help="seed the sampling (repeatable answers)")
     chat.add_argument("--trust_remote_code", action="store_true")
+    chat.set_defaults(run=cmd_chat)
     return parser
 
 
-def _stage_commands() -> dict[str, tuple[str, type]]:
-    """The pipeline stages that are also commands: name -> (help, config class)."""
-    from .coldstart import ColdStartConfig
-    from .rejection import RejectionConfig
-    from .reward_model import RMConfig
-    from .sft import SFTConfig
-
-    return {
-        "sft": ("supervised fine-tuning on prompt/response JSONL, loss on response tokens only", SFTConfig),
-        "coldstart": ("build cold-start long chain-of-thought data in R1's readable format", ColdStartConfig),
-        "rejection": ("rejection sampling: sample from a checkpoint, keep correct readable answers, add "
-                      "non-reasoning data", RejectionConfig),
-        "rm": ("train a reward model (Bradley-Terry on chosen/rejected pairs)", RMConfig),
-    }
-
-
 def cmd_stage(args: argparse.Namespace) -> int:
-    """r1kit sft / coldstart / rejection / rm: build the stage's config and run it."""
-    _, cls = _stage_commands()[args.command]
+    """r1kit grpo / sft / coldstart / rejection / rm: build the stage's config and run it (r1kit.stages)."""
+    cls, validate = config_parts(args.stage)
     fields = {f.name for f in dataclasses.fields(cls)}
-    overrides = {k: v for k, v in vars(args).items() if k in fields}
-    if args.command == "sft":
-        from .sft import make_sft_config, sft_train
-
-        c = make_sft_config(args.config, overrides)
-        history = sft_train(c)
-        last = history[-1] if history else {}
-        print(f"r1kit: sft done: {len(history)} steps, final loss {last.get('loss', float('nan')):.4f}; "
-              f"outputs in {c.output_dir}")
-    elif args.command == "coldstart":
-        from .coldstart import build_cold_start, make_coldstart_config
-
-        c = make_coldstart_config(args.config, overrides)
-        build_cold_start(c)
-        print(f"r1kit: cold-start data in {c.output_dir}/data.jsonl (filter counts: {c.output_dir}/filter_report.json)")
-    elif args.command == "rejection":
-        from .rejection import make_rejection_config, rejection_sample
-
-        c = make_rejection_config(args.config, overrides)
-        rejection_sample(c)
-        print(f"r1kit: SFT data in {c.output_dir}/data.jsonl (counts at each filter: {c.output_dir}/counts.json)")
-    else:
-        from .reward_model import make_rm_config, train_reward_model
-
-        c = make_rm_config(args.config, overrides)
-        train_reward_model(c)
-        print(f"r1kit: reward model in {c.output_dir}/model")
+    c = load_config(cls, validate, args.config, {k: v for k, v in vars(args).items() if k in fields})
+    _, account = stage_commands()[args.stage].run(c, Path(c.output_dir))
+    if account:
+        print(f"r1kit: {account}")
     return 0
 
 
@@ -205,19 +170,6 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     manifest = run_pipeline(args.config, start_from=args.start_from, output_dir=args.output_dir)
     done = sum(e.get("status") == "done" for e in manifest["stages"].values())
     print(f"r1kit: pipeline done: {done} stages done; manifest.json and summary.md in {manifest['output_dir']}")
-    return 0
-
-
-def cmd_grpo(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
-    config = make_config(args.config, overrides)
-    from .trainer import train  # heavy imports only once the config is valid
-
-    history = train(config)
-    last = history[-1] if history else {}
-    if last:
-        print(f"r1kit: done: step {last['step']}, reward {last['reward']:.3f}, format {last['format_rate']:.2f}, "
-              f"accuracy {last['accuracy']:.2f}; outputs in {config.output_dir}")
     return 0
 
 
@@ -301,29 +253,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import TrainingError, TrainingStopped
-
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("grpo", "zero"):
-            return cmd_grpo(args)
-        if args.command == "eval":
-            return cmd_eval(args)
-        if args.command == "report":
-            return cmd_report(args)
-        if args.command == "chat":
-            return cmd_chat(args)
-        if args.command in ("sft", "coldstart", "rejection", "rm"):
-            return cmd_stage(args)
-        if args.command == "student":
-            return cmd_student(args)
-        if args.command == "pipeline":
-            return cmd_pipeline(args)
-        if args.command == "distill-compare":
-            from .compare import cmd_compare
-
-            return cmd_compare(args)
-        return cmd_model(args)
+        return args.run(args)
     except EXPECTED_ERRORS as e:
         print(f"r1kit: error: {e}", file=sys.stderr)
         return 2

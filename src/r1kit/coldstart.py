@@ -42,12 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, _opt, load_config, need
+from .answers import ANSWER_CLOSE, ANSWER_OPEN, extract_answer
+from .config import DTYPE_HELP, DTYPES, ConfigError, _opt, load_config, need, need_choice
 from .data import DataError, Example, load_examples, read_jsonl
 from .files import jsonl_text, write_atomic, write_json
 from .filters import FILTER_HELP, FilterSettings, filter_samples, format_report, settings_from, validate_filter_settings
 from .readable import DEFAULT_SPECIAL_TOKEN, THINK_CLOSE, THINK_OPEN, parse_readable, split_tags, to_readable
-from .rewards import ANSWER_CLOSE, ANSWER_OPEN, extract_answer, readable_accuracy_reward
+from .rewards import readable_accuracy_reward
 
 SOURCES = ("user_dataset", "zero_samples", "fewshot_model")
 FEWSHOT_STOP = "Question:"
@@ -96,7 +97,7 @@ class ColdStartConfig:
     temperature: float = _opt(0.7, "sampling temperature")
     top_p: float = _opt(0.95, "nucleus sampling")
     generation_batch_size: int = _opt(8, "questions per generation batch")
-    dtype: str = _opt("auto", "weights dtype: auto (bfloat16 on a GPU that supports it, else float32), float32, bfloat16")
+    dtype: str = _opt("auto", DTYPE_HELP)
     trust_remote_code: bool = _opt(False, "allow model code from the model folder to run")
     # format and filters (r1kit.filters.FilterSettings, same names)
     special_token: str = _opt(DEFAULT_SPECIAL_TOKEN, FILTER_HELP["special_token"])
@@ -136,7 +137,7 @@ def validate_coldstart(c: ColdStartConfig) -> None:
     need(0 < c.top_p <= 1, f"top_p={c.top_p}: must be in (0, 1]")
     need(c.max_examples >= 0, f"max_examples={c.max_examples}: must be >= 0 (0: keep all)")
     need(c.zero_min_step >= 0, f"zero_min_step={c.zero_min_step}: must be >= 0")
-    need(c.dtype in ("auto", "float32", "bfloat16", "float16"), f"dtype={c.dtype!r}: choose auto, float32, bfloat16 or float16")
+    need_choice("dtype", c.dtype, DTYPES)
     validate_filter_settings(settings_from(c))
 
 

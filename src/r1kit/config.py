@@ -5,7 +5,8 @@ epsilon_high, loss_type, scale_rewards, num_iterations, max_completion_length,
 per_device_train_batch_size, gradient_accumulation_steps, ...), so TRL and open-r1 users can read a
 config at a glance. Defaults follow the DeepSeek-R1 paper where it says (beta 0.001, epsilon 0.2,
 group-std advantages, per-output token mean). Unknown keys are an error, never ignored, and the whole
-config is validated before any model loads.
+config is validated before any model loads. The choice tables that every r1kit config validates
+against (DTYPES, SCHEDULERS) live here, so a new choice is added once.
 """
 
 from __future__ import annotations
@@ -19,24 +20,16 @@ from typing import Any
 
 import yaml
 
+from .errors import ConfigError, TrainingError, TrainingStopped  # noqa: F401 - re-exported: their old home
+from .tracking import TRACKERS, check_trackers
 
-class ConfigError(Exception):
-    """A bad option; the message names the option (and the config file when it came from one)."""
-
-
-class TrainingError(Exception):
-    """A run that had to stop (repeated non-finite updates, a checkpoint that cannot be written); one line."""
-
-
-class TrainingStopped(Exception):
-    """A run stopped on request (SIGINT/SIGTERM) after saving a checkpoint; `--resume` continues it.
-
-    Raised by every process of a multi-process run; only the main process's copy has main_process True.
-    """
-
-    def __init__(self, message: str, step: int, checkpoint: str | None, main_process: bool = True) -> None:
-        super().__init__(message)
-        self.step, self.checkpoint, self.main_process = step, checkpoint, main_process
+# The choices every config validates against, one table each (the commands' configs read them from here).
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPE_HELP = f"weights dtype: auto (bfloat16 on a GPU that supports it, else float32), {', '.join(DTYPES[1:])}"
+# transformers.get_scheduler names that run with the two arguments r1kit passes (warm-up and total steps);
+# the others need more (min_lr, num_decay_steps) or a metric to step on, and would fail once training starts
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt")
 
 
 def _opt(default: Any, help: str, **kw):
@@ -50,7 +43,7 @@ class GRPOConfig:
     # model
     model: str = _opt("embedded", "local HF model folder, a hub id in the local cache, or 'embedded' (SmolLM2-135M-Instruct)")
     trust_remote_code: bool = _opt(False, "allow model code from the model folder to run")
-    dtype: str = _opt("auto", "weights dtype: auto (bfloat16 on a GPU that supports it, else float32), float32, bfloat16")
+    dtype: str = _opt("auto", DTYPE_HELP)
     use_lora: bool = _opt(False, "train a LoRA adapter; the reference model is then the base with the adapter off")
     lora_r: int = _opt(16, "LoRA rank")
     lora_alpha: int = _opt(32, "LoRA alpha")
@@ -111,7 +104,7 @@ class GRPOConfig:
     adam_beta2: float = _opt(0.99, "AdamW beta2")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables)")
     max_consecutive_nonfinite: int = _opt(3, "stop the run after this many NaN/inf updates in a row (each is skipped)")
-    lr_scheduler_type: str = _opt("constant", "transformers scheduler name: constant, linear, cosine, ...")
+    lr_scheduler_type: str = _opt("constant", f"transformers scheduler name: {', '.join(SCHEDULERS)}")
     warmup_steps: int = _opt(0, "optimizer steps of linear warm-up")
     per_device_train_batch_size: int = _opt(8, "completions per micro-batch per process")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per process per step")
@@ -138,7 +131,7 @@ class GRPOConfig:
     write_report: bool = _opt(True, "write OUTPUT_DIR/report/report.html and its PNG plots when training ends")
     report_steps: int = _opt(0, "also rewrite the report every N steps (0: only at the end)")
     report_markers: list[str] | None = _opt(None, "reflection markers for the aha tracker (default: r1kit.aha.DEFAULT_MARKERS)")
-    report_to: list[str] = _opt([], "also log metrics to tensorboard, wandb and/or trackio (each needs its package); all, none")
+    report_to: list[str] = _opt([], f"also log metrics to any of {', '.join(TRACKERS)} (each needs its package); all, none")
 
     def __post_init__(self) -> None:
         if self.epsilon_high is None:
@@ -233,6 +226,11 @@ def need(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def need_choice(name: str, value: Any, choices) -> None:
+    """Raise ConfigError unless `value` is one of `choices` (a table), naming the option and the choices."""
+    need(value in choices, f"{name}={value!r}: choose {', '.join(choices)}")
+
+
 def make_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> GRPOConfig:
     """Config file first, then overrides (from the command line) on top; unknown keys are an error."""
     return load_config(GRPOConfig, validate, yaml_path, overrides)
@@ -253,18 +251,19 @@ def validate(c: GRPOConfig) -> None:
     need(c.beta >= 0, f"beta={c.beta}: must be >= 0")
     need(0 < c.epsilon < 1, f"epsilon={c.epsilon}: must be in (0, 1)")
     need(c.epsilon_high > 0, f"epsilon_high={c.epsilon_high}: must be > 0")
-    need(c.loss_type in ("grpo", "dapo", "dr_grpo"), f"loss_type={c.loss_type!r}: choose grpo, dapo or dr_grpo")
+    from .grpo import LOSS_TYPES  # imported here: grpo imports torch
+
+    need_choice("loss_type", c.loss_type, LOSS_TYPES)
     need(c.num_iterations >= 1, "num_iterations must be >= 1")
     need(c.learning_rate >= 0 and math.isfinite(c.learning_rate), "learning_rate must be a finite number >= 0")
     need(c.max_steps >= 1, "max_steps must be >= 1")
     need(c.max_grad_norm >= 0, "max_grad_norm must be >= 0")
-    need(c.dtype in ("auto", "float32", "bfloat16", "float16"), f"dtype={c.dtype!r}: choose auto, float32, bfloat16 or float16")
+    need_choice("dtype", c.dtype, DTYPES)
+    need_choice("lr_scheduler_type", c.lr_scheduler_type, SCHEDULERS)
     need(c.rollout_engine in ("auto", "fused", "hf", "vllm"),
          f"rollout_engine={c.rollout_engine!r}: choose auto, fused, hf or vllm")
-    need(c.rollout_dtype in ("auto", "float32", "bfloat16", "float16"),
-         f"rollout_dtype={c.rollout_dtype!r}: choose auto, float32, bfloat16 or float16")
-    need(c.vllm_dtype in ("auto", "float32", "bfloat16", "float16"),
-         f"vllm_dtype={c.vllm_dtype!r}: choose auto, float32, bfloat16 or float16")
+    need_choice("rollout_dtype", c.rollout_dtype, DTYPES)
+    need_choice("vllm_dtype", c.vllm_dtype, DTYPES)
     need(0 < c.vllm_gpu_memory_utilization <= 1,
          f"vllm_gpu_memory_utilization={c.vllm_gpu_memory_utilization}: must be in (0, 1]")
     need(c.importance_sampling_cap >= 0 and math.isfinite(c.importance_sampling_cap),
@@ -292,8 +291,6 @@ def validate(c: GRPOConfig) -> None:
     from .readable import TARGET_LANGUAGES
 
     need(c.language in TARGET_LANGUAGES, f"language={c.language!r}: choose one of {', '.join(TARGET_LANGUAGES)}")
-    from .tracking import check_trackers
-
     check_trackers(c.report_to)  # a TrackerError (a ConfigError) names a missing package before any model loads
     from .rewards import REWARDS
 

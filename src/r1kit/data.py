@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-
-class DataError(Exception):
-    """Bad dataset input; the message names the file and line or the option at fault."""
+from .errors import DataError  # noqa: F401 - re-exported: its old home
 
 
 @dataclass(frozen=True)

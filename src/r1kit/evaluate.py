@@ -5,9 +5,8 @@ Design decisions:
 - Benchmarks are read from the data folder (default ../shared/data, or R1KIT_DATA_DIR / --data_dir) with
   each file's own field names; gold answers keep their quirks (AIME24 "025", AMC23 27.0, AIME25 ints,
   GSM8K "#### 1,234") and are compared through `answers_match`, which normalises numbers.
-- Answer extraction has one documented order (see `extract_final_answer`): the <answer> tag, then the
-  last \\boxed{}, then GSM8K's "####", then "The answer is", and the last number only for the few-shot
-  style, where a base model has no other way to mark its answer.
+- Answers are extracted and compared by `r1kit.answers` (`extract_final_answer`, `answers_match`), the
+  one module that decides what a model's answer is and when two answers are the same.
 - cons@k groups equivalent answers (`0.5` and `\\frac{1}{2}` are one vote) and breaks ties in favour of
   the answer that appeared first among the k samples, so the result is deterministic.
 - The same rollout engine as training samples the completions, so evaluation during training costs no
@@ -18,16 +17,17 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from .answers import ANSWER_IS, answers_match, extract_final_answer, last_boxed  # noqa: F401 - re-exported
 from .data import DataError, default_data_dir, gsm8k_gold, read_jsonl
-from .rewards import REWARDS, answers_match, extract_answer
+from .rewards import REWARDS
 from .decoder import FusedDecoder, unsupported_reason
+from .readable import final_answer, parse_readable
 from .rollout import generate
 from .templates import build_prompt
 
@@ -133,54 +133,6 @@ def eval_prompt(question: str, tokenizer, style: str, prefill: str = "<think>") 
     raise ValueError(f"prompt_style={style!r}: choose one of {', '.join(PROMPT_STYLES)}")
 
 
-def last_boxed(text: str) -> str | None:
-    r"""Content of the last \boxed{...} (or \fbox{...}) with balanced braces."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start == -1:
-        return None
-    i = text.find("{", start)
-    if i == -1:
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1: j].strip()
-    return None
-
-
-_ANSWER_IS = re.compile(r"answer is[:\s]*\$?([^\n]+?)\$?\s*(?:\.\s|\.$|$|\n)", re.I)
-_LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def extract_final_answer(text: str, allow_last_number: bool = False) -> str | None:
-    """The model's final answer, looked for in this order:
-
-    1. the content of the last <answer>...</answer> (and a \\boxed{} inside it, if any);
-    2. the last \\boxed{...};
-    3. GSM8K's "#### <answer>";
-    4. "The answer is <answer>";
-    5. only with allow_last_number (the few-shot style): the last number in the text.
-    """
-    tagged = extract_answer(text)
-    if tagged is not None:
-        return last_boxed(tagged) or tagged
-    boxed = last_boxed(text)
-    if boxed is not None:
-        return boxed
-    hashes = gsm8k_gold(text) if "####" in text else None
-    if hashes:
-        return hashes
-    said = _ANSWER_IS.findall(text)
-    if said:
-        return said[-1].strip()
-    if allow_last_number:
-        numbers = _LAST_NUMBER.findall(text)
-        if numbers:
-            return numbers[-1].replace(",", "")
-    return None
-
-
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k (Chen et al. 2021): 1 - C(n-c, k) / C(n, k), for n samples of which c are correct."""
     if k > n:
@@ -215,7 +167,7 @@ def format_ok(completion: str, style: str) -> bool:
         return REWARDS["format"]([completion], [""])[0] == 1.0
     if style == "chat":
         return last_boxed(completion) is not None
-    return bool(_ANSWER_IS.search(completion))
+    return bool(ANSWER_IS.search(completion))
 
 
 def held_out_problems(benchmark: str, limit: int, seed: int, data_dir: str | None = None, *,
@@ -247,8 +199,6 @@ def evaluate(model, tokenizer, problems: list[Problem], *, num_samples: int = 4,
     if num_samples < 1:
         raise ValueError("num_samples must be >= 1")
     readable = prompt_style == "readable"
-    if readable:
-        from .readable import final_answer, parse_readable
     tagged = prompt_style in ("r1zero", "r1chat")
     prefill = prefill if tagged or readable else ""
     stops = ("</answer>",) if tagged else ("\n\nQuestion:",) if prompt_style == "fewshot" else ()

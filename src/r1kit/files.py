@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import TrainingError
+from .errors import TrainingError
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> None:

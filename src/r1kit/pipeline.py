@@ -5,7 +5,8 @@
 
 Design decisions:
 - A stage is a mapping: `name`, `type`, the options of that type's config (the same names as the stage's
-  own command: `r1kit grpo`, `r1kit sft`, ...), and an optional `eval` override. Options are checked
+  own command: `r1kit grpo`, `r1kit sft`, ...), and an optional `eval` override. The stage types are
+  the table `r1kit.stages.STAGE_TYPES`, which the command line reads too. Options are checked
   for every stage before anything runs, so a typo in the last stage fails in the first second, with the
   stage and the key named.
 - A string option "@stage" (or "@stage.model", "@stage.data", "@stage.run") is the artifact of an
@@ -31,9 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -41,35 +40,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import ConfigError, _opt, build_dataclass, need, read_yaml
+from .errors import PipelineError
 from .files import write_atomic, write_json
+from .stages import ARTIFACTS, STAGE_TYPES, config_class, make_stage_config
 
 MANIFEST = "manifest.json"
-
-
-class PipelineError(ConfigError):
-    """A pipeline that cannot run as configured; the message names the stage (and the key)."""
-
-
-# --- the small stage types that have no command of their own
-
-
-@dataclass
-class TinyModelConfig:
-    alphabet: str | None = _opt(None, "characters of the tiny character-level model (default: digits, letters, math)")
-    hidden_size: int = _opt(64, "hidden size")
-    num_layers: int = _opt(2, "decoder layers")
-    seed: int = _opt(0, "initialisation seed")
-
-
-@dataclass
-class ModelStageConfig:
-    model: str = _opt("embedded", "an existing model: local HF folder, cached hub id or 'embedded'")
-
-
-@dataclass
-class StudentConfig:
-    model: str = _opt("embedded", "the model the student is cut from")
-    num_layers: int = _opt(2, "decoder layers the student keeps (evenly spaced, first and last included)")
 
 
 @dataclass
@@ -103,116 +78,6 @@ def validate_eval(ev: EvalSettings, where: str) -> None:
         raise PipelineError(f"{where}: {e}") from None
 
 
-# --- stage types: config class, runner, and the artifact an "@stage" reference means by default
-
-
-# where each stage type's config lives: (module, config class, validator); imported when needed
-CONFIGS = {
-    "tiny_model": (__name__, "TinyModelConfig", None),
-    "model": (__name__, "ModelStageConfig", None),
-    "student": (__name__, "StudentConfig", None),
-    "grpo": ("r1kit.config", "GRPOConfig", "validate"),
-    "sft": ("r1kit.sft", "SFTConfig", "validate_sft"),
-    "coldstart": ("r1kit.coldstart", "ColdStartConfig", "validate_coldstart"),
-    "rejection": ("r1kit.rejection", "RejectionConfig", "validate_rejection"),
-    "rm": ("r1kit.reward_model", "RMConfig", "validate_rm_config"),
-}
-
-
-def config_class(kind: str) -> type:
-    module, cls, _ = CONFIGS[kind]
-    return getattr(importlib.import_module(module), cls)
-
-
-def make_stage_config(kind: str, values: dict, source: str) -> Any:
-    """A stage's config from its options; ConfigError names `source` and the option."""
-    module, cls, validator = CONFIGS[kind]
-    mod = importlib.import_module(module)
-    c = build_dataclass(getattr(mod, cls), [(source, values)])
-    if validator:
-        getattr(mod, validator)(c)
-    return c
-
-
-def _run_tiny(c: TinyModelConfig, stage_dir: Path) -> dict:
-    from .models import build_tiny_model
-
-    tmp = stage_dir / "model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_tiny_model(tmp, alphabet=c.alphabet, hidden_size=c.hidden_size, num_layers=c.num_layers, seed=c.seed)
-    os.replace(tmp, stage_dir / "model")
-    return {"model": str(stage_dir / "model")}
-
-
-def _run_model(c: ModelStageConfig, stage_dir: Path) -> dict:
-    from .models import resolve_model_path
-
-    return {"model": resolve_model_path(c.model)}
-
-
-def _run_student(c: StudentConfig, stage_dir: Path) -> dict:
-    from .distill import make_student
-    from .models import resolve_model_path
-
-    return {"model": str(make_student(resolve_model_path(c.model), stage_dir / "model", c.num_layers))}
-
-
-def _run_grpo(c, stage_dir: Path) -> dict:
-    from .checkpoint import latest_checkpoint
-    from .trainer import train
-
-    train(c)
-    return {"model": str(latest_checkpoint(stage_dir)), "run": str(stage_dir)}
-
-
-def _run_sft(c, stage_dir: Path) -> dict:
-    from .sft import final_model_dir, sft_train
-
-    sft_train(c)
-    return {"model": str(final_model_dir(stage_dir)), "run": str(stage_dir)}
-
-
-def _run_coldstart(c, stage_dir: Path) -> dict:
-    from .coldstart import build_cold_start
-
-    build_cold_start(c)
-    return {"data": str(stage_dir / "data.jsonl"), "run": str(stage_dir)}
-
-
-def _run_rejection(c, stage_dir: Path) -> dict:
-    from .rejection import rejection_sample
-
-    rejection_sample(c)
-    return {"data": str(stage_dir / "data.jsonl"), "run": str(stage_dir)}
-
-
-def _run_rm(c, stage_dir: Path) -> dict:
-    from .reward_model import train_reward_model
-
-    train_reward_model(c)
-    return {"model": str(stage_dir / "model"), "run": str(stage_dir)}
-
-
-@dataclass(frozen=True)
-class StageType:
-    run: Callable[[Any, Path], dict]
-    default_artifact: str  # what "@stage" means
-    output_dir: bool = True  # the config has an output_dir the pipeline sets
-    resumable: bool = False  # an interrupted stage continues from its last checkpoint
-    evaluate: bool = True  # its "model" artifact is a language model worth evaluating
-
-
-STAGE_TYPES: dict[str, StageType] = {
-    "tiny_model": StageType(_run_tiny, "model", output_dir=False),
-    "model": StageType(_run_model, "model", output_dir=False),
-    "student": StageType(_run_student, "model", output_dir=False),
-    "grpo": StageType(_run_grpo, "model", resumable=True),
-    "sft": StageType(_run_sft, "model", resumable=True),
-    "coldstart": StageType(_run_coldstart, "data", evaluate=False),
-    "rejection": StageType(_run_rejection, "data", evaluate=False),
-    "rm": StageType(_run_rm, "model", evaluate=False),
-}
-ARTIFACTS = ("model", "data", "run")
 RESERVED = ("name", "type", "eval")
 
 
@@ -502,7 +367,7 @@ def run_pipeline(path: str | Path, start_from: str | None = None, output_dir: st
         write_manifest(out, manifest)
         log(tag + (": resuming" if resume else ""))
         t0 = time.perf_counter()
-        artifacts = stype.run(config, stage_dir)
+        artifacts, _ = stype.run(config, stage_dir)
         entry = {"type": stage.type, "status": "done", "fingerprint": fp, "artifacts": artifacts,
                  "seconds": round(time.perf_counter() - t0, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
         manifest["stages"][stage.name] = entry

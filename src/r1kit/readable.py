@@ -53,6 +53,8 @@ import bisect
 import re
 import unicodedata
 
+from .answers import extract_final_answer
+
 DEFAULT_SPECIAL_TOKEN = "|special_token|"
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -161,12 +163,10 @@ def split_reasoning(text: str, special_token: str = DEFAULT_SPECIAL_TOKEN) -> tu
 def final_answer(text: str, special_token: str = DEFAULT_SPECIAL_TOKEN) -> str | None:
     """The answer stated in the final part (the summary), or None.
 
-    Extraction is ``r1kit.evaluate.extract_final_answer(final, allow_last_number=True)``.
+    Extraction is ``r1kit.answers.extract_final_answer(final, allow_last_number=True)``.
     A text with the separator or a think tag that does not split has no final
     part and gives None (see the module docstring).
     """
-    from .evaluate import extract_final_answer  # evaluate imports rewards, which imports this module
-
     cot, final = split_reasoning(text, special_token)
     if not cot and any(marker in text for marker in (special_token, THINK_OPEN, THINK_CLOSE)):
         return None

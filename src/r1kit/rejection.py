@@ -8,7 +8,7 @@ samples in the paper) is the SFT set for stage 3, and also the distillation set 
 
 Design decisions:
 - Correctness is decided by rules first (`check_correct`: the answer stated in the response's final
-  part against the gold with rewards.answers_match, which includes the numeric-gold "final number"
+  part against the gold with answers.answers_match, which includes the numeric-gold "final number"
   rule of the accuracy reward). Rules cannot decide when the gold is free text (see `gold_is_checkable`);
   those samples go to a generative judge when `judge_model` is set (the paper feeds ground truth and
   prediction to DeepSeek-V3, its "generative reward model"), else they are dropped and counted.
@@ -41,13 +41,13 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import ConfigError, _opt, load_config, need
+from .answers import MATH_VERIFY_TIMEOUT_S, _mv_parse, answers_match, normalize_number
+from .config import DTYPE_HELP, DTYPES, ConfigError, _opt, load_config, need, need_choice
 from .data import DataError, Example, load_examples, read_jsonl
 from .files import jsonl_text, write_atomic, write_json
 from .filters import FILTER_HELP, FilterSettings, filter_samples, format_report, settings_from, validate_filter_settings
 from .models import load_model, load_tokenizer, resolve_model_path
 from .readable import DEFAULT_SPECIAL_TOKEN, final_answer, split_reasoning, to_readable
-from .rewards import MATH_VERIFY_TIMEOUT_S, _mv_parse, answers_match, normalize_number
 from .rollout import generate
 from .templates import TEMPLATES, build_prompt
 
@@ -59,7 +59,7 @@ class RejectionConfig:
     # model
     model: str = _opt("embedded", "the checkpoint to sample from: a model folder (the stage-2 RL checkpoint), a cached hub id or 'embedded'")
     trust_remote_code: bool = _opt(False, "allow model code from the model folder to run")
-    dtype: str = _opt("auto", "weights dtype: auto (bfloat16 on a GPU that supports it, else float32), float32, bfloat16")
+    dtype: str = _opt("auto", DTYPE_HELP)
     # data and prompts
     dataset: str = _opt("arithmetic", "reasoning prompts with gold answers: 'arithmetic', 'gsm8k' (from data_dir) or a .jsonl")
     data_dir: str | None = _opt(None, "folder with benchmark data (default: $R1KIT_DATA_DIR or ../shared/data)")
@@ -111,7 +111,7 @@ def make_rejection_config(yaml_path: str | Path | None = None, overrides: dict[s
 
 def validate_rejection(c: RejectionConfig) -> None:
     """Reject settings that cannot work, naming the option."""
-    need(c.dtype in ("auto", "float32", "bfloat16", "float16"), f"dtype={c.dtype!r}: choose auto, float32, bfloat16 or float16")
+    need_choice("dtype", c.dtype, DTYPES)
     need(c.template in TEMPLATES, f"template={c.template!r}: choose {', '.join(TEMPLATES)}")
     need(c.max_prompts is None or c.max_prompts >= 1, f"max_prompts={c.max_prompts}: must be >= 1 (or unset for all)")
     need(c.num_samples >= 1, f"num_samples={c.num_samples}: must be >= 1")
@@ -164,7 +164,7 @@ def check_correct(response: str, gold: str, special_token: str = DEFAULT_SPECIAL
     """Rule-based correctness of a response: True or False, or None when rules cannot decide.
 
     The answer is the one stated in the response's final part (readable.final_answer), compared with
-    rewards.answers_match, which for a numeric gold also demands a final number (no "39 + 87" for
+    answers.answers_match, which for a numeric gold also demands a final number (no "39 + 87" for
     126), as the accuracy reward does. A response that states no answer is False. None means the gold
     is free text (see gold_is_checkable): a judge must decide.
     """

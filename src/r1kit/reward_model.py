@@ -52,16 +52,13 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from .config import ConfigError, TrainingError, _opt, load_config, need
+from .config import SCHEDULERS, ConfigError, TrainingError, _opt, load_config, need, need_choice
 from .data import DataError, prompt_indices, read_jsonl
 from .files import append_jsonl, jsonl_text, write_atomic, write_json
 from .models import ModelError, default_threads, load_tokenizer, resolve_model_path
 from .templates import TEMPLATES, build_prompt
 
 RM_INFO = "r1kit_rm.json"  # in a saved reward model folder: the template it was trained with, its base model
-
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-              "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay")
 
 
 @dataclass
@@ -84,7 +81,7 @@ class RMConfig:
     per_device_train_batch_size: int = _opt(8, "pairs per micro-batch per process")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per process per optimizer step")
     learning_rate: float = _opt(1e-5, "AdamW learning rate (the new score head and the body alike)")
-    lr_scheduler_type: str = _opt("linear", "transformers scheduler name: linear, cosine, constant, ...")
+    lr_scheduler_type: str = _opt("linear", f"transformers scheduler name: {', '.join(SCHEDULERS)}")
     warmup_ratio: float = _opt(0.0, "fraction of the steps with linear warm-up")
     weight_decay: float = _opt(0.0, "AdamW weight decay")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0 disables)")
@@ -112,7 +109,7 @@ def validate_rm_config(c: RMConfig) -> None:
     need(c.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
     need(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
     need(c.learning_rate >= 0 and math.isfinite(c.learning_rate), "learning_rate must be a finite number >= 0")
-    need(c.lr_scheduler_type in SCHEDULERS, f"lr_scheduler_type={c.lr_scheduler_type!r}: choose {', '.join(SCHEDULERS)}")
+    need_choice("lr_scheduler_type", c.lr_scheduler_type, SCHEDULERS)
     need(0 <= c.warmup_ratio <= 1, f"warmup_ratio={c.warmup_ratio}: must be in [0, 1]")
     need(c.weight_decay >= 0, "weight_decay must be >= 0")
     need(c.max_grad_norm >= 0, "max_grad_norm must be >= 0")

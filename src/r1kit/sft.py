@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import ConfigError, _opt, load_config, need
+from .config import DTYPE_HELP, DTYPES, SCHEDULERS, ConfigError, _opt, load_config, need, need_choice
 from .data import DataError, read_jsonl
 from .files import append_jsonl, truncate_jsonl, write_json
 from .report import iter_jsonl
@@ -51,8 +51,6 @@ from .templates import TEMPLATES, build_prompt
 
 IGNORE_INDEX = -100  # label of tokens that are not trained on (prompt and padding)
 MEGA_BATCHES = 50  # length grouping sorts within chunks of this many batches
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-              "inverse_sqrt")
 
 
 @dataclass
@@ -60,7 +58,7 @@ class SFTConfig:
     # model
     model: str = _opt("embedded", "local HF model folder, a hub id in the local cache, or 'embedded' (SmolLM2-135M-Instruct)")
     trust_remote_code: bool = _opt(False, "allow model code from the model folder to run")
-    dtype: str = _opt("auto", "weights dtype: auto (bfloat16 on a GPU that supports it, else float32), float32, bfloat16")
+    dtype: str = _opt("auto", DTYPE_HELP)
     use_lora: bool = _opt(False, "train a LoRA adapter (checkpoints then hold the adapter, not a full model)")
     lora_r: int = _opt(16, "LoRA rank")
     lora_alpha: int = _opt(32, "LoRA alpha")
@@ -80,7 +78,7 @@ class SFTConfig:
     per_device_train_batch_size: int = _opt(8, "examples per micro-batch per process")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per process per optimizer step")
     learning_rate: float = _opt(2e-5, "AdamW learning rate")
-    lr_scheduler_type: str = _opt("linear", "transformers scheduler name: linear, cosine, constant, constant_with_warmup, ...")
+    lr_scheduler_type: str = _opt("linear", f"transformers scheduler name: {', '.join(SCHEDULERS)}")
     warmup_ratio: float = _opt(0.0, "fraction of the steps spent in linear warm-up")
     weight_decay: float = _opt(0.0, "AdamW weight decay")
     adam_beta1: float = _opt(0.9, "AdamW beta1")
@@ -104,7 +102,7 @@ def make_sft_config(yaml_path: str | Path | None = None, overrides: dict[str, An
 
 def validate_sft(c: SFTConfig) -> None:
     """Reject settings that cannot work, naming the option."""
-    need(c.dtype in ("auto", "float32", "bfloat16", "float16"), f"dtype={c.dtype!r}: choose auto, float32, bfloat16 or float16")
+    need_choice("dtype", c.dtype, DTYPES)
     need(c.template in TEMPLATES, f"template={c.template!r}: choose {', '.join(TEMPLATES)}")
     need(bool(c.prompt_field) and bool(c.response_field), "prompt_field and response_field must be non-empty")
     need(c.max_length >= 2, f"max_length={c.max_length}: must be >= 2 (a prompt token and a response token)")
@@ -113,7 +111,7 @@ def validate_sft(c: SFTConfig) -> None:
     need(c.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
     need(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
     need(math.isfinite(c.learning_rate) and c.learning_rate >= 0, f"learning_rate={c.learning_rate}: must be a finite number >= 0")
-    need(c.lr_scheduler_type in SCHEDULERS, f"lr_scheduler_type={c.lr_scheduler_type!r}: choose {', '.join(SCHEDULERS)}")
+    need_choice("lr_scheduler_type", c.lr_scheduler_type, SCHEDULERS)
     need(0 <= c.warmup_ratio < 1, f"warmup_ratio={c.warmup_ratio}: must be in [0, 1)")
     need(c.weight_decay >= 0, f"weight_decay={c.weight_decay}: must be >= 0")
     need(0 <= c.adam_beta1 < 1 and 0 <= c.adam_beta2 < 1, "adam_beta1 and adam_beta2 must be in [0, 1)")

@@ -17,15 +17,7 @@ import math
 import os
 from pathlib import Path
 
-from .config import ConfigError
-
-TRACKERS = ("tensorboard", "wandb", "trackio")
-PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
-
-
-class TrackerError(ConfigError, ValueError):
-    """An unknown tracker, or one whose package is not installed (a ValueError, and a ConfigError so the
-    command line reports it as one line)."""
+from .errors import TrackerError
 
 
 def scalars(metrics: dict) -> dict[str, float]:
@@ -43,8 +35,13 @@ def _need(name: str, module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise TrackerError(f"report_to={name}: the '{PACKAGES[name]}' package is not installed "
-                           f"(pip install {PACKAGES[name]})") from None
+        package = TRACKERS[name].package
+        raise TrackerError(f"report_to={name}: the '{package}' package is not installed "
+                           f"(pip install {package})") from None
+
+
+def _unknown(name: str) -> TrackerError:
+    return TrackerError(f"report_to={name}: unknown tracker; choose from {', '.join(TRACKERS)}, all or none")
 
 
 def normalize_names(names: list[str] | str | None) -> list[str]:
@@ -67,25 +64,28 @@ def normalize_names(names: list[str] | str | None) -> list[str]:
         return found
     for name in wanted:
         if name not in TRACKERS:
-            raise TrackerError(f"report_to={name}: unknown tracker; choose from {', '.join(TRACKERS)}, all or none")
+            raise _unknown(name)
     return list(dict.fromkeys(wanted))
 
 
 def check_tracker(name: str) -> None:
     """Raise TrackerError unless `name`'s package can be imported (cheap; call before a model loads)."""
-    if name == "tensorboard":
+    if name not in TRACKERS:
+        raise _unknown(name)
+    *first, last = TRACKERS[name].modules
+    for module in first:  # any one of a tracker's modules will do
         try:
-            _need(name, "torch.utils.tensorboard")
+            _need(name, module)
+            return
         except TrackerError:
-            _need(name, "tensorboardX")
-    elif name in TRACKERS:
-        _need(name, name)
-    else:
-        raise TrackerError(f"report_to={name}: unknown tracker; choose from {', '.join(TRACKERS)}, all or none")
+            pass
+    _need(name, last)
 
 
 class TensorBoardTracker:
     """Scalars to RUN_DIR/tensorboard (`tensorboard --logdir RUN_DIR/tensorboard`)."""
+
+    package, modules = "tensorboard", ("torch.utils.tensorboard", "tensorboardX")  # pip name; any module will do
 
     def __init__(self, run_dir: Path, config: dict):
         try:
@@ -107,6 +107,8 @@ class TensorBoardTracker:
 class WandbTracker:
     """A Weights & Biases run (project from WANDB_PROJECT, default 'r1kit'; name: the run folder's)."""
 
+    package, modules = "wandb", ("wandb",)
+
     def __init__(self, run_dir: Path, config: dict):
         wandb = _need("wandb", "wandb")
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "r1kit"), name=run_dir.resolve().name,
@@ -122,6 +124,8 @@ class WandbTracker:
 class TrackioTracker:
     """A trackio run (project from TRACKIO_PROJECT, default 'r1kit'; name: the run folder's)."""
 
+    package, modules = "trackio", ("trackio",)
+
     def __init__(self, run_dir: Path, config: dict):
         self.trackio = _need("trackio", "trackio")
         self.trackio.init(project=os.environ.get("TRACKIO_PROJECT", "r1kit"), name=run_dir.resolve().name,
@@ -134,7 +138,8 @@ class TrackioTracker:
         self.trackio.finish()
 
 
-TRACKER_CLASSES = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker, "trackio": TrackioTracker}
+# The one table of trackers: name (as report_to takes it) -> class (its package, its modules, how it logs).
+TRACKERS = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker, "trackio": TrackioTracker}
 
 
 def check_trackers(names: list[str] | str | None) -> list[str]:
@@ -153,4 +158,4 @@ def make_trackers(names: list[str] | str | None, run_dir: str | Path, config: di
     wanted = check_trackers(names)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return [TRACKER_CLASSES[name](run_dir, config) for name in wanted]
+    return [TRACKERS[name](run_dir, config) for name in wanted]
