@@ -159,12 +159,13 @@ def test_every_listed_scheduler_runs_with_the_arguments_r1kit_passes():
 
 
 @pytest.mark.parametrize("option,bad", [("lr_scheduler_type", "cosinus"), ("dtype", "fp8"), ("rollout_dtype", "fp8"),
-                                        ("vllm_dtype", "fp8"), ("loss_type", "ppo")])
+                                        ("vllm_dtype", "fp8"), ("loss_type", "ppo"), ("template", "r1")])
 def test_grpo_config_validates_choices_against_the_tables(option, bad):
     from r1kit.config import DTYPES, SCHEDULERS, ConfigError, make_config
     from r1kit.grpo import LOSS_TYPES
+    from r1kit.templates import TEMPLATES
 
-    table = {"lr_scheduler_type": SCHEDULERS, "loss_type": LOSS_TYPES}.get(option, DTYPES)
+    table = {"lr_scheduler_type": SCHEDULERS, "loss_type": LOSS_TYPES, "template": TEMPLATES}.get(option, DTYPES)
     for good in table:
         assert getattr(make_config(overrides={option: good}), option) == good
     with pytest.raises(ConfigError) as err:

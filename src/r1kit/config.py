@@ -268,7 +268,9 @@ def validate(c: GRPOConfig) -> None:
          f"vllm_gpu_memory_utilization={c.vllm_gpu_memory_utilization}: must be in (0, 1]")
     need(c.importance_sampling_cap >= 0 and math.isfinite(c.importance_sampling_cap),
          f"importance_sampling_cap={c.importance_sampling_cap}: must be a finite number >= 0 (0: off)")
-    need(c.template in ("r1zero", "chat", "plain"), f"template={c.template!r}: choose r1zero, chat or plain")
+    from .templates import TEMPLATES
+
+    need_choice("template", c.template, TEMPLATES)
     need(bool(c.reward_funcs), "reward_funcs: give at least one reward function")
     need(c.reward_weights is None or len(c.reward_weights) == len(c.reward_funcs),
          f"reward_weights has {len(c.reward_weights or [])} entries for {len(c.reward_funcs)} reward_funcs")
@@ -278,7 +280,6 @@ def validate(c: GRPOConfig) -> None:
     need(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit must be >= 1")
     need(c.reward_timeout >= 0 and math.isfinite(c.reward_timeout),
          f"reward_timeout={c.reward_timeout}: must be a number of seconds >= 0 (0: no limit)")
-    need(c.reward_failure in ("zero", "abort"), f"reward_failure={c.reward_failure!r}: choose zero or abort")
     need(c.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite must be >= 1")
     need(c.report_steps >= 0, f"report_steps={c.report_steps}: must be >= 0 (0: report only at the end)")
     need(not c.general_dataset or bool(c.reward_model),
@@ -292,7 +293,9 @@ def validate(c: GRPOConfig) -> None:
 
     need(c.language in TARGET_LANGUAGES, f"language={c.language!r}: choose one of {', '.join(TARGET_LANGUAGES)}")
     check_trackers(c.report_to)  # a TrackerError (a ConfigError) names a missing package before any model loads
-    from .rewards import REWARDS
+    from .rewards import FAILURE_POLICIES, REWARDS
 
+    need(c.reward_failure in FAILURE_POLICIES,
+         f"reward_failure={c.reward_failure!r}: choose {' or '.join(FAILURE_POLICIES)}")
     unknown = [r for r in c.reward_funcs if r not in REWARDS]
     need(not unknown, f"reward_funcs: unknown reward {', '.join(unknown)}; known: {', '.join(sorted(REWARDS))}")
