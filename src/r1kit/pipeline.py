@@ -210,7 +210,7 @@ STAGE_TYPES: dict[str, StageType] = {
     "sft": StageType(_run_sft, "model", resumable=True),
     "coldstart": StageType(_run_coldstart, "data", evaluate=False),
     "rejection": StageType(_run_rejection, "data", evaluate=False),
-    "rm": StageType(_run_rm, "model", evaluate=False),
+    "rm": StageType(_run_rm, "model", evaluate=False, resumable=True),
 }
 ARTIFACTS = ("model", "data", "run")
 RESERVED = ("name", "type", "eval")
