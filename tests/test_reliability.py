@@ -35,7 +35,10 @@ from r1kit.trainer import train
 VOLATILE = {"step_time", "generation_time", "tokens_per_second", "generated_tokens_per_second"}
 
 DRIVER = """
-import sys, time
+import signal, sys, time
+# the child's own signal dispositions: a suite started in the background inherits SIGINT as ignored
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 from r1kit.rewards import register_reward
 
 @register_reward("slow_len")

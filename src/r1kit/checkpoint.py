@@ -23,15 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import TrainingError
+from .errors import CheckpointError  # noqa: F401 (importable from here too)
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
 TMP_PREFIX = ".tmp-checkpoint-"
-
-
-class CheckpointError(TrainingError):
-    """A checkpoint could not be written; the message names the folder and the previous checkpoint."""
 
 
 def rng_state() -> dict[str, Any]:

@@ -344,7 +344,7 @@ def generate_fewshot(c: ColdStartConfig, prompts: list[Example], shots: list[tup
 
     from .models import load_model, load_tokenizer
     from .rollout import generate
-    from .trainer import resolve_dtype
+    from .models import resolve_dtype
 
     tokenizer = load_tokenizer(c.fewshot_model, trust_remote_code=c.trust_remote_code)
     model = load_model(c.fewshot_model, dtype=resolve_dtype(c.dtype), trust_remote_code=c.trust_remote_code)

@@ -52,3 +52,7 @@ class TrackerError(ConfigError, ValueError):
 
 class PipelineError(ConfigError):
     """A pipeline that cannot run as configured; the message names the stage (and the key)."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint could not be written; the message names the folder and the previous checkpoint."""

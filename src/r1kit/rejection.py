@@ -448,7 +448,7 @@ def rejection_sample(config: RejectionConfig, examples: list[Example] | None = N
     if c.judge_model:
         resolve_model_path(c.judge_model)  # a missing judge folder fails now, not after sampling
 
-    from .trainer import resolve_dtype
+    from .models import resolve_dtype
 
     dtype = resolve_dtype(c.dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -15,10 +15,10 @@ Design decisions:
   and in scoring. One space joins the two when neither side has whitespace at the seam (as build_prompt
   puts a space before a prefill), so the plain template does not score "say hi to Bobhi Bob". The
   template a model was trained with is saved in its folder (r1kit_rm.json) and is score()'s default.
-- Training mirrors trainer.py: accelerate from the start (each process takes its slice of a step's pairs,
-  the loss is a per-micro-batch mean over equal-sized micro-batches, so the update equals the
-  single-process one); the pair order is the seeded endless shuffle of r1kit.data.prompt_indices; one
-  JSON line per optimizer step in metrics.jsonl.
+- Training runs in r1kit.loop's loop, as GRPO and SFT do (checkpoints, exact resume, SIGTERM, skipped
+  non-finite updates): each process takes its slice of a step's pairs, the loss is a per-micro-batch
+  mean over equal-sized micro-batches, so the update equals the single-process one; the pair order is
+  the seeded endless shuffle of r1kit.data.prompt_indices, a pure function of the step.
 - The held-out split (eval_fraction, seeded) is scored before training (untrained head, about chance)
   and after, so a run shows that the model learned the preference rather than asserting it.
 - The saved model is a plain HF folder (model + tokenizer), written under a temporary name and renamed,
@@ -30,6 +30,7 @@ Design decisions:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -37,7 +38,7 @@ import random
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,10 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from .config import SCHEDULERS, ConfigError, TrainingError, _opt, load_config, need, need_choice
+from .config import SCHEDULERS, TrainingError, _opt, load_config, need, need_choice
 from .data import DataError, prompt_indices, read_jsonl
-from .files import append_jsonl, jsonl_text, write_atomic, write_json
-from .models import ModelError, default_threads, load_tokenizer, resolve_model_path
+from .files import jsonl_text, write_atomic, write_json
+from .models import ModelError, load_tokenizer, resolve_model_path
 from .templates import TEMPLATES, build_prompt
 
 RM_INFO = "r1kit_rm.json"  # in a saved reward model folder: the template it was trained with, its base model
@@ -89,8 +90,14 @@ class RMConfig:
     seed: int = _opt(42, "seed for the split, the pair order and the new score head")
     # output
     output_dir: str = _opt("runs/rm", "folder for metrics.jsonl, rm_summary.json and the trained model (output_dir/model)")
+    save_steps: int = _opt(0, "save a checkpoint every N steps (and always at the end); 0: only at the end")
+    save_total_limit: int | None = _opt(None, "keep only the last N checkpoints")
+    logging_steps: int = _opt(1, "write a metrics line every N steps (and at the last step)")
+    resume: bool = _opt(False, "resume from the last checkpoint in output_dir")
     overwrite_output_dir: bool = _opt(False, "replace a run already in output_dir")
     torch_threads: int | None = _opt(None, "CPU threads per process (default: cores / processes)")
+    max_consecutive_nonfinite: int = _opt(3, "stop the run after this many NaN/inf updates in a row (each is skipped)")
+    report_to: list[str] = _opt([], "also log metrics to tensorboard, wandb and/or trackio (each needs its package); all, none")
 
 
 def make_rm_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RMConfig:
@@ -116,6 +123,10 @@ def validate_rm_config(c: RMConfig) -> None:
     need(c.center_rewards_coefficient is None or c.center_rewards_coefficient >= 0,
          "center_rewards_coefficient must be >= 0 (or null)")
     need(c.torch_threads is None or c.torch_threads >= 1, "torch_threads must be >= 1")
+    need(c.save_steps >= 0 and c.logging_steps >= 1, "save_steps must be >= 0 and logging_steps >= 1")
+    need(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit must be >= 1")
+    need(c.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite must be >= 1")
+    need(not (c.resume and c.overwrite_output_dir), "resume and overwrite_output_dir: choose one")
     need(bool(c.dataset), "dataset: give a .jsonl of prompt/chosen/rejected pairs or 'toy'")
     for name in ("prompt_field", "chosen_field", "rejected_field"):
         need(bool(getattr(c, name)), f"{name} must not be empty")
@@ -364,25 +375,57 @@ def train_reward_model(config: RMConfig, pairs: list[dict] | None = None, show_p
     (each held-out pair with its scores after training, also in eval_scores.jsonl).
 
     `pairs` (dicts with the config's prompt/chosen/rejected fields) replace the config's dataset.
-    Writes OUTPUT_DIR/metrics.jsonl (one line per optimizer step), OUTPUT_DIR/model (a plain HF
-    sequence-classification folder for load_reward_model) and OUTPUT_DIR/rm_summary.json.
-    Raises ConfigError for an existing run (unless overwrite_output_dir), DataError for bad pairs,
-    ModelError for a model that cannot become a reward model.
+    Writes OUTPUT_DIR/metrics.jsonl (one line per optimizer step), checkpoints (resume, SIGTERM), then
+    OUTPUT_DIR/model (a plain HF sequence-classification folder for load_reward_model) and
+    OUTPUT_DIR/rm_summary.json. The loop is r1kit.loop's, shared with GRPO and SFT.
+    Raises ConfigError for an existing run (unless resume or overwrite_output_dir), DataError for bad
+    pairs, ModelError for a model that cannot become a reward model.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
-    from transformers import get_scheduler
+    from .loop import LoopOptions, open_run
 
     c = config
     t_start = time.perf_counter()
-    out_dir = Path(c.output_dir)
-    existing = [n for n in ("metrics.jsonl", "rm_summary.json", "model") if (out_dir / n).exists()]
-    if existing and not c.overwrite_output_dir:
-        raise ConfigError(f"output_dir {out_dir} already holds a reward-model run ({', '.join(existing)}); "
-                          f"set overwrite_output_dir or choose another output_dir")
+    options = LoopOptions.from_config(c, name="RM", max_steps=0, run_markers=("metrics.jsonl", "rm_summary.json", "model"))
+    with open_run(options, show_progress) as run:
+        records = _read_pairs(c, pairs)  # checked before any model loads
+        model, tokenizer = load_sequence_classifier(str(run.checkpoint or c.model), c.trust_remote_code,
+                                                    new_head=run.checkpoint is None, seed=c.seed)
+        data = prepare_rm_data(c, records, tokenizer, model.config.pad_token_id, run.world, run.is_main)
+        model, body = run.start(model, tokenizer, extra_state={"data_fingerprint": data.fingerprint},
+                                max_steps=data.steps, warmup_steps=math.ceil(c.warmup_ratio * data.steps))
+        if run.is_main and run.start_step == 0:
+            (run.out_dir / "rm_summary.json").unlink(missing_ok=True)  # an overwritten run's
+        # the untrained head's held-out scores, kept in each checkpoint so a resumed run reports them
+        before = run.state.get("eval_before") or held_out_scores(run, body, data)[0]
+        run.extra_state["eval_before"] = before
+        model.train()
+        for step in run.steps():
+            metrics = rm_step(run, c, model, data, step)
+            run.end_step(step + 1, metrics, postfix=dict(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.2f}"))
+        run.finish()
+        after, after_scores = held_out_scores(run, body, data)
+    eval_records = [{**records[data.keep[i]], "chosen_score": cs, "rejected_score": rs}
+                    for i, (cs, rs) in zip(data.eval_idx, after_scores)]
+    summary = {
+        "model_dir": str(run.out_dir / "model"), "base_model": c.model, "template": c.template,
+        "pairs": len(records), "dropped": data.dropped, "train_pairs": len(data.train_pairs),
+        "eval_pairs": len(data.eval_pairs), "steps": data.steps, "eval_accuracy_before": before["accuracy"],
+        "eval_margin_before": before["margin"], "eval_accuracy_after": after["accuracy"],
+        "eval_margin_after": after["margin"], "seconds": round(time.perf_counter() - t_start, 2),
+    }
+    if run.is_main:
+        _save_model_atomic(body, tokenizer, run.out_dir / "model", {"template": c.template, "base_model": c.model,
+                                                                     "max_length": c.max_length})
+        write_atomic(run.out_dir / "eval_scores.jsonl", jsonl_text(eval_records))
+        write_json(run.out_dir / "rm_summary.json", summary)  # last: its presence marks a finished run
+        if data.eval_pairs:
+            print(f"r1kit: reward model held-out accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} "
+                  f"({len(data.eval_pairs)} pairs); saved to {run.out_dir / 'model'}", file=sys.stderr)
+    run.acc.wait_for_everyone()
+    return {**summary, "eval_records": eval_records}
 
-    # --- data (checked before any model loads)
+
+def _read_pairs(c: RMConfig, pairs: list[dict] | None) -> list[dict]:
     fields = (c.prompt_field, c.chosen_field, c.rejected_field)
     if pairs is not None:
         records = [_check_pair(rec, f"pairs[{i}]", fields) for i, rec in enumerate(pairs)]
@@ -392,127 +435,84 @@ def train_reward_model(config: RMConfig, pairs: list[dict] | None = None, show_p
         records = read_preference_pairs(c.dataset, *fields)
     if not records:
         raise DataError("no preference pairs to train on")
+    return records
 
-    hf_logging.disable_progress_bar()
-    acc = Accelerator(cpu=not torch.cuda.is_available())
-    rank, world = acc.process_index, acc.num_processes
-    if c.torch_threads or acc.device.type == "cpu":
-        torch.set_num_threads(default_threads(c.torch_threads, world))
-    model, tokenizer = load_sequence_classifier(c.model, c.trust_remote_code, new_head=True, seed=c.seed)
-    pad_id = model.config.pad_token_id
 
-    # --- tokenise; drop over-long pairs
+@dataclass
+class RMData:
+    """Tokenized pairs, the seeded train/held-out split and the step plan."""
+
+    train_pairs: list[tuple[list[int], list[int]]]
+    eval_pairs: list[tuple[list[int], list[int]]]
+    keep: list[int]  # indices of the records that fit in max_length
+    eval_idx: list[int]  # indices into keep
+    dropped: int
+    pad_id: int
+    local_pairs: int  # pairs per process per step
+    steps: int
+    fingerprint: str
+    eval_batch: int  # pairs per held-out forward
+
+
+def prepare_rm_data(c: RMConfig, records: list[dict], tokenizer: PreTrainedTokenizerBase, pad_id: int, world: int,
+                    is_main: bool) -> RMData:
+    """Tokenise both sides of every pair, drop over-long pairs (counted), split, plan the steps."""
     chosen = encode_texts(tokenizer, [scored_text(r["prompt"], r["chosen"], tokenizer, c.template) for r in records], c.template)
     rejected = encode_texts(tokenizer, [scored_text(r["prompt"], r["rejected"], tokenizer, c.template) for r in records], c.template)
     keep = [i for i in range(len(records)) if len(chosen[i]) <= c.max_length and len(rejected[i]) <= c.max_length]
     dropped = len(records) - len(keep)
     if len(keep) < 2:
         raise DataError(f"{len(keep)} of {len(records)} pairs fit in max_length={c.max_length} tokens; need at least 2")
-    if dropped and acc.is_main_process:
+    if dropped and is_main:
         print(f"r1kit: dropped {dropped} of {len(records)} pairs longer than max_length={c.max_length} tokens")
     train_idx, eval_idx = split_indices(len(keep), c.eval_fraction, c.seed)
     train_pairs = [(chosen[keep[i]], rejected[keep[i]]) for i in train_idx]
     eval_pairs = [(chosen[keep[i]], rejected[keep[i]]) for i in eval_idx]
-
-    # --- schedule: an optimizer step takes per_device x accumulation pairs on every process
     local_pairs = c.per_device_train_batch_size * c.gradient_accumulation_steps
-    pairs_per_step = local_pairs * world
-    steps = c.max_steps if c.max_steps > 0 else max(1, math.ceil(c.num_train_epochs * len(train_pairs) / pairs_per_step))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=c.learning_rate,
-                                  weight_decay=c.weight_decay)
-    # stepped once per optimizer step here, not handed to accelerate (which steps it once per process)
-    scheduler = get_scheduler(c.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(c.warmup_ratio * steps),
-                              num_training_steps=steps)
-    model, optimizer = acc.prepare(model, optimizer)
-    body = acc.unwrap_model(model)
+    steps = c.max_steps if c.max_steps > 0 else max(1, math.ceil(c.num_train_epochs * len(train_pairs) / (local_pairs * world)))
+    fingerprint = hashlib.sha256(json.dumps([train_pairs, eval_pairs]).encode()).hexdigest()[:16]
+    return RMData(train_pairs, eval_pairs, keep, eval_idx, dropped, pad_id, local_pairs, steps, fingerprint,
+                  2 * c.per_device_train_batch_size)
 
-    metrics_path = out_dir / "metrics.jsonl"
-    if acc.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text("")
-        (out_dir / "rm_summary.json").unlink(missing_ok=True)
-        write_json(out_dir / "rm_config.json", asdict(c))
-    acc.wait_for_everyone()
 
-    eval_batch = 2 * c.per_device_train_batch_size
+def held_out_scores(run, body: torch.nn.Module, data: RMData) -> tuple[dict, list[tuple[float, float]]]:
+    """Held-out accuracy and margin over all processes (each scores its shard), and each pair's scores."""
+    shard = list(range(run.rank, len(data.eval_pairs), run.world))
+    _, scores = _evaluate(body, [data.eval_pairs[i] for i in shard], data.pad_id, run.acc.device, data.eval_batch)
+    all_scores = [s for _, s in sorted(run.gather_objects(list(zip(shard, scores))))]
+    if not all_scores:
+        return {"accuracy": None, "margin": None}, []
+    return {"accuracy": sum(a > b for a, b in all_scores) / len(all_scores),
+            "margin": sum(a - b for a, b in all_scores) / len(all_scores)}, all_scores
 
-    def held_out() -> tuple[dict, list[tuple[float, float]]]:
-        """Held-out metrics over all processes (each scores its shard)."""
-        shard = list(range(rank, len(eval_pairs), world))
-        _, scores = _evaluate(body, [eval_pairs[i] for i in shard], pad_id, acc.device, eval_batch)
-        indexed = list(zip(shard, scores))
-        indexed = sorted(gather_object(indexed) if world > 1 else indexed)
-        all_scores = [s for _, s in indexed]
-        if not all_scores:
-            return {"accuracy": None, "margin": None}, []
-        return {"accuracy": sum(a > b for a, b in all_scores) / len(all_scores),
-                "margin": sum(a - b for a, b in all_scores) / len(all_scores)}, all_scores
 
-    before, _ = held_out()
-    model.train()
-    bar = tqdm(total=steps, desc="RM", unit="step", disable=not (show_progress and acc.is_main_process),
-               dynamic_ncols=True)
-    nonfinite_streak = 0
-    with bar:
-        for step in range(steps):
-            t_step = time.perf_counter()
-            order = prompt_indices(len(train_pairs), step * pairs_per_step, pairs_per_step, c.seed)
-            mine = order[rank * local_pairs:(rank + 1) * local_pairs]
-            totals = torch.zeros(4, device=acc.device)  # [loss, correct, margin sum, pairs]
-            for micro in range(c.gradient_accumulation_steps):
-                batch = [train_pairs[i] for i in mine[micro * c.per_device_train_batch_size:(micro + 1) * c.per_device_train_batch_size]]
-                last = micro == c.gradient_accumulation_steps - 1
-                # gradients are all-reduced only on the last micro-batch of a step
-                with contextlib.nullcontext() if last or world == 1 else acc.no_sync(model):
-                    scores = forward_scores(model, [ch for ch, _ in batch] + [rj for _, rj in batch], pad_id, acc.device)  # [2 * pairs]
-                    chosen_scores, rejected_scores = scores[: len(batch)], scores[len(batch):]  # [pairs], [pairs]
-                    loss = bradley_terry_loss(chosen_scores, rejected_scores, c.center_rewards_coefficient)  # []
-                    acc.backward(loss / c.gradient_accumulation_steps)
-                margin = (chosen_scores - rejected_scores).detach()  # [pairs]
-                totals += torch.stack([loss.detach() / c.gradient_accumulation_steps, (margin > 0).sum().float(),
-                                       margin.sum(), torch.tensor(float(len(batch)), device=acc.device)])
-            grad_norm = acc.clip_grad_norm_(model.parameters(), c.max_grad_norm if c.max_grad_norm > 0 else float("inf"))
-            finite = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(totals[0]))
-            if finite:
-                optimizer.step()
-                nonfinite_streak = 0
-            else:
-                nonfinite_streak += 1
-                if nonfinite_streak >= 3:
-                    raise TrainingError(f"step {step + 1}: 3 non-finite updates in a row (lower learning_rate?)")
-            optimizer.zero_grad(set_to_none=True)
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            totals = acc.reduce(totals, reduction="sum") if world > 1 else totals
-            record = {"step": step + 1, "epoch": round((step + 1) * pairs_per_step / len(train_pairs), 4),
-                      "loss": totals[0].item() / world, "accuracy": totals[1].item() / totals[3].item(),
-                      "margin": totals[2].item() / totals[3].item(), "grad_norm": float(grad_norm),
-                      "learning_rate": lr, "skipped_update": not finite, "seconds": time.perf_counter() - t_step}
-            if acc.is_main_process:
-                append_jsonl(metrics_path, [record])
-            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
-            bar.update(1)
-
-    after, after_scores = held_out()
-    eval_records = [{**records[keep[i]], "chosen_score": cs, "rejected_score": rs}
-                    for i, (cs, rs) in zip(eval_idx, after_scores)]
-    summary = {
-        "model_dir": str(out_dir / "model"), "base_model": c.model, "template": c.template,
-        "pairs": len(records), "dropped": dropped, "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs),
-        "steps": steps, "eval_accuracy_before": before["accuracy"], "eval_margin_before": before["margin"],
-        "eval_accuracy_after": after["accuracy"], "eval_margin_after": after["margin"],
-        "seconds": round(time.perf_counter() - t_start, 2),
-    }
-    if acc.is_main_process:
-        _save_model_atomic(body, tokenizer, out_dir / "model", {"template": c.template, "base_model": c.model,
-                                                                 "max_length": c.max_length})
-        write_atomic(out_dir / "eval_scores.jsonl", jsonl_text(eval_records))
-        write_json(out_dir / "rm_summary.json", summary)  # last: its presence marks a finished run
-        if eval_pairs:
-            print(f"r1kit: reward model held-out accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} "
-                  f"({len(eval_pairs)} pairs); saved to {out_dir / 'model'}", file=sys.stderr)
-    acc.wait_for_everyone()
-    return {**summary, "eval_records": eval_records}
+def rm_step(run, c: RMConfig, model: torch.nn.Module, data: RMData, step: int) -> dict:
+    """One optimizer step: this process's slice of the step's pairs, in micro-batches; the loss is a
+    mean over equal-sized micro-batches, so the update equals the single-process one."""
+    t_step = time.perf_counter()
+    B, accum = c.per_device_train_batch_size, c.gradient_accumulation_steps
+    order = prompt_indices(len(data.train_pairs), step * data.local_pairs * run.world, data.local_pairs * run.world, c.seed)
+    mine = order[run.rank * data.local_pairs:(run.rank + 1) * data.local_pairs]
+    totals = torch.zeros(4, device=run.acc.device)  # [loss, correct, margin sum, pairs]
+    for micro in range(accum):
+        batch = [data.train_pairs[i] for i in mine[micro * B:(micro + 1) * B]]
+        last = micro == accum - 1
+        # gradients are all-reduced only on the last micro-batch of a step
+        with contextlib.nullcontext() if last or run.world == 1 else run.acc.no_sync(model):
+            scores = forward_scores(model, [ch for ch, _ in batch] + [rj for _, rj in batch], data.pad_id, run.acc.device)  # [2 * pairs]
+            chosen_scores, rejected_scores = scores[: len(batch)], scores[len(batch):]  # [pairs], [pairs]
+            loss = bradley_terry_loss(chosen_scores, rejected_scores, c.center_rewards_coefficient)  # []
+            run.acc.backward(loss / accum)
+        margin = (chosen_scores - rejected_scores).detach()  # [pairs]
+        totals += torch.stack([loss.detach() / accum, (margin > 0).sum().float(), margin.sum(),
+                               torch.tensor(float(len(batch)), device=run.acc.device)])
+    lr = run.learning_rate  # the rate this update uses
+    update = run.update(~torch.isfinite(totals[0]))
+    totals = run.acc.reduce(totals, reduction="sum") if run.world > 1 else totals
+    return {"step": step + 1, "epoch": round((step + 1) * data.local_pairs * run.world / len(data.train_pairs), 4),
+            "loss": totals[0].item() / run.world, "accuracy": totals[1].item() / totals[3].item(),
+            "margin": totals[2].item() / totals[3].item(), "grad_norm": update.grad_norm,
+            "learning_rate": lr, "skipped_update": update.skipped, "seconds": time.perf_counter() - t_step}
 
 
 # --- a toy preference set ------------------------------------------------------------------------------

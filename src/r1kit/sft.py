@@ -19,11 +19,12 @@ Design decisions:
   maps to (epoch, first batch) by arithmetic, so --resume replays exactly the batches the uninterrupted
   run would have seen. Token counts, padding and the loss normaliser come from the batch plan itself,
   identical on every process, so they need no communication.
-- Same accelerate loop shape as trainer.py: AdamW, a transformers scheduler, acc.no_sync during
-  accumulation, `loss * world` because DDP averages gradients, atomic checkpoints with optimizer,
-  scheduler, step and random states. With LoRA the checkpoints hold the adapter (as trainer.py does).
-- A run folder is never overwritten by accident: an existing run needs resume or overwrite_output_dir,
-  and overwrite removes the old run's checkpoints so that the latest checkpoint is always this run's.
+- The loop is r1kit.loop's, shared with GRPO and reward models: AdamW, a transformers scheduler,
+  atomic checkpoints with optimizer, scheduler, step and random states (with LoRA they hold the
+  adapter), SIGINT/SIGTERM save and stop, non-finite updates skipped. A run folder is never
+  overwritten by accident: an existing run needs resume or overwrite_output_dir, and overwrite removes
+  the old run's checkpoints so that the latest checkpoint is always this run's. Here: acc.no_sync
+  during accumulation and `loss * world`, because DDP averages gradients.
 """
 
 from __future__ import annotations
@@ -33,9 +34,8 @@ import hashlib
 import json
 import math
 import random
-import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ from torch import Tensor
 
 from .config import DTYPE_HELP, DTYPES, SCHEDULERS, ConfigError, _opt, load_config, need, need_choice
 from .data import DataError, read_jsonl
-from .files import append_jsonl, truncate_jsonl, write_json
+from .checkpoint import latest_checkpoint
+from .files import write_json
 from .report import iter_jsonl
 from .templates import TEMPLATES, build_prompt
 
@@ -93,6 +94,8 @@ class SFTConfig:
     resume: bool = _opt(False, "resume from the last checkpoint in output_dir")
     overwrite_output_dir: bool = _opt(False, "start afresh even if output_dir already holds a run (its checkpoints are deleted)")
     torch_threads: int | None = _opt(None, "CPU threads per process (default: cores / processes)")
+    max_consecutive_nonfinite: int = _opt(3, "stop the run after this many NaN/inf updates in a row (each is skipped)")
+    report_to: list[str] = _opt([], "also log metrics to tensorboard, wandb and/or trackio (each needs its package); all, none")
 
 
 def make_sft_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SFTConfig:
@@ -123,6 +126,7 @@ def validate_sft(c: SFTConfig) -> None:
     need(c.lora_r >= 1 and c.lora_alpha >= 1 and 0 <= c.lora_dropout < 1,
          "lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1)")
     need(not (c.resume and c.overwrite_output_dir), "resume and overwrite_output_dir: choose one")
+    need(c.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite must be >= 1")
 
 
 # ---------------------------------------------------------------- data
@@ -295,8 +299,6 @@ def final_model_dir(output_dir: str | Path) -> Path:
     A full HF model folder, or with use_lora an adapter folder (adapter_config.json, no config.json).
     Raises ConfigError when output_dir holds no complete checkpoint.
     """
-    from .checkpoint import latest_checkpoint
-
     ckpt = latest_checkpoint(output_dir)
     if ckpt is None:
         raise ConfigError(f"output_dir {output_dir}: no complete checkpoint (has the SFT run finished?)")
@@ -317,35 +319,74 @@ def _data_fingerprint(examples: list[dict]) -> str:
 def sft_train(config: SFTConfig, records: list[dict] | None = None, show_progress: bool = True) -> list[dict]:
     """Fine-tune config.model on prompt -> response pairs; returns the metrics of each step run here
     (also written to metrics.jsonl). `records` (dicts with prompt_field/response_field) replace the
-    config's dataset file. The final checkpoint is final_model_dir(config.output_dir)."""
-    from accelerate import Accelerator
-    from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
-    from transformers import get_scheduler
-    from transformers.utils import logging as hf_logging
-
-    from .checkpoint import (latest_checkpoint, list_checkpoints, load_training_state, remove_temporary_checkpoints,
-                             rng_state, save_checkpoint, set_rng_state)
-    from .models import default_threads, load_policy, load_tokenizer
-    from .trainer import resolve_dtype
+    config's dataset file. The final checkpoint is final_model_dir(config.output_dir). The loop (resume,
+    checkpoints, signals, non-finite updates) is r1kit.loop's."""
+    from .loop import LoopOptions, open_run
+    from .models import load_policy
+    from .models import resolve_dtype
 
     c = config
     validate_sft(c)
     t_begin = time.perf_counter()
-    hf_logging.disable_progress_bar()  # transformers' load/save bars would break our progress bar
-    acc = Accelerator(cpu=not torch.cuda.is_available())
-    rank, world = acc.process_index, acc.num_processes
-    if c.torch_threads or acc.device.type == "cpu":
-        torch.set_num_threads(default_threads(c.torch_threads, world))
-    out_dir = Path(c.output_dir)
+    options = LoopOptions.from_config(c, name="SFT", max_steps=0, config={"stage": "sft", **asdict(c)})
+    with open_run(options, show_progress) as run:
+        data = prepare_sft_data(c, records, run.world, run.is_main)
+        torch.manual_seed(c.seed)
+        model = load_policy(c, run.checkpoint, resolve_dtype(c.dtype))
+        model.config.use_cache = False
+        model, _ = run.start(model, data.tokenizer, extra_state={"data_fingerprint": data.fingerprint},
+                             max_steps=data.max_steps, warmup_steps=math.ceil(c.warmup_ratio * data.max_steps))
+        if run.is_main and run.start_step == 0:
+            (run.out_dir / "sft_summary.json").unlink(missing_ok=True)  # an overwritten run's
+        history: list[dict] = []
+        for step in run.steps():
+            metrics = sft_step(run, c, model, data, step)
+            history.append(metrics)
+            run.end_step(step + 1, metrics, postfix=dict(loss=f"{metrics['loss']:.4f}",
+                                                         epoch=f"{metrics['epoch']:.2f}", s=f"{metrics['step_time']:.2f}"))
+        run.finish()
+        if run.is_main:
+            last = history[-1] if history else [{}, *iter_jsonl(run.out_dir / "metrics.jsonl")][-1]
+            steps = max(data.max_steps, run.start_step)
+            write_json(run.out_dir / "sft_summary.json", {
+                "examples": len(data.examples), "dropped_examples": data.dropped, "steps": steps,
+                "steps_per_epoch": data.steps_per_epoch, "epochs": steps / data.steps_per_epoch,
+                "final_loss": last.get("loss"), "seconds": time.perf_counter() - t_begin,
+                "final_checkpoint": str(latest_checkpoint(run.out_dir)), "world_size": run.world})
+        run.acc.wait_for_everyone()
+    return history
 
-    # --- resume or fresh start (checked before anything is loaded or written)
-    checkpoint = latest_checkpoint(out_dir) if c.resume else None
-    if not c.resume and not c.overwrite_output_dir and ((out_dir / "metrics.jsonl").exists() or list_checkpoints(out_dir)):
-        raise ConfigError(f"output_dir {out_dir} already holds a run; pass --resume to continue it, "
-                          f"--overwrite_output_dir to replace it, or choose another output_dir")
+
+@dataclass
+class SFTData:
+    """The tokenized training set and its step plan: step s uses micro-batches [k*M, (k+1)*M) of epoch
+    s // steps_per_epoch, M = processes x gradient_accumulation_steps."""
+
+    tokenizer: Any
+    examples: list[dict]
+    lengths: list[int]
+    targets: list[int]  # response tokens per example
+    dropped: int  # examples longer than max_length
+    micro_per_step: int  # M
+    steps_per_epoch: int
+    max_steps: int
+    fingerprint: str
+    plan: dict = field(default_factory=dict)  # epoch -> its batches (the current epoch only)
+
+    def step_batches(self, c: SFTConfig, step: int) -> list[list[int]]:
+        """The global batch of `step`: M micro-batches of example indices."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        if epoch not in self.plan:
+            self.plan = {epoch: epoch_batches(self.lengths, c.per_device_train_batch_size, c.seed, epoch,
+                                              c.group_by_length)}
+        return self.plan[epoch][k * self.micro_per_step:(k + 1) * self.micro_per_step]
+
+
+def prepare_sft_data(c: SFTConfig, records: list[dict] | None, world: int, is_main: bool) -> SFTData:
+    """Pairs -> prompts rendered with the template -> tokenized examples, over-long ones dropped (counted)."""
+    from .models import load_tokenizer
+
     pairs = load_pairs(c, records)
-
     tokenizer = load_tokenizer(c.model, c.trust_remote_code)
     try:
         prompts = [build_prompt(p, tokenizer, c.template) for p, _ in pairs]
@@ -356,143 +397,53 @@ def sft_train(config: SFTConfig, records: list[dict] | None = None, show_progres
     dropped = len(tokenized) - len(examples)
     if not examples:
         raise DataError(f"all {len(pairs)} examples are longer than max_length={c.max_length} tokens")
-    if dropped and acc.is_main_process:
+    if dropped and is_main:
         print(f"r1kit: sft: dropped {dropped} of {len(pairs)} examples longer than max_length={c.max_length} tokens")
-    lengths = [len(e["input_ids"]) for e in examples]
-    targets = [num_targets(e) for e in examples]
-
-    # --- the step plan: step s uses micro-batches [k*M, (k+1)*M) of epoch s // steps_per_epoch
-    B = c.per_device_train_batch_size
-    M = world * c.gradient_accumulation_steps  # micro-batches per optimizer step, all processes
-    steps_per_epoch = math.ceil(math.ceil(len(examples) / B) / M)
+    M = world * c.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(math.ceil(len(examples) / c.per_device_train_batch_size) / M)
     max_steps = c.max_steps if c.max_steps > 0 else c.num_train_epochs * steps_per_epoch
-    fingerprint = _data_fingerprint(examples)
-    state = load_training_state(checkpoint) if checkpoint is not None else None
-    if state is not None and state.get("data_fingerprint") != fingerprint:
-        raise ConfigError(f"resume: the training data differs from the data of {checkpoint} (dataset, template, "
-                          f"max_length or tokenizer changed), so the batches would not match; use a new output_dir")
+    return SFTData(tokenizer, examples, [len(e["input_ids"]) for e in examples], [num_targets(e) for e in examples],
+                   dropped, M, steps_per_epoch, max_steps, _data_fingerprint(examples))
 
-    torch.manual_seed(c.seed)
-    dtype = resolve_dtype(c.dtype)
-    model = load_policy(c, checkpoint, dtype)
-    model.config.use_cache = False
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2),
-                                  weight_decay=c.weight_decay)
-    # not handed to accelerate, which would step it once per process
-    scheduler = get_scheduler(c.lr_scheduler_type, optimizer, num_warmup_steps=math.ceil(c.warmup_ratio * max_steps),
-                              num_training_steps=max_steps)
-    model, optimizer = acc.prepare(model, optimizer)
-    policy = acc.unwrap_model(model)
-
-    start_step = 0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"][rank] if rank < len(state["rng"]) else state["rng"][0])
-        start_step = state["step"]
-    if acc.is_main_process:
-        remove_temporary_checkpoints(out_dir)  # half-written by a run that was killed while saving
-        if checkpoint is not None:
-            truncate_jsonl(out_dir / "metrics.jsonl", start_step)
-            print(f"r1kit: sft: resuming from {checkpoint} at step {start_step}")
-        else:
-            if c.resume:
-                print(f"r1kit: sft: no complete checkpoint in {out_dir}; starting from step 0")
-            out_dir.mkdir(parents=True, exist_ok=True)
-            if c.overwrite_output_dir:  # the old run's checkpoints would pass for this run's
-                for old in list_checkpoints(out_dir):
-                    shutil.rmtree(old)
-                (out_dir / "sft_summary.json").unlink(missing_ok=True)
-            (out_dir / "metrics.jsonl").write_text("")
-            write_json(out_dir / "config.json", {"stage": "sft", **asdict(c)})
-    acc.wait_for_everyone()
-
-    def save(step: int) -> None:
-        states = gather_object([rng_state()]) if world > 1 else [rng_state()]
-        if acc.is_main_process:
-            training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                              "step": step, "rng": states, "data_fingerprint": fingerprint}
-            save_checkpoint(out_dir, step, policy, tokenizer, training_state,
-                            {"config": asdict(c), "world_size": world, "stage": "sft"}, c.save_total_limit)
-        acc.wait_for_everyone()
-
-    history: list[dict] = []
-    plan: dict[int, list[list[int]]] = {}  # epoch -> its batches (the current epoch only)
-    bar = tqdm(total=max_steps, initial=start_step, desc="SFT", unit="step",
-               disable=not (show_progress and acc.is_main_process), dynamic_ncols=True)
-    with bar:
-        for step in range(start_step, max_steps):
-            t_start = time.perf_counter()
-            epoch, k = divmod(step, steps_per_epoch)
-            if epoch not in plan:
-                plan = {epoch: epoch_batches(lengths, B, c.seed, epoch, c.group_by_length)}
-            step_batches = plan[epoch][k * M:(k + 1) * M]  # the global batch of this step
-            # this process's micro-batches; every process runs the same number of slots (DDP needs the
-            # same collectives everywhere), a process short of data repeats a batch with weight 0
-            slots = math.ceil(len(step_batches) / world)
-            mine = step_batches[rank::world]
-            n_targets = sum(targets[i] for b in step_batches for i in b)
-
-            model.train()
-            loss_sum = torch.zeros((), device=acc.device)  # summed on the device: no sync per micro-batch
-            for s in range(slots):
-                batch_idx, weight = (mine[s], 1.0) if s < len(mine) else (step_batches[0], 0.0)
-                batch = {key: v.to(acc.device) for key, v in collate([examples[i] for i in batch_idx],
-                                                                     tokenizer.pad_token_id).items()}
-                sync = contextlib.nullcontext() if s == slots - 1 else acc.no_sync(model)
-                with sync:
-                    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [b, T, V]
-                    loss = sft_loss(logits, batch["labels"], n_targets) * weight
-                    # DDP averages gradients over processes; the loss is already normalised globally
-                    acc.backward(loss * world)
-                loss_sum += loss.detach()
-            if c.max_grad_norm > 0:
-                norm = float(acc.clip_grad_norm_(model.parameters(), c.max_grad_norm))
-            else:
-                norm = float(torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None])))
-            lr = scheduler.get_last_lr()[0]  # the rate this update uses
-            skipped = not math.isfinite(norm)  # a NaN/inf never reaches the weights or the optimizer state
-            if not skipped:
-                optimizer.step()
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum = (acc.reduce(loss_sum, reduction="sum") if world > 1 else loss_sum).item()
-
-            step_time = time.perf_counter() - t_start
-            tokens = sum(lengths[i] for b in step_batches for i in b)
-            metrics = {
-                "step": step + 1,
-                "epoch": (step + 1) / steps_per_epoch,
-                "loss": loss_sum,  # mean next-token NLL over the step's response tokens
-                "grad_norm": norm,
-                "learning_rate": lr,
-                "tokens": tokens,
-                "response_tokens": n_targets,
-                "tokens_per_second": tokens / step_time,
-                "padding_fraction": padding_fraction(step_batches, lengths),
-                "step_time": step_time,
-                "skipped_update": skipped,
-                "dropped_examples": dropped,
-            }
-            history.append(metrics)
-            if acc.is_main_process:
-                if (step + 1) % c.logging_steps == 0 or step + 1 == max_steps:
-                    append_jsonl(out_dir / "metrics.jsonl", [metrics])
-                if skipped:
-                    bar.write(f"r1kit: sft: step {step + 1}: non-finite gradient (grad_norm {norm}); update skipped")
-                bar.set_postfix(loss=f"{loss_sum:.4f}", epoch=f"{metrics['epoch']:.2f}", s=f"{step_time:.2f}")
-                bar.update(1)
-            if (c.save_steps and (step + 1) % c.save_steps == 0) or step + 1 == max_steps:
-                save(step + 1)
-
-    if acc.is_main_process:
-        last = history[-1] if history else [{}, *iter_jsonl(out_dir / "metrics.jsonl")][-1]
-        write_json(out_dir / "sft_summary.json", {
-            "examples": len(examples), "dropped_examples": dropped, "steps": max(max_steps, start_step),
-            "steps_per_epoch": steps_per_epoch, "epochs": max(max_steps, start_step) / steps_per_epoch,
-            "final_loss": last.get("loss"), "seconds": time.perf_counter() - t_begin,
-            "final_checkpoint": str(latest_checkpoint(out_dir)), "world_size": world})
-    acc.wait_for_everyone()
-    return history
+def sft_step(run, c: SFTConfig, model: torch.nn.Module, data: SFTData, step: int) -> dict:
+    """One optimizer step over the step's global batch; loss on response tokens, normalised by the
+    global batch's response tokens. Every process runs the same number of micro-batch slots (DDP needs
+    the same collectives everywhere); a process short of data repeats a batch with weight 0."""
+    t_start = time.perf_counter()
+    step_batches = data.step_batches(c, step)
+    slots = math.ceil(len(step_batches) / run.world)
+    mine = step_batches[run.rank::run.world]
+    n_targets = sum(data.targets[i] for b in step_batches for i in b)
+    model.train()
+    loss_sum = torch.zeros((), device=run.acc.device)  # summed on the device: no sync per micro-batch
+    for s in range(slots):
+        batch_idx, weight = (mine[s], 1.0) if s < len(mine) else (step_batches[0], 0.0)
+        batch = {key: v.to(run.acc.device) for key, v in collate([data.examples[i] for i in batch_idx],
+                                                                 data.tokenizer.pad_token_id).items()}
+        sync = contextlib.nullcontext() if s == slots - 1 else run.acc.no_sync(model)
+        with sync:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [b, T, V]
+            loss = sft_loss(logits, batch["labels"], n_targets) * weight
+            # DDP averages gradients over processes; the loss is already normalised globally
+            run.acc.backward(loss * run.world)
+        loss_sum += loss.detach()
+    lr = run.learning_rate  # the rate this update uses
+    update = run.update(~torch.isfinite(loss_sum))
+    loss_sum = (run.acc.reduce(loss_sum, reduction="sum") if run.world > 1 else loss_sum).item()
+    step_time = time.perf_counter() - t_start
+    tokens = sum(data.lengths[i] for b in step_batches for i in b)
+    return {
+        "step": step + 1,
+        "epoch": (step + 1) / data.steps_per_epoch,
+        "loss": loss_sum,  # mean next-token NLL over the step's response tokens
+        "grad_norm": update.grad_norm,
+        "learning_rate": lr,
+        "tokens": tokens,
+        "response_tokens": n_targets,
+        "tokens_per_second": tokens / step_time,
+        "padding_fraction": padding_fraction(step_batches, data.lengths),
+        "step_time": step_time,
+        "skipped_update": update.skipped,
+        "dropped_examples": data.dropped,
+    }

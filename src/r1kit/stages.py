@@ -153,6 +153,7 @@ STAGE_TYPES: dict[str, StageType] = {
                            evaluate=False, command="rejection sampling: sample from a checkpoint, keep correct "
                                                    "readable answers, add non-reasoning data"),
     "rm": StageType(("r1kit.reward_model", "RMConfig", "validate_rm_config"), _run_rm, "model", evaluate=False,
+                    resumable=True,
                     command="train a reward model (Bradley-Terry on chosen/rejected pairs)"),
 }
 
