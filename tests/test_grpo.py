@@ -603,7 +603,7 @@ def test_soft_overlong_penalty_is_dapos_piecewise_ramp():
     lengths = list(range(0, 25))
     got = soft_overlong_penalty(lengths, L_max, buf)
     for n, p in zip(lengths, got):
-        # DAPO Eq. 13 as a clipped ramp: 0 before the buffer, -1 at and beyond the limit
+        # DAPO's soft overlong punishment as a clipped ramp: 0 before the buffer, -1 at and beyond the limit
         want = -1.0 if n > L_max else -min(max((n - (L_max - buf)) / buf, 0.0), 1.0)
         assert p == pytest.approx(want, abs=1e-12), n
     assert got[L_max - buf] == 0.0 and got[L_max] == -1.0 and got[L_max + 1] == -1.0
@@ -686,3 +686,12 @@ def test_config_accepts_every_registered_name_and_the_boolean_scales():
         assert make_config(overrides=dict(scale_rewards=value)).scale_rewards == value
     with pytest.raises(ConfigError, match="^epsilon_high=0.2: loss_type=cispo"):
         make_config(overrides=dict(loss_type="cispo"))
+
+
+def test_cli_rejects_a_bad_algorithm_name_with_one_line():
+    from tests.conftest import run_cli
+
+    result = run_cli("grpo", "--advantage_estimator", "gae")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "advantage_estimator='gae'" in lines[0], result.stderr

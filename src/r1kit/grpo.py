@@ -35,7 +35,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-ADV_EPS = 1e-4  # added to the std before dividing (TRL's value): a group of near-equal rewards stays finite
+ADV_EPS = 1e-4  # added to the std before dividing: a group of near-equal rewards stays finite
 SCALE_REWARDS = ("group", "batch", "none")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 IMPORTANCE_SAMPLING_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
