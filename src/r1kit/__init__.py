@@ -9,7 +9,7 @@ groups the modules by role and lists the rules the layout keeps (no import cycle
 
 from .config import ConfigError, GRPOConfig, TrainingError, TrainingStopped, make_config
 from .data import DataError, Example, load_examples
-from .grpo import group_advantages, grpo_loss, kl_k3
+from .grpo import group_advantages, grpo_loss, kl_k3, register_advantage_estimator, register_loss
 from .models import ModelError, build_tiny_model, load_model, load_tokenizer
 from .rewards import REWARDS, RewardError, compute_rewards, register_reward, score_completions
 from .rollout import Rollout, generate
@@ -22,7 +22,7 @@ __all__ = [
     "RewardError", "Rollout", "build_prompt", "build_tiny_model", "compute_rewards", "generate",
     "group_advantages", "grpo_loss", "kl_k3", "load_examples", "load_model", "load_tokenizer", "make_config",
     "register_reward", "score_completions", "train", "iter_train", "TrainingError", "TrainingStopped",
-    "evaluate", "write_report",
+    "evaluate", "write_report", "register_loss", "register_advantage_estimator",
 ]
 
 

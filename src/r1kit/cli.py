@@ -44,6 +44,11 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type = GRPOConfig)
         ftype, help_text = str(f.type), f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{help_text} (default: {default})"}
+        if ftype == "bool | str":  # --scale_rewards [VALUE] and --no-scale_rewards
+            group.add_argument(f"--{f.name}", nargs="?", const=True, metavar="VALUE", **kw)
+            group.add_argument(f"--no-{f.name}", dest=f.name, action="store_const", const=False,
+                               default=argparse.SUPPRESS, help=f"same as --{f.name} false")
+            continue
         if ftype.startswith("bool"):
             group.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, **kw)
             continue

@@ -93,10 +93,23 @@ class GRPOConfig:
     beta: float = _opt(0.001, "KL coefficient to the reference model (paper: 0.001); 0 skips the reference")
     epsilon: float = _opt(0.2, "clip range: ratio is clipped to [1-epsilon, 1+epsilon_high]")
     epsilon_high: float | None = _opt(None, "upper clip range (DAPO clip-higher); default: epsilon")
-    loss_type: str = _opt("grpo", "'grpo' (per-output token mean, the paper), 'dapo' (token-level), 'dr_grpo'")
-    scale_rewards: bool = _opt(True, "divide advantages by the group std (the paper); Dr. GRPO turns this off")
+    loss_type: str = _opt("grpo", "'grpo' (per-output token mean, the paper), 'dapo' (token-level), 'dr_grpo', 'bnpo', 'cispo' (epsilon_high is its cap, e.g. 5.0), 'sapo', or a loss registered with r1kit.grpo.register_loss (docs/algorithms.md)")
+    scale_rewards: bool | str = _opt(True, "divide advantages by the std of each group ('group' or true: the paper), of the whole batch ('batch'), or not at all ('none' or false: Dr. GRPO)")
     num_iterations: int = _opt(1, "mu: policy updates per batch of rollouts, pi_old fixed at sampling")
     importance_sampling_cap: float = _opt(0.0, "0: off; C > 0: weight each token's loss by min(pi_old / pi_rollout, C), truncated importance sampling for a rollout engine whose weights differ from the policy's (rollout_dtype=bfloat16, vllm)")
+    # GRPO family options (docs/algorithms.md; TRL's names where TRL has the option)
+    advantage_estimator: str = _opt("grpo", "'grpo' (group mean baseline), 'rloo' (leave-one-out baseline), 'reinforce_plus_plus' (batch baseline, batch whitening), or one registered with r1kit.grpo.register_advantage_estimator")
+    importance_sampling_level: str = _opt("token", "'token': one ratio per token (the default); 'sequence': GSPO, one ratio per output, exp of the mean token log-ratio (GSPO uses epsilon 3e-4, epsilon_high 4e-4)")
+    sapo_temperature_pos: float = _opt(1.0, "loss_type=sapo: gate temperature for tokens with positive advantage")
+    sapo_temperature_neg: float = _opt(1.05, "loss_type=sapo: gate temperature for tokens with non-positive advantage")
+    top_entropy_quantile: float = _opt(1.0, "train the policy term only on this top fraction of tokens by entropy (the 80/20 paper: 0.2); 1.0 keeps every token")
+    entropy_coef: float = _opt(0.0, "entropy bonus: subtract entropy_coef x the token's entropy from the loss (0: off)")
+    mask_truncated_completions: bool = _opt(False, "no loss on completions cut at max_completion_length (DAPO)")
+    importance_sampling_mode: str = _opt("token_truncate", "with importance_sampling_cap C > 0: token_truncate (TIS, min(w, C) per token), token_mask (IcePop: w outside [1/C, C] set to 0), sequence_truncate, sequence_mask (one w per completion)")
+    overlong_buffer_length: int = _opt(0, "soft_overlong reward (DAPO): completions longer than max_completion_length minus this many tokens are penalised linearly, down to -overlong_penalty_factor at the limit (0: off)")
+    overlong_penalty_factor: float = _opt(1.0, "largest soft_overlong penalty, added to the reward")
+    dynamic_sampling: bool = _opt(False, "DAPO dynamic sampling: drop groups whose rewards are all equal and sample more prompts until the step's groups are all informative")
+    max_resample_rounds: int = _opt(3, "dynamic_sampling: extra rounds of sampling per step at most; the step then trains on the informative groups it has")
     # optimisation
     learning_rate: float = _opt(1e-6, "AdamW learning rate")
     weight_decay: float = _opt(0.0, "AdamW weight decay")
@@ -168,6 +181,8 @@ def _coerce(name: str, value: Any, source: str, fields: dict[str, dataclasses.Fi
         if "None" in ftype:
             return None
         raise ConfigError(f"{source}: option '{name}' cannot be null")
+    if ftype == "bool | str":  # a switch with named settings (scale_rewards: true, false, group, batch, none)
+        return value if isinstance(value, bool) else str(value)
     if ftype.startswith("list"):
         value = value if isinstance(value, list) else [value]
         inner = float if "float" in ftype else str
@@ -251,9 +266,33 @@ def validate(c: GRPOConfig) -> None:
     need(c.beta >= 0, f"beta={c.beta}: must be >= 0")
     need(0 < c.epsilon < 1, f"epsilon={c.epsilon}: must be in (0, 1)")
     need(c.epsilon_high > 0, f"epsilon_high={c.epsilon_high}: must be > 0")
-    from .grpo import LOSS_TYPES  # imported here: grpo imports torch
+    from .grpo import ADVANTAGE_ESTIMATORS, IMPORTANCE_SAMPLING_LEVELS, IMPORTANCE_SAMPLING_MODES, LOSS_TYPES, scale_mode
 
     need_choice("loss_type", c.loss_type, LOSS_TYPES)
+    need(c.loss_type != "cispo" or c.epsilon_high > 1,
+         f"epsilon_high={c.epsilon_high}: loss_type=cispo reads epsilon_high as the cap on the importance weight; "
+         "set it above 1 (TRL suggests 5.0)")
+    try:
+        scale_mode(c.scale_rewards)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    need(c.advantage_estimator in ADVANTAGE_ESTIMATORS,
+         f"advantage_estimator={c.advantage_estimator!r}: choose one of {', '.join(ADVANTAGE_ESTIMATORS)}")
+    need(c.importance_sampling_level in IMPORTANCE_SAMPLING_LEVELS,
+         f"importance_sampling_level={c.importance_sampling_level!r}: choose token or sequence")
+    need(c.sapo_temperature_pos > 0, f"sapo_temperature_pos={c.sapo_temperature_pos}: must be > 0")
+    need(c.sapo_temperature_neg > 0, f"sapo_temperature_neg={c.sapo_temperature_neg}: must be > 0")
+    need(0 < c.top_entropy_quantile <= 1, f"top_entropy_quantile={c.top_entropy_quantile}: must be in (0, 1]")
+    need(c.entropy_coef >= 0 and math.isfinite(c.entropy_coef), f"entropy_coef={c.entropy_coef}: must be a finite number >= 0")
+    need(c.importance_sampling_mode in IMPORTANCE_SAMPLING_MODES,
+         f"importance_sampling_mode={c.importance_sampling_mode!r}: choose one of {', '.join(IMPORTANCE_SAMPLING_MODES)}")
+    need(c.importance_sampling_cap == 0 or not c.importance_sampling_mode.endswith("mask") or c.importance_sampling_cap > 1,
+         f"importance_sampling_cap={c.importance_sampling_cap}: importance_sampling_mode={c.importance_sampling_mode} "
+         "keeps weights in [1/C, C], so C must be > 1")
+    need(0 <= c.overlong_buffer_length <= c.max_completion_length,
+         f"overlong_buffer_length={c.overlong_buffer_length}: must be in [0, max_completion_length={c.max_completion_length}]")
+    need(c.overlong_penalty_factor >= 0, f"overlong_penalty_factor={c.overlong_penalty_factor}: must be >= 0")
+    need(c.max_resample_rounds >= 0, f"max_resample_rounds={c.max_resample_rounds}: must be >= 0")
     need(c.num_iterations >= 1, "num_iterations must be >= 1")
     need(c.learning_rate >= 0 and math.isfinite(c.learning_rate), "learning_rate must be a finite number >= 0")
     need(c.max_steps >= 1, "max_steps must be >= 1")

@@ -1,7 +1,9 @@
-"""GRPO as pure tensor functions: group-relative advantages and the clipped, KL-regularised loss.
+"""The GRPO family as pure tensor functions: advantage estimators, per-token policy losses, their
+aggregation, importance-sampling corrections and reward/mask shaping. docs/algorithms.md gives each
+option's formula and paper.
 
-The objective (DeepSeekMath Eq. 3, used by DeepSeek-R1 Eq. 1-3), for a group of G outputs o_i of a
-question q sampled from pi_old:
+The default objective (DeepSeekMath Eq. 3, used by DeepSeek-R1 Eq. 1-3), for a group of G outputs o_i of
+a question q sampled from pi_old:
 
     J = 1/G sum_i 1/|o_i| sum_t [ min(r_it A_i, clip(r_it, 1-eps_low, 1+eps_high) A_i) - beta * D_it ]
     r_it = pi_theta(o_it | q, o_i<t) / pi_old(o_it | q, o_i<t)
@@ -9,44 +11,267 @@ question q sampled from pi_old:
     A_i  = (R_i - mean(R)) / std(R)                            (within the group)
 
 The loss is -J. The R1 paper writes the ratio at the level of whole outputs; the per-token form with the
-1/|o_i| mean is how DeepSeekMath defines and implements GRPO and is the default here (loss_type="grpo").
-Variants are options, never silent changes of that default:
-- loss_type="dapo": one mean over all tokens of the batch (DAPO's token-level normalisation), so long
-  outputs are not down-weighted.
-- loss_type="dr_grpo": sum over tokens divided by (number of outputs x max_completion_length), a constant,
-  removing the length bias (Dr. GRPO); pair it with scale_rewards=False as that paper does.
-- epsilon_high > epsilon: DAPO's clip-higher.
-- importance_weights: per-token min(pi_old / pi_rollout, C), truncated importance sampling, for rollouts
-  sampled by an engine whose weights differ from the policy's (a bf16 copy, vLLM); off by default.
+1/|o_i| mean is how DeepSeekMath defines and implements GRPO and is the default here (loss_type="grpo",
+importance_sampling_level="token"). Every variant is an option, never a silent change of that default.
 
-Normalisers (`num_sequences`, `num_tokens`) are passed in so that a batch split into micro-batches, or
-across processes, sums to exactly the loss of the whole batch.
+Design, as verl's core_algos: three registries of pure functions, each extensible by a decorator.
+- ADVANTAGE_ESTIMATORS (`register_advantage_estimator`): rewards [N], G, scale -> (advantages [N],
+  zero_std [N // G]).
+- LOSSES (`register_loss`): a loss type is a per-token policy term (ratio, advantages, log-probs ->
+  per-token loss and where a clip is active) paired with the name of an aggregation.
+- AGGREGATIONS (`register_aggregation`): how a per-token loss becomes a scalar (grpo, bnpo, dapo,
+  dr_grpo). Every aggregation is linear in the per-token loss and takes its normalisers from the caller,
+  so a batch split into micro-batches, or across processes, sums to exactly the loss of the whole batch.
+The KL term, importance weights, entropy selection and the entropy bonus are applied by `grpo_loss`
+around the term, identically for every loss type.
 """
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import torch
 from torch import Tensor
 
-LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
+ADV_EPS = 1e-4  # added to the std before dividing: a group of near-equal rewards stays finite
+SCALE_REWARDS = ("group", "batch", "none")
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+IMPORTANCE_SAMPLING_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+# ---------------------------------------------------------------------------------------------------------
+# advantages
+
+AdvantageEstimator = Callable[[Tensor, int, str], tuple[Tensor, Tensor]]
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
 
 
-def group_advantages(rewards: Tensor, num_generations: int, scale_rewards: bool = True,
-                     eps: float = 1e-4) -> tuple[Tensor, Tensor]:
+def register_advantage_estimator(name: str) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
+    """Decorator: `fn(rewards [N], num_generations, scale) -> (advantages [N], zero_std [N // G])` becomes
+    `advantage_estimator: name`. `scale` is one of SCALE_REWARDS; `zero_std` marks groups whose rewards
+    are all equal (dynamic sampling drops them). Names are unique: re-registering one is an error."""
+    def decorate(fn: AdvantageEstimator) -> AdvantageEstimator:
+        if name in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"advantage estimator {name!r} is already registered")
+        ADVANTAGE_ESTIMATORS[name] = fn
+        return fn
+    return decorate
+
+
+def scale_mode(scale_rewards: bool | str) -> str:
+    """'group', 'batch' or 'none' from a config value; True is 'group' and False is 'none', as in TRL."""
+    if isinstance(scale_rewards, bool):
+        return "group" if scale_rewards else "none"
+    value = str(scale_rewards).strip().lower()
+    value = {"true": "group", "false": "none"}.get(value, value)
+    if value not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards={scale_rewards!r}: choose group, batch or none (true = group, false = none)")
+    return value
+
+
+def _scaled(centred: Tensor, grouped: Tensor, scale: str, eps: float) -> Tensor:
+    """centred [groups, G] divided by the group's std, the whole batch's std, or nothing."""
+    if scale == "group":
+        return centred / (grouped.std(dim=1, keepdim=True) + eps)  # [groups, G]
+    if scale == "batch":
+        return centred / (grouped.std() + eps)  # [groups, G] one std over the batch (PPO-Lite, TRL's "batch")
+    return centred
+
+
+def _zero_spread(grouped: Tensor) -> Tensor:
+    return (grouped == grouped[:, :1]).all(dim=1)  # [groups]
+
+
+def group_advantages(rewards: Tensor, num_generations: int, scale_rewards: bool | str = True,
+                     eps: float = ADV_EPS) -> tuple[Tensor, Tensor]:
     """A_i = (r_i - mean) / (std + eps) within each group of `num_generations` consecutive rewards.
 
     Returns (advantages [N], zero_std [N // G] bool). A group whose rewards are all equal gets exactly zero
     advantage (r - mean = 0), so it contributes no policy gradient, only the KL term. std is the unbiased
-    sample std (torch.std), as in TRL.
+    sample std (torch.std), as in TRL. scale_rewards: group (True) | batch (one std over all N) | none (False).
     """
     grouped = rewards.view(-1, num_generations)  # [num_groups, G]
     mean = grouped.mean(dim=1, keepdim=True)  # [num_groups, 1]
-    std = grouped.std(dim=1, keepdim=True)  # [num_groups, 1]
     centred = grouped - mean  # [num_groups, G]
-    advantages = centred / (std + eps) if scale_rewards else centred  # [num_groups, G]
-    zero_std = (grouped == grouped[:, :1]).all(dim=1)  # [num_groups]
+    advantages = _scaled(centred, grouped, scale_mode(scale_rewards), eps)  # [num_groups, G]
+    zero_std = _zero_spread(grouped)  # [num_groups]
     advantages = torch.where(zero_std[:, None], torch.zeros_like(advantages), advantages)
     return advantages.reshape(-1), zero_std
+
+
+@register_advantage_estimator("grpo")
+def grpo_advantages(rewards: Tensor, num_generations: int, scale: str = "group") -> tuple[Tensor, Tensor]:
+    """GRPO (DeepSeekMath): the group mean is the baseline."""
+    return group_advantages(rewards, num_generations, scale)
+
+
+@register_advantage_estimator("rloo")
+def rloo_advantages(rewards: Tensor, num_generations: int, scale: str = "none") -> tuple[Tensor, Tensor]:
+    """RLOO (Ahmadian et al. 2024): A_i = r_i - mean of the group's other G-1 rewards = G/(G-1) (r_i - mean),
+    an unbiased baseline because it does not depend on o_i. Scaling divides by the group's (or batch's) std."""
+    grouped = rewards.view(-1, num_generations)  # [num_groups, G]
+    others = (grouped.sum(dim=1, keepdim=True) - grouped) / (num_generations - 1)  # [num_groups, G]
+    advantages = _scaled(grouped - others, grouped, scale, ADV_EPS)  # [num_groups, G]
+    zero_std = _zero_spread(grouped)  # [num_groups]
+    advantages = torch.where(zero_std[:, None], torch.zeros_like(advantages), advantages)
+    return advantages.reshape(-1), zero_std
+
+
+@register_advantage_estimator("reinforce_plus_plus")
+def reinforce_plus_plus_advantages(rewards: Tensor, num_generations: int,
+                                   scale: str = "batch") -> tuple[Tensor, Tensor]:
+    """REINFORCE++ (Hu 2025): the batch mean is the baseline and advantages are whitened over the batch.
+
+    With a batch baseline a group's own std is no natural scale (a group of equal rewards would be divided
+    by eps), so 'group' and 'batch' both divide by the batch's std; 'none' keeps r - batch mean. A group of
+    equal rewards keeps a non-zero advantage here (that is the estimator); zero_std still reports it.
+    """
+    grouped = rewards.view(-1, num_generations)  # [num_groups, G]
+    centred = grouped - rewards.mean()  # [num_groups, G]
+    advantages = _scaled(centred, grouped, "none" if scale == "none" else "batch", ADV_EPS)  # [num_groups, G]
+    return advantages.reshape(-1), _zero_spread(grouped)
+
+
+def informative_rows(zero_std: Tensor, num_generations: int) -> Tensor:
+    """Row indices [M] of the completions whose group has reward spread (DAPO's dynamic sampling keeps these)."""
+    keep = (~zero_std).repeat_interleave(num_generations)  # [N]
+    return keep.nonzero().flatten()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# per-token policy terms and their aggregation
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    """What a per-token policy term may read (a user's term reads what it needs)."""
+
+    epsilon: float = 0.2
+    epsilon_high: float = 0.2
+    sapo_temperature_pos: float = 1.0
+    sapo_temperature_neg: float = 1.05
+
+
+@dataclass(frozen=True)
+class Normalisers:
+    """The whole batch's counts, passed in so micro-batches sum to the batch's loss."""
+
+    num_sequences: int  # completions in the global batch (all processes)
+    num_tokens: Tensor | float  # completion tokens in the global batch (all processes)
+    num_local_tokens: Tensor | float  # completion tokens in this process's batch (all its micro-batches)
+    max_completion_length: int | None
+
+
+# ratio [N, T] (token level) or [N, 1] (sequence level), advantages [N, 1], log-probs [N, T] (0 on padding)
+# -> per-token loss [N, T] or [N, 1], and bool masks of where a lower / upper clip is active (or None)
+PolicyTerm = Callable[[Tensor, Tensor, Tensor, LossOptions], "tuple[Tensor, Tensor | None, Tensor | None] | Tensor"]
+Aggregation = Callable[[Tensor, Tensor, Normalisers], Tensor]
+
+
+@dataclass(frozen=True)
+class PolicyLoss:
+    term: PolicyTerm
+    aggregation: str
+
+
+LOSSES: dict[str, PolicyLoss] = {}
+LOSS_TYPES = LOSSES.keys()  # a live view: losses registered later are valid loss_type values too
+AGGREGATIONS: dict[str, Aggregation] = {}
+
+
+def register_aggregation(name: str) -> Callable[[Aggregation], Aggregation]:
+    """Decorator: `fn(per_token_loss [N, T], mask [N, T], normalisers) -> scalar`. Keep it linear in the
+    per-token loss with normalisers from `Normalisers`, so micro-batches add up to the batch."""
+    def decorate(fn: Aggregation) -> Aggregation:
+        if name in AGGREGATIONS:
+            raise ValueError(f"aggregation {name!r} is already registered")
+        AGGREGATIONS[name] = fn
+        return fn
+    return decorate
+
+
+def register_loss(name: str, aggregation: str = "dapo") -> Callable[[PolicyTerm], PolicyTerm]:
+    """Decorator: `term(ratio, advantages, logprobs, options) -> per-token loss` becomes `loss_type: name`,
+    aggregated by `aggregation` (a name in AGGREGATIONS). The term may also return (loss, clipped_low,
+    clipped_high) bool masks for the clip statistics. The KL term, importance weights and entropy options
+    are added by grpo_loss for every loss type."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"register_loss({name!r}): unknown aggregation {aggregation!r}; "
+                         f"known: {', '.join(AGGREGATIONS)}")
+
+    def decorate(term: PolicyTerm) -> PolicyTerm:
+        if name in LOSSES:
+            raise ValueError(f"loss type {name!r} is already registered")
+        LOSSES[name] = PolicyLoss(term, aggregation)
+        return term
+    return decorate
+
+
+@register_aggregation("grpo")
+def aggregate_sequence_mean(per_token_loss: Tensor, mask: Tensor, n: Normalisers) -> Tensor:
+    """Per-output token mean, then the mean over outputs (DeepSeekMath's 1/G sum_i 1/|o_i| sum_t)."""
+    lengths = mask.sum(dim=1).clamp(min=1)  # [N]
+    return ((per_token_loss * mask).sum(dim=1) / lengths).sum() / n.num_sequences
+
+
+@register_aggregation("bnpo")
+def aggregate_local_tokens(per_token_loss: Tensor, mask: Tensor, n: Normalisers) -> Tensor:
+    """Sum over tokens / this process's batch's completion tokens (TRL's bnpo normalises per micro-batch;
+    here the process's whole batch, so gradient accumulation does not change the loss). One process: = dapo."""
+    return (per_token_loss * mask).sum() / n.num_local_tokens
+
+
+@register_aggregation("dapo")
+def aggregate_global_tokens(per_token_loss: Tensor, mask: Tensor, n: Normalisers) -> Tensor:
+    """Sum over tokens / the global batch's completion tokens (DAPO's token-level loss, TRL's dapo)."""
+    return (per_token_loss * mask).sum() / n.num_tokens
+
+
+@register_aggregation("dr_grpo")
+def aggregate_constant(per_token_loss: Tensor, mask: Tensor, n: Normalisers) -> Tensor:
+    """Sum over tokens / (N x max_completion_length), a constant (Dr. GRPO: no length bias)."""
+    if n.max_completion_length is None:
+        raise ValueError("loss_type=dr_grpo needs max_completion_length")
+    return (per_token_loss * mask).sum() / (n.num_sequences * n.max_completion_length)
+
+
+def clipped_term(ratio: Tensor, adv: Tensor, logprobs: Tensor, o: LossOptions) -> tuple[Tensor, Tensor, Tensor]:
+    """PPO's clipped surrogate, -min(r A, clip(r, 1-eps, 1+eps_high) A): no gradient beyond the clip edge
+    in the advantage's direction."""
+    unclipped = ratio * adv  # [N, T]
+    clipped = torch.clamp(ratio, 1 - o.epsilon, 1 + o.epsilon_high) * adv  # [N, T]
+    low = (ratio < 1 - o.epsilon) & (adv < 0)  # [N, T] the clip is active below
+    high = (ratio > 1 + o.epsilon_high) & (adv > 0)  # [N, T] the clip is active above
+    return -torch.min(unclipped, clipped), low, high
+
+
+for _name in ("grpo", "bnpo", "dapo", "dr_grpo"):
+    register_loss(_name, aggregation=_name)(clipped_term)
+
+
+@register_loss("cispo", aggregation="dapo")
+def cispo_term(ratio: Tensor, adv: Tensor, logprobs: Tensor, o: LossOptions) -> tuple[Tensor, Tensor, Tensor]:
+    """CISPO (MiniMax-M1): -sg(min(r, eps_high)) A log pi_theta. The importance weight is capped and
+    detached instead of the update being clipped, so every token keeps a gradient; epsilon_high is the cap
+    itself (TRL suggests 5.0), not an offset from 1."""
+    weight = torch.clamp(ratio, max=o.epsilon_high).detach()  # [N, T]
+    high = (ratio > o.epsilon_high).expand_as(logprobs)  # [N, T] the cap is active
+    return -weight * adv * logprobs, torch.zeros_like(high), high
+
+
+@register_loss("sapo", aggregation="grpo")
+def sapo_term(ratio: Tensor, adv: Tensor, logprobs: Tensor, o: LossOptions) -> Tensor:
+    """SAPO: -A * 4/tau * sigmoid(tau (r - 1)), a smooth gate in place of the hard clip (gradient weight
+    4 s(1-s) r: 1 at r = 1, decaying off-policy); tau_pos for A > 0, tau_neg otherwise. Aggregated as grpo,
+    as TRL does."""
+    tau = torch.where(adv > 0, o.sapo_temperature_pos, o.sapo_temperature_neg)  # [N, 1]
+    gate = torch.sigmoid(tau * (ratio - 1)) * 4 / tau  # [N, T]
+    return -gate * adv
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the loss
 
 
 def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
@@ -55,56 +280,185 @@ def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     return torch.exp(log_ratio) - log_ratio - 1
 
 
+def policy_ratio(logprobs: Tensor, old_logprobs: Tensor, mask: Tensor, level: str = "token") -> Tensor:
+    """pi_theta / pi_old per token [N, T], or per sequence [N, 1] as GSPO defines it: the exponential of the
+    mean token log-ratio, (pi_theta(o|q) / pi_old(o|q))^(1/|o|), with gradient through every token."""
+    # log-ratios are zeroed on padding before exp(): padded positions can hold any value, and inf * 0 = NaN
+    log_ratio = (logprobs - old_logprobs) * mask  # [N, T]
+    if level == "token":
+        return torch.exp(log_ratio)  # [N, T]
+    if level == "sequence":
+        return torch.exp(log_ratio.sum(dim=1, keepdim=True) / mask.sum(dim=1, keepdim=True).clamp(min=1))  # [N, 1]
+    raise ValueError(f"importance_sampling_level={level!r}: choose token or sequence")
+
+
+def top_entropy_threshold(entropy: Tensor, mask: Tensor, quantile: float) -> Tensor:
+    """The entropy at or above which a token is among the top `quantile` fraction of the unmasked tokens
+    (torch.quantile of the entropies at 1 - quantile, linear interpolation). Compute it over the whole
+    batch (gathered over processes) and pass it to every micro-batch's grpo_loss for a batch-wide selection."""
+    values = entropy.detach()[mask.bool()].float()  # [M]
+    if values.numel() == 0:
+        return torch.tensor(float("inf"), device=entropy.device)
+    return torch.quantile(values, 1.0 - quantile)
+
+
+def _loss_spec(loss_type: str) -> PolicyLoss:
+    if loss_type not in LOSSES:
+        raise ValueError(f"loss_type={loss_type!r}: choose one of {', '.join(LOSS_TYPES)}")
+    return LOSSES[loss_type]
+
+
+def _term_output(out: Any, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A term's per-token loss and clip masks, broadcast to [N, T] (a term may return the loss alone)."""
+    loss, low, high = out if isinstance(out, tuple) else (out, None, None)
+    zeros = torch.zeros_like(like, dtype=torch.bool)
+    low = zeros if low is None else low.expand_as(like)
+    high = zeros if high is None else high.expand_as(like)
+    return loss, low, high
+
+
 def grpo_loss(logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | None, advantages: Tensor,
               mask: Tensor, *, beta: float = 0.001, epsilon: float = 0.2, epsilon_high: float | None = None,
               loss_type: str = "grpo", max_completion_length: int | None = None,
               num_sequences: int | None = None, num_tokens: float | None = None,
-              importance_weights: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-    """The GRPO loss (-J) of a batch of completions and token sums for the step's statistics.
+              importance_weights: Tensor | None = None, importance_sampling_level: str = "token",
+              sapo_temperature_pos: float = 1.0, sapo_temperature_neg: float = 1.05,
+              entropy: Tensor | None = None, top_entropy_quantile: float = 1.0,
+              entropy_threshold: float | Tensor | None = None, entropy_coef: float = 0.0,
+              num_local_tokens: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """The policy loss of a batch of completions and token sums for the step's statistics.
 
     logprobs, old_logprobs, ref_logprobs, mask: [N, T]; advantages: [N]. `num_sequences` / `num_tokens`
-    are the whole batch's counts when this is one micro-batch of it (defaults: this batch's own).
-    importance_weights [N, T] (no gradient) multiply each token's loss: the samples came from a slightly
-    different sampler than pi_old, and w = pi_old / pi_sampler re-weights them to pi_old's expectation.
+    are the whole batch's counts over all processes, `num_local_tokens` this process's batch's tokens,
+    when this is one micro-batch of it (defaults: this call's own).
+    loss_type: a name in LOSS_TYPES (its term and aggregation); importance_sampling_level: token | sequence
+    (GSPO; with loss_type grpo the R1 paper's Eq. 1 read literally, length-normalised).
+    importance_weights [N, T] (no gradient) multiply each token's loss, the KL term included: the samples
+    came from a slightly different sampler than pi_old (see rollout_importance_weights).
+    top_entropy_quantile q < 1 keeps the policy term only on tokens whose `entropy` [N, T] is at least
+    `entropy_threshold`; without a threshold it is taken over this call's tokens, so with micro-batches
+    pass top_entropy_threshold(...) of the whole batch. The KL term stays on every token; normalisers are
+    unchanged. entropy_coef > 0 subtracts coef * entropy per token (an entropy bonus; entropy must carry
+    its gradient).
     Returns (loss, stats) where stats hold detached sums over unmasked tokens: kl, clipped_low,
-    clipped_high, and the token count, to be summed over micro-batches and divided.
+    clipped_high, the token count, and entropy_selected (tokens the entropy selection kept).
     """
+    spec = _loss_spec(loss_type)
     mask = mask.to(logprobs.dtype)  # [N, T]
-    eps_high = epsilon if epsilon_high is None else epsilon_high
-    # log-ratios are zeroed on padding before exp(): padded positions can hold any value, and inf * 0 = NaN
-    ratio = torch.exp((logprobs - old_logprobs) * mask)  # [N, T]
+    options = LossOptions(epsilon, epsilon if epsilon_high is None else epsilon_high,
+                          sapo_temperature_pos, sapo_temperature_neg)
+    ratio = policy_ratio(logprobs, old_logprobs, mask, importance_sampling_level)  # [N, T] or [N, 1]
     adv = advantages[:, None]  # [N, 1]
-    unclipped = ratio * adv  # [N, T]
-    clipped = torch.clamp(ratio, 1 - epsilon, 1 + eps_high) * adv  # [N, T]
-    per_token = torch.min(unclipped, clipped)  # [N, T]
+    per_token_loss, low, high = _term_output(spec.term(ratio, adv, logprobs * mask, options), mask)  # [N, T]
+    selected = mask
+    if top_entropy_quantile < 1.0:
+        if entropy is None:
+            raise ValueError("top_entropy_quantile < 1 needs the per-token entropy")
+        threshold = (top_entropy_threshold(entropy, mask, top_entropy_quantile) if entropy_threshold is None
+                     else entropy_threshold)
+        selected = (entropy.detach() >= threshold).to(mask.dtype) * mask  # [N, T]
+        per_token_loss = per_token_loss * selected
     kl = kl_k3(logprobs * mask, ref_logprobs * mask) if ref_logprobs is not None else torch.zeros_like(logprobs)  # [N, T]
     if beta != 0.0:
-        per_token = per_token - beta * kl
-    per_token_loss = -per_token  # [N, T]
+        per_token_loss = per_token_loss + beta * kl  # [N, T]
     if importance_weights is not None:
         per_token_loss = per_token_loss * importance_weights.detach()  # [N, T]
+    if entropy_coef != 0.0:
+        if entropy is None or (logprobs.requires_grad and not entropy.requires_grad):
+            raise ValueError("entropy_coef needs the per-token entropy with its gradient")
+        per_token_loss = per_token_loss - entropy_coef * entropy  # [N, T]
 
-    n_seq = logprobs.shape[0] if num_sequences is None else num_sequences
-    if loss_type == "grpo":
-        lengths = mask.sum(dim=1).clamp(min=1)  # [N]
-        loss = ((per_token_loss * mask).sum(dim=1) / lengths).sum() / n_seq
-    elif loss_type == "dapo":
-        n_tok = mask.sum().clamp(min=1) if num_tokens is None else num_tokens
-        loss = (per_token_loss * mask).sum() / n_tok
-    elif loss_type == "dr_grpo":
-        if max_completion_length is None:
-            raise ValueError("loss_type=dr_grpo needs max_completion_length")
-        loss = (per_token_loss * mask).sum() / (n_seq * max_completion_length)
-    else:
-        raise ValueError(f"loss_type={loss_type!r}: choose one of {', '.join(LOSS_TYPES)}")
+    norm = Normalisers(
+        num_sequences=logprobs.shape[0] if num_sequences is None else num_sequences,
+        num_tokens=mask.sum().clamp(min=1) if num_tokens is None else num_tokens,
+        num_local_tokens=mask.sum().clamp(min=1) if num_local_tokens is None else num_local_tokens,
+        max_completion_length=max_completion_length)
+    loss = AGGREGATIONS[spec.aggregation](per_token_loss.expand_as(mask), mask, norm)
 
     with torch.no_grad():
-        low = ((ratio < 1 - epsilon) & (adv < 0)).to(mask.dtype)  # [N, T] the clip is active below
-        high = ((ratio > 1 + eps_high) & (adv > 0)).to(mask.dtype)  # [N, T] the clip is active above
         stats = {
             "kl": (kl.detach() * mask).sum(),
-            "clipped_low": (low * mask).sum(),
-            "clipped_high": (high * mask).sum(),
+            "clipped_low": (low.to(mask.dtype) * mask).sum(),
+            "clipped_high": (high.to(mask.dtype) * mask).sum(),
             "tokens": mask.sum(),
+            "entropy_selected": selected.sum(),
         }
     return loss, stats
+
+
+# ---------------------------------------------------------------------------------------------------------
+# rollout-engine mismatch, truncation and length shaping
+
+
+def rollout_importance_weights(old_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor, mode: str,
+                               cap: float) -> Tensor:
+    """Weights [N, T] (no gradient) re-weighting samples drawn by a rollout engine (bf16 copy, vLLM) to
+    pi_old, from w = pi_old / pi_sampler, as TRL's vLLM importance-sampling correction defines them:
+    token_* take w per token; sequence_* take one w per completion, the product of its token ratios
+    (exp of the summed log-ratio), for all its tokens. *_truncate is TIS, min(w, C); *_mask is IcePop-style:
+    w where 1/C <= w <= C, else 0 (TRL's masks only zero w > C). Padding positions hold exp(0) = 1 capped in
+    the token modes; the loss masks them."""
+    if mode not in IMPORTANCE_SAMPLING_MODES:
+        raise ValueError(f"importance_sampling_mode={mode!r}: choose one of {', '.join(IMPORTANCE_SAMPLING_MODES)}")
+    if not (cap > 1 if mode.endswith("mask") else cap > 0):
+        raise ValueError(f"importance_sampling_cap={cap}: must be > {1 if mode.endswith('mask') else 0} for {mode}")
+    with torch.no_grad():
+        gap = (old_logprobs - sampler_logprobs) * mask  # [N, T] log pi_old - log pi_sampler, 0 on padding
+        if mode.startswith("sequence"):
+            gap = gap.sum(dim=1, keepdim=True)  # [N, 1]
+        w = gap.exp()  # [N, T] or [N, 1]
+        if mode.endswith("truncate"):
+            w = w.clamp(max=cap)
+        else:
+            w = torch.where((w >= 1.0 / cap) & (w <= cap), w, torch.zeros_like(w))
+        return w.expand_as(old_logprobs).contiguous()  # [N, T]
+
+
+def mask_truncated_completions(mask: Tensor, truncated: Tensor) -> Tensor:
+    """The completion mask [N, T] with the rows of truncated completions (truncated [N] bool: cut at
+    max_completion_length) zeroed: no loss on an output that never finished (DAPO)."""
+    return mask * (~truncated.bool()).to(mask.dtype)[:, None]  # [N, T]
+
+
+def soft_overlong_penalty(lengths: list[int] | Tensor, max_completion_length: int, buffer_length: int) -> list[float]:
+    """DAPO's soft overlong punishment per completion length L (tokens), with L_max = max_completion_length
+    and the buffer L_b: 0 for L <= L_max - L_b, (L_max - L_b - L) / L_b within the buffer (0 to -1),
+    -1 beyond L_max. The loop adds overlong_penalty_factor x this to each reward."""
+    if not 0 < buffer_length <= max_completion_length:
+        raise ValueError(f"overlong_buffer_length={buffer_length}: must be in [1, max_completion_length]")
+    start = max_completion_length - buffer_length
+    out = []
+    for n in (lengths.tolist() if isinstance(lengths, Tensor) else lengths):
+        if n <= start:
+            out.append(0.0)
+        elif n <= max_completion_length:
+            out.append((start - n) / buffer_length)
+        else:
+            out.append(-1.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# what the training loop calls: one line each
+
+
+def advantages_for(config: Any, rewards: Tensor, num_generations: int) -> tuple[Tensor, Tensor]:
+    """(advantages [N], zero_std [N // G]) by the config's advantage_estimator and scale_rewards."""
+    name = getattr(config, "advantage_estimator", "grpo")
+    if name not in ADVANTAGE_ESTIMATORS:
+        raise ValueError(f"advantage_estimator={name!r}: choose one of {', '.join(ADVANTAGE_ESTIMATORS)}")
+    return ADVANTAGE_ESTIMATORS[name](rewards, num_generations, scale_mode(getattr(config, "scale_rewards", True)))
+
+
+_LOSS_KEYWORDS = ("beta", "epsilon", "epsilon_high", "loss_type", "max_completion_length",
+                  "importance_sampling_level", "sapo_temperature_pos", "sapo_temperature_neg",
+                  "top_entropy_quantile", "entropy_coef")
+
+
+def loss_options(config: Any) -> dict[str, Any]:
+    """The grpo_loss keywords a config sets (a field missing from `config` keeps grpo_loss's default);
+    the per-micro-batch ones (normalisers, weights, entropy, threshold) are the loop's."""
+    return {k: getattr(config, k, _LOSS_DEFAULTS[k]) for k in _LOSS_KEYWORDS}
+
+
+_LOSS_DEFAULTS = {k: p.default for k, p in inspect.signature(grpo_loss).parameters.items() if k in _LOSS_KEYWORDS}
