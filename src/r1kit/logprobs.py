@@ -12,6 +12,8 @@ Design decisions:
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 from transformers import DynamicCache
@@ -19,7 +21,8 @@ from transformers import DynamicCache
 
 def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                         completion_mask: Tensor, row_to_prompt: Tensor, temperature: float = 1.0,
-                        with_entropy: bool = False, prefix_model=None) -> tuple[Tensor, Tensor | None]:
+                        with_entropy: bool = False, prefix_model=None,
+                        entropy_grad: bool = False) -> tuple[Tensor, Tensor | None]:
     """Log-probs [n, T] of each completion token given its prompt and the tokens before it, and
     optionally the entropy [n, T] (no gradient) of the model's distribution at those positions.
 
@@ -51,8 +54,8 @@ def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completi
             logits = logits / temperature
         lse = torch.logsumexp(logits, dim=-1)  # [n, t]
         logprobs.append(logits.gather(-1, ids[..., None]).squeeze(-1) - lse)  # [n, t]
-        if with_entropy:
-            with torch.no_grad():
+        if with_entropy:  # with a gradient only for an entropy bonus: it costs a [n, t, V] backward
+            with contextlib.nullcontext() if entropy_grad else torch.no_grad():
                 probs = torch.softmax(logits, dim=-1)  # [n, t, V]
                 entropy.append(lse - (probs * logits).sum(dim=-1))  # [n, t]
     return torch.cat(logprobs, dim=1), torch.cat(entropy, dim=1) if with_entropy else None

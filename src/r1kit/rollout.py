@@ -291,3 +291,32 @@ def generate(model: "PreTrainedModel | FusedDecoder", tokenizer: PreTrainedToken
         truncated=~finished,
         prompt_truncated=prompt_truncated,
     )
+
+
+def take_groups(r: Rollout, groups: list[int]) -> Rollout:
+    """The rollout restricted to whole groups (prompt b and its G completions), in the order given."""
+    G = r.num_generations
+    rows = [g * G + j for g in groups for j in range(G)]
+    gi, ri = torch.tensor(groups, dtype=torch.long), torch.tensor(rows, dtype=torch.long)
+    return Rollout(prompt_ids=r.prompt_ids[gi], prompt_mask=r.prompt_mask[gi], completion_ids=r.completion_ids[ri],
+                   completion_mask=r.completion_mask[ri], logprobs=r.logprobs[ri],
+                   completions=[r.completions[i] for i in rows], truncated=r.truncated[ri],
+                   prompt_truncated=r.prompt_truncated)
+
+
+def cat_rollouts(rollouts: list[Rollout], pad_token_id: int) -> Rollout:
+    """Rollouts of the same G one after the other: prompts left-padded to the longest, completions
+    right-padded (masks 0, log-probs 0 on the new padding, as on any padding)."""
+    P = max(r.prompt_ids.shape[1] for r in rollouts)
+    T = max(r.completion_ids.shape[1] for r in rollouts)
+    pad = torch.nn.functional.pad
+    return Rollout(
+        prompt_ids=torch.cat([pad(r.prompt_ids, (P - r.prompt_ids.shape[1], 0), value=pad_token_id) for r in rollouts]),
+        prompt_mask=torch.cat([pad(r.prompt_mask, (P - r.prompt_mask.shape[1], 0)) for r in rollouts]),
+        completion_ids=torch.cat([pad(r.completion_ids, (0, T - r.completion_ids.shape[1]), value=pad_token_id)
+                                  for r in rollouts]),
+        completion_mask=torch.cat([pad(r.completion_mask, (0, T - r.completion_mask.shape[1])) for r in rollouts]),
+        logprobs=torch.cat([pad(r.logprobs, (0, T - r.logprobs.shape[1])) for r in rollouts]),
+        completions=[c for r in rollouts for c in r.completions],
+        truncated=torch.cat([r.truncated for r in rollouts]),
+        prompt_truncated=sum(r.prompt_truncated for r in rollouts))

@@ -42,14 +42,15 @@ from .decoder import FusedDecoder
 from .engines import LocalEngine, RolloutEngine, make_engine, make_sampler  # noqa: F401 (make_sampler: public)
 from .evaluate import STYLE_FOR_TEMPLATE, Problem, evaluate, held_out_problems, summarize
 from .files import append_jsonl
-from .grpo import group_advantages, grpo_loss
+from .grpo import (advantages_for, grpo_loss, loss_options, mask_truncated_completions, rollout_importance_weights,
+                   soft_overlong_penalty, top_entropy_threshold)
 from .logprobs import completion_logprobs
 from .loop import LoopOptions, Run, open_run
 from .models import load_model, load_policy, load_tokenizer, resolve_dtype  # noqa: F401 (resolve_dtype: public here too)
 from .readable import split_reasoning
 from .report import write_report_safely
 from .rewards import RewardFailure, bind_reward_options, close_reward_worker, score_completions, start_reward_worker
-from .rollout import Rollout
+from .rollout import Rollout, cat_rollouts, take_groups
 from .templates import build_prompt
 
 RUN_LOGS = ("metrics.jsonl", "samples.jsonl", "eval_samples.jsonl", "reward_failures.jsonl")
@@ -226,16 +227,15 @@ def initial_eval(s: GRPOSetup) -> dict:
 def grpo_step(s: GRPOSetup, step: int) -> dict:
     """One GRPO step (0-based `step`): returns its metrics; samples and reward failures are written."""
     t_start = time.perf_counter()
-    batch = select_prompts(s, step)
-    rollout = generate_rollout(s, batch, step)
-    t_gen = time.perf_counter() - t_start
-    scores = score_rollout(s, batch, rollout)
+    batch, rollout, scores, sampling = sample_batch(s, step)
+    t_gen = sampling.pop("generation_time")
     rewards = torch.tensor(scores.totals, dtype=torch.float32)  # [N]
-    advantages, zero_std = group_advantages(rewards, s.G, s.c.scale_rewards)  # [N], [N/G]
+    advantages, zero_std = advantages_for(s.c, rewards, s.G)  # [N], [N/G]
     advantages = advantages.to(s.run.acc.device)
-    old_lp, ref_lp = frozen_logprobs(s, rollout)
-    update = policy_update(s, rollout, advantages, old_lp, ref_lp)
+    old_lp, ref_lp, entropy_threshold = frozen_logprobs(s, rollout)
+    update = policy_update(s, rollout, advantages, old_lp, ref_lp, entropy_threshold)
     metrics = step_metrics(s, step, rollout, scores, zero_std, update, time.perf_counter() - t_start, t_gen)
+    metrics.update(sampling)
     if s.c.eval_steps and ((step + 1) % s.c.eval_steps == 0 or step + 1 == s.c.max_steps):
         metrics.update(run_eval(s, step + 1))
     write_step_records(s, step, batch, rollout, scores, advantages)
@@ -247,25 +247,28 @@ def grpo_step(s: GRPOSetup, step: int) -> dict:
 # --------------------------------------------------------------------------
 
 
-def select_prompts(s: GRPOSetup, step: int) -> list[Example]:
-    """This process's slice of the step's global batch of prompts."""
+def select_prompts(s: GRPOSetup, step: int, round_: int = 0) -> list[Example]:
+    """This process's slice of the step's global batch of prompts. Resampling rounds of dynamic sampling
+    (round_ > 0) draw from their own seeded order, so a resumed run draws the same prompts."""
     c, rank, world, n = s.c, s.run.rank, s.run.world, s.prompts_local
+    seed = c.seed + 7919 * round_
     if s.general:  # all-scenario RL: a fixed share of each step's prompts are general prompts
         n_gen = general_prompts_per_step(n, c.general_fraction)
         n_rea = n - n_gen
-        idx = prompt_indices(len(s.reasoning), (step * world + rank) * n_rea, n_rea, c.seed)
-        idx_gen = prompt_indices(len(s.general), (step * world + rank) * n_gen, n_gen, c.seed + 1)
+        idx = prompt_indices(len(s.reasoning), (step * world + rank) * n_rea, n_rea, seed)
+        idx_gen = prompt_indices(len(s.general), (step * world + rank) * n_gen, n_gen, seed + 1)
         return [s.reasoning[i] for i in idx] + [s.general[i] for i in idx_gen]
-    idx = prompt_indices(len(s.reasoning), step * n * world + rank * n, n, c.seed)
+    idx = prompt_indices(len(s.reasoning), step * n * world + rank * n, n, seed)
     return [s.reasoning[i] for i in idx]
 
 
-def generate_rollout(s: GRPOSetup, batch: list[Example], step: int) -> Rollout:
+def generate_rollout(s: GRPOSetup, batch: list[Example], step: int, round_: int = 0) -> Rollout:
     """G completions per prompt from an engine that holds the policy's current weights."""
     c = s.c
     prompts = [build_prompt(e.question, s.tokenizer, c.template, c.prefill) for e in batch]
-    s.engine.sync_weights(s.policy, step)
-    rollout = s.engine.generate(s.tokenizer, prompts, seed=sampling_seed(c.seed, step, s.run.rank),
+    if round_ == 0:
+        s.engine.sync_weights(s.policy, step)
+    rollout = s.engine.generate(s.tokenizer, prompts, seed=sampling_seed(c.seed + 7919 * round_, step, s.run.rank),
                                 num_generations=s.G, max_new_tokens=c.max_completion_length,
                                 temperature=c.temperature, top_p=c.top_p, stop_strings=tuple(c.stop_strings),
                                 max_prompt_length=c.max_prompt_length, ignore_eos=c.ignore_eos)
@@ -291,7 +294,68 @@ def score_rollout(s: GRPOSetup, batch: list[Example], rollout: Rollout) -> Score
     kinds = [e.kind for e in batch for _ in range(G)]
     questions = [e.question for e in batch for _ in range(G)]
     totals, per_fn, failures = score_batch(s.c, s.rewards, texts, answers, kinds, questions, s.judges)
+    if s.c.overlong_buffer_length > 0:  # DAPO's soft overlong punishment, by length in tokens
+        penalty = [s.c.overlong_penalty_factor * p for p in
+                   soft_overlong_penalty(rollout.lengths.tolist(), s.c.max_completion_length, s.c.overlong_buffer_length)]
+        per_fn["soft_overlong"] = penalty
+        totals = [t + p for t, p in zip(totals, penalty)]
     return Scores(texts, answers, kinds, totals, per_fn, failures)
+
+
+def take_scores(sc: Scores, rows: list[int]) -> Scores:
+    """The scores of rows `rows` (failures re-indexed, those of other rows dropped)."""
+    where = {r: i for i, r in enumerate(rows)}
+    return Scores([sc.texts[r] for r in rows], [sc.answers[r] for r in rows], [sc.kinds[r] for r in rows],
+                  [sc.totals[r] for r in rows], {n: [v[r] for r in rows] for n, v in sc.per_fn.items()},
+                  [dataclasses.replace(f, index=where[f.index]) for f in sc.failures if f.index in where])
+
+
+def sample_batch(s: GRPOSetup, step: int) -> tuple[list[Example], Rollout, Scores, dict]:
+    """The step's prompts, their rollout and its scores, plus sampling metrics.
+
+    With dynamic_sampling (DAPO), groups whose rewards are all equal carry no policy gradient: they are
+    dropped and more prompts are drawn, up to max_resample_rounds extra rounds, until the step has its
+    full number of informative groups. At the limit the step is filled up with dropped groups (they add
+    only the KL term), so every step keeps its batch shape, which data-parallel processes need."""
+    t0 = time.perf_counter()
+    want = s.prompts_local
+    rounds = []  # (examples, rollout, scores, informative group indices)
+    for round_ in range(s.c.max_resample_rounds + 1 if s.c.dynamic_sampling else 1):
+        batch = select_prompts(s, step, round_)
+        rollout = generate_rollout(s, batch, step, round_)
+        scores = score_rollout(s, batch, rollout)
+        grouped = torch.tensor(scores.totals).view(-1, s.G)  # [B, G]
+        informative = (grouped != grouped[:, :1]).any(dim=1).nonzero().flatten().tolist()
+        rounds.append((batch, rollout, scores, informative))
+        if sum(len(r[3]) for r in rounds) >= want:
+            break
+    if not s.c.dynamic_sampling:
+        return batch, rollout, scores, {"generation_time": time.perf_counter() - t0}
+    chosen = [(k, g) for k, r in enumerate(rounds) for g in r[3]][:want]
+    filled = want - len(chosen)
+    if filled:  # the limit was reached: fill up with the first round's zero-spread groups
+        chosen += [(0, g) for g in range(len(rounds[0][0])) if g not in rounds[0][3]][:filled]
+        s.run.write(f"r1kit: step {step + 1}: dynamic_sampling: {filled} of {want} groups have no reward spread after "
+                    f"{len(rounds) - 1} extra rounds (max_resample_rounds={s.c.max_resample_rounds}); kept")
+    parts = [[g for k2, g in chosen if k2 == k] for k in range(len(rounds))]
+    G = s.G
+    batch = [rounds[k][0][g] for k, gs in enumerate(parts) for g in gs]
+    rollout = cat_rollouts([take_groups(rounds[k][1], gs) for k, gs in enumerate(parts) if gs], s.tokenizer.pad_token_id)
+    scores = [take_scores(rounds[k][2], [g * G + j for g in gs for j in range(G)]) for k, gs in enumerate(parts) if gs]
+    merged = Scores(*(sum((getattr(sc, f) for sc in scores), []) for f in ("texts", "answers", "kinds", "totals")),
+                    {n: sum((sc.per_fn[n] for sc in scores), []) for n in scores[0].per_fn}, [])
+    offset = 0
+    for sc in scores:  # failures re-indexed into the merged batch
+        merged.failures += [dataclasses.replace(f, index=f.index + offset) for f in sc.failures]
+        offset += len(sc.texts)
+    drawn = sum(len(r[0]) for r in rounds)
+    return batch, rollout.to(s.run.acc.device), merged, {
+        "generation_time": time.perf_counter() - t0,
+        **s.run.reduce_sums({"dynamic_sampling/prompts_drawn": drawn,
+                             "dynamic_sampling/groups_dropped": drawn - want + filled,
+                             "dynamic_sampling/rounds": len(rounds),
+                             "dynamic_sampling/filled_groups": filled}),
+    }
 
 
 def micro_batches(n: int, size: int) -> list[slice]:
@@ -313,20 +377,27 @@ def rollout_logprobs(model, rollout: Rollout, rows: slice, temperature: float, *
     return torch.nn.functional.pad(lp, pad), None if ent is None else torch.nn.functional.pad(ent, pad)
 
 
-def frozen_logprobs(s: GRPOSetup, rollout: Rollout) -> tuple[Tensor | None, Tensor | None]:
-    """(log pi_old [N, T], or None when pi_old is the policy itself; log pi_ref [N, T] or None), no grad."""
+def frozen_logprobs(s: GRPOSetup, rollout: Rollout) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """(log pi_old [N, T], or None when pi_old is the policy itself; log pi_ref [N, T] or None; the entropy
+    threshold of top_entropy_quantile over the whole batch, or None), no grad."""
     c = s.c
     chunks = micro_batches(len(rollout.completions), c.per_device_train_batch_size)
-    old_lp = ref_lp = None
+    old_lp = ref_lp = threshold = None
     with torch.no_grad():
-        if c.num_iterations > 1:
-            old_lp = torch.cat([rollout_logprobs(s.policy, rollout, r, c.temperature)[0] for r in chunks])  # [N, T]
+        if c.num_iterations > 1 or c.top_entropy_quantile < 1:
+            parts = [rollout_logprobs(s.policy, rollout, r, c.temperature, with_entropy=c.top_entropy_quantile < 1)
+                     for r in chunks]
+            old_lp = torch.cat([lp for lp, _ in parts]) if c.num_iterations > 1 else None  # [N, T]
+            if c.top_entropy_quantile < 1:  # one threshold for every micro-batch and process
+                ent = torch.cat([e for _, e in parts])  # [N, T]
+                values = torch.tensor(s.run.gather_objects(ent[rollout.completion_mask.bool()].tolist()))
+                threshold = top_entropy_threshold(values, torch.ones_like(values), c.top_entropy_quantile)
         if c.beta > 0:
             ctx = s.policy.disable_adapter() if c.use_lora else contextlib.nullcontext()
             with ctx:
                 ref = s.policy if c.use_lora else s.ref_model
                 ref_lp = torch.cat([rollout_logprobs(ref, rollout, r, c.temperature)[0] for r in chunks])  # [N, T]
-    return old_lp, ref_lp
+    return old_lp, ref_lp, threshold
 
 
 @dataclass
@@ -337,12 +408,17 @@ class UpdateStats:
 
 
 def policy_update(s: GRPOSetup, rollout: Rollout, advantages: Tensor, old_lp: Tensor | None,
-                  ref_lp: Tensor | None) -> UpdateStats:
+                  ref_lp: Tensor | None, entropy_threshold: Tensor | None = None) -> UpdateStats:
     """mu = num_iterations optimizer updates on this batch, each over all micro-batches."""
     c, run = s.c, s.run
     mask = rollout.completion_mask  # [N, T]
+    # the loss's tokens: without the truncated completions when asked (DAPO), else every completion token
+    loss_mask = mask_truncated_completions(mask, rollout.truncated) if c.mask_truncated_completions else mask  # [N, T]
     chunks = micro_batches(len(rollout.completions), c.per_device_train_batch_size)
-    n_tokens = run.acc.reduce(mask.sum().float(), reduction="sum").item()
+    n_tokens = run.acc.reduce(loss_mask.sum().float(), reduction="sum").item()
+    n_local = loss_mask.sum().float()
+    options = loss_options(c)
+    every_entropy = c.top_entropy_quantile < 1 or c.entropy_coef > 0
     s.model.train()
     sums = dict.fromkeys(("loss", "kl", "clipped_low", "clipped_high", "tokens", "entropy", "is_weight",
                           "logprob_gap"), 0.0)
@@ -352,18 +428,19 @@ def policy_update(s: GRPOSetup, rollout: Rollout, advantages: Tensor, old_lp: Te
         for k, rows in enumerate(chunks):
             sync = contextlib.nullcontext() if k == len(chunks) - 1 else run.acc.no_sync(s.model)
             with sync:
-                lp, ent = rollout_logprobs(s.model, rollout, rows, c.temperature, with_entropy=(it == 0),
-                                           prefix_model=s.policy)  # [n, T]
+                lp, ent = rollout_logprobs(s.model, rollout, rows, c.temperature, with_entropy=(it == 0 or every_entropy),
+                                           prefix_model=s.policy, entropy_grad=c.entropy_coef > 0)  # [n, T]
                 old = old_lp[rows] if old_lp is not None else lp.detach()
                 # log pi_old - log pi_sampler per token: 0 up to rounding when the sampler is the policy
                 sampler_gap = (old - rollout.logprobs[rows]) * mask[rows]  # [n, T]
                 weights = None
-                if c.importance_sampling_cap > 0:  # truncated importance sampling
-                    weights = sampler_gap.exp().clamp(max=c.importance_sampling_cap)  # [n, T]
+                if c.importance_sampling_cap > 0:  # the rollout engine's mismatch, corrected (TIS / IcePop)
+                    weights = rollout_importance_weights(old, rollout.logprobs[rows], mask[rows],
+                                                         c.importance_sampling_mode, c.importance_sampling_cap)  # [n, T]
                 loss, st = grpo_loss(lp, old, ref_lp[rows] if ref_lp is not None else None, advantages[rows],
-                                     mask[rows], beta=c.beta, epsilon=c.epsilon, epsilon_high=c.epsilon_high,
-                                     loss_type=c.loss_type, max_completion_length=c.max_completion_length,
-                                     num_sequences=s.n_global, num_tokens=n_tokens, importance_weights=weights)
+                                     loss_mask[rows], **options, num_sequences=s.n_global, num_tokens=n_tokens,
+                                     num_local_tokens=n_local, importance_weights=weights, entropy=ent,
+                                     entropy_threshold=entropy_threshold)
                 # DDP averages gradients over processes; the loss is already normalised globally
                 run.acc.backward(loss * run.world)
                 loss_nonfinite |= ~torch.isfinite(loss.detach())
@@ -374,7 +451,7 @@ def policy_update(s: GRPOSetup, rollout: Rollout, advantages: Tensor, old_lp: Te
                 sums["loss"] += loss.item()
                 for key in ("kl", "clipped_low", "clipped_high", "tokens"):
                     sums[key] += st[key].item()
-                sums["entropy"] += (ent * mask[rows]).sum().item()
+                sums["entropy"] += (ent.detach() * mask[rows]).sum().item()
         update = run.update(loss_nonfinite)
         grad_norms.append(update.grad_norm)
         skipped += update.skipped
