@@ -1,8 +1,10 @@
 """Shared fixtures: a tiny character-level model built from a config (no download), and the CLI runner."""
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,23 @@ def run_cli(*args: str, cwd: str | Path | None = None, timeout: int = 600) -> su
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "r1kit.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=timeout)
+
+
+# metrics that are timings: they differ between two runs that are otherwise the same
+VOLATILE = {"step_time", "generation_time", "tokens_per_second", "generated_tokens_per_second", "seconds"}
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Poll until predicate() holds, while the run `proc` is still going."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert proc.poll() is None, "the run ended before the test could interrupt it"
+        assert time.monotonic() < deadline, "timed out waiting for the run"
+        time.sleep(0.02)
+
+
+def metric_lines(out: Path) -> list[dict]:
+    """metrics.jsonl without timings; complete lines only (the run may be writing it)."""
+    path = Path(out) / "metrics.jsonl"
+    lines = path.read_text().split("\n")[:-1] if path.is_file() else []
+    return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in lines]

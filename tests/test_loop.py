@@ -27,9 +27,10 @@ from r1kit import reward_model, sft
 from r1kit.config import TrainingError
 from r1kit.reward_model import make_rm_config, train_reward_model
 from r1kit.sft import make_sft_config, sft_train
+from tests.conftest import metric_lines as _metric_lines
+from tests.conftest import wait_for as _wait_for
 
 MAX_STEPS = 6
-VOLATILE = {"step_time", "generation_time", "tokens_per_second", "generated_tokens_per_second", "seconds"}
 
 DRIVER = """
 import signal, sys, time
@@ -80,20 +81,6 @@ def _env() -> dict:
 
 def _start(cmd: list[str], **kw) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=_env(), start_new_session=True, **kw)
-
-
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert proc.poll() is None, "the run ended before the test could interrupt it"
-        assert time.monotonic() < deadline, "timed out waiting for the run"
-        time.sleep(0.02)
-
-
-def _metric_lines(out: Path) -> list[dict]:
-    path = out / "metrics.jsonl"
-    lines = path.read_text().split("\n")[:-1] if path.is_file() else []
-    return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in lines]
 
 
 def _assert_same_run(a: Path, b: Path) -> None:

@@ -31,8 +31,9 @@ from r1kit.files import truncate_jsonl
 from r1kit.models import ModelError, load_model
 from r1kit.rewards import REWARDS, RewardError, close_reward_worker, score_completions
 from r1kit.trainer import train
+from tests.conftest import metric_lines as _metric_lines
+from tests.conftest import wait_for as _wait_for
 
-VOLATILE = {"step_time", "generation_time", "tokens_per_second", "generated_tokens_per_second"}
 
 DRIVER = """
 import signal, sys, time
@@ -75,14 +76,6 @@ def _started(cmd: list[str], **kw):
             proc.wait()
 
 
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert proc.poll() is None, "the run ended before the test could interrupt it"
-        assert time.monotonic() < deadline, "timed out waiting for the run"
-        time.sleep(0.02)
-
-
 def _children(pid: int) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
@@ -101,13 +94,6 @@ def _gone(pids: list[int], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.05)
     return True
-
-
-def _metric_lines(out: Path) -> list[dict]:
-    """metrics.jsonl without timings; complete lines only (the run may be writing it)."""
-    path = out / "metrics.jsonl"
-    lines = path.read_text().split("\n")[:-1] if path.is_file() else []
-    return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in lines]
 
 
 def _assert_same_run(a: Path, b: Path) -> None:
