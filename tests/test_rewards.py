@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from r1kit.rewards import (
     REWARDS,
+    TEMPLATE_EXAMPLES,
     RewardError,
     accuracy_reward,
     answers_match,
@@ -18,8 +19,11 @@ from r1kit.rewards import (
     format_reward,
     normalize_number,
     register_reward,
+    is_template_example,
     tag_count_reward,
+    template_copy_rate,
 )
+from r1kit.templates import R1_ZERO_TEMPLATE
 
 PERFECT = "<think>\nLet me add 2 and 2.\n</think>\n<answer>4</answer>"
 
@@ -27,7 +31,23 @@ PERFECT = "<think>\nLet me add 2 and 2.\n</think>\n<answer>4</answer>"
 FORMAT_CASES = [
     pytest.param(PERFECT, 1.0, 1.0, id="perfect"),
     pytest.param("  \n<think>a</think>  <answer> 4 </answer>\n\n", 1.0, 1.0, id="perfect-whitespace"),
-    pytest.param("<think></think><answer></answer>", 1.0, 1.0, id="perfect-empty-blocks"),
+    pytest.param("<think></think><answer></answer>", 0.0, 0.0, id="empty-blocks"),
+    pytest.param("<think> \n </think><answer>4</answer>", 0.0, 0.0, id="blank-think"),
+    pytest.param("<think>2 + 2 = 4</think><answer> ... </answer>", 0.0, 0.0, id="punctuation-only-answer"),
+    # the template's own example, as policies learn to copy it, and small variations of it
+    pytest.param("<think> reasoning process here </think> <answer> answer here </answer>", 0.0, 0.0,
+                 id="template-example"),
+    pytest.param("<think>Reasoning process here.</think>\n<answer>4</answer>", 0.0, 0.0, id="example-think"),
+    pytest.param("<think>2 + 2 = 4</think> <answer>**Answer  here**</answer>", 0.0, 0.0, id="example-answer"),
+    pytest.param("<think>reasoning process:</think><answer>4</answer>", 0.0, 0.0, id="example-without-here"),
+    pytest.param("<think> reasoning process here </think> the answer", 0.0, 0.0, id="example-think-no-answer"),
+    # real content that mentions the words is real content
+    pytest.param("<think>the reasoning process here is 2 + 2</think><answer>4</answer>", 1.0, 1.0,
+                 id="example-words-inside-reasoning"),
+    # a numeric gold needs a number in the answer block for format credit (tag_count only counts tags)
+    pytest.param("<think>2 + 2 = 4</think><answer>four</answer>", 0.0, 1.0, id="word-answer-numeric-gold"),
+    pytest.param("<think>add them</think><answer>2 + 2</answer>", 0.0, 1.0, id="expression-answer-numeric-gold"),
+    pytest.param("<think>add them</think><answer>\\boxed{5}</answer>", 1.0, 1.0, id="wrong-number-is-formatted"),
     pytest.param("<think>reasoning</think>", 0.0, 0.5, id="think-only"),
     pytest.param("<think>reasoning</think> the answer is 4", 0.0, 0.5, id="no-answer-tags"),
     pytest.param("<think>reasoning</think><answer>4", 0.0, 0.75, id="missing-answer-close"),
@@ -55,6 +75,48 @@ def test_format_reward(completion: str, fmt: float, tags: float) -> None:
 @pytest.mark.parametrize(("completion", "fmt", "tags"), FORMAT_CASES)
 def test_tag_count_reward(completion: str, fmt: float, tags: float) -> None:
     assert tag_count_reward([completion], ["4"]) == [tags]
+
+
+def test_format_of_symbolic_gold_accepts_any_real_answer() -> None:
+    completions = ["<think>factor it</think><answer>(x+1)^2</answer>", "<think>ok</think><answer>four</answer>",
+                   "<think>ok</think><answer>answer here</answer>"]
+    assert format_reward(completions, ["x^2+2x+1", "", "x"]) == [1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize(("text", "whole", "part"), [
+    ("reasoning process here", True, True),
+    ("  Reasoning   PROCESS here!! ", True, True),
+    ("answer_here", True, True),
+    ("Answer:", True, False),
+    ("reasoning process", True, False),
+    ("the answer here is 4", False, True),
+    ("<think> reasoning process here </think>", False, True),
+    ("answer heres", False, False),
+    ("reasoningprocesshere", False, False),
+    ("2 + 2 = 4", False, False),
+    ("", False, False),
+])
+def test_is_template_example(text: str, whole: bool, part: bool) -> None:
+    assert is_template_example(text) is whole
+    assert is_template_example(text, whole=False) is part
+
+
+def test_template_examples_come_from_the_verbatim_template() -> None:
+    # the R1-Zero template's illustration, as printed in the paper's Table 1
+    assert "<think> reasoning process here </think> <answer> answer here </answer>" in R1_ZERO_TEMPLATE
+    assert TEMPLATE_EXAMPLES == ("reasoning process here", "answer here")
+
+
+def test_template_copy_rate() -> None:
+    copies = ["<think> reasoning process here </think> <answer> answer here </answer>",
+              "<think>Reasoning process here.</think><answer>7</answer>",
+              "<think>3 + 4 = 7</think><answer>Answer here: 7</answer>"]
+    real = ["<think>3 + 4 = 7</think><answer>7</answer>", "<think>I add the reasoning process</think><answer>7</answer>",
+            "", "no tags at all"]
+    assert template_copy_rate(copies) == 1.0
+    assert template_copy_rate(real) == 0.0
+    assert template_copy_rate(copies[:1] + real) == pytest.approx(1 / 5)
+    assert template_copy_rate([]) == 0.0
 
 
 def test_perfect_format_implies_full_tag_count() -> None:

@@ -74,6 +74,7 @@ import numpy as np
 from math_verify import parse, verify
 
 from .readable import DEFAULT_SPECIAL_TOKEN, final_answer, language_consistency, parse_readable, split_reasoning
+from .templates import R1_ZERO_TEMPLATE
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
 
@@ -371,10 +372,82 @@ def _is_well_formed(text: str) -> bool:
     )
 
 
+# The template's example contents, read from the verbatim R1-Zero template so there is one source:
+# "i.e., <think> reasoning process here </think> <answer> answer here </answer>".
+_EXAMPLE_RE = re.compile(r"i\.e\., <think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>", re.S)
+
+
+def _canonical(text: str) -> str:
+    """Lower case, every run of characters other than letters and digits one space: the form in which
+    "Reasoning process here.", " reasoning   process here " and "**answer here**" are the same text."""
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", text.lower()).split())
+
+
+_m = _EXAMPLE_RE.search(R1_ZERO_TEMPLATE)
+TEMPLATE_EXAMPLES: tuple[str, ...] = tuple(_canonical(_m.group(k)) for k in ("think", "answer"))  # canonical form
+del _m
+
+
+def is_template_example(text: str, whole: bool = True) -> bool:
+    """True if ``text`` is (``whole``) or contains (not ``whole``) the template's example content.
+
+    The examples are the think and answer contents of the R1-Zero template's own illustration,
+    "reasoning process here" and "answer here", compared in ``_canonical`` form, so case, whitespace and
+    punctuation do not matter; ``whole`` also accepts the example without its final "here"
+    ("Reasoning process:"). Not ``whole``, the example must appear as whole words, so
+    "the answer here is 12" contains it and "answer heres" does not. One check serves the ``format`` and
+    ``tag_count`` rewards (which pay nothing for an example) and ``template_copy_rate`` (which counts
+    completions that copy one).
+    """
+    canon = _canonical(text)
+    if whole:
+        return any(canon in (ex, ex.removesuffix(" here")) for ex in TEMPLATE_EXAMPLES)
+    return any(f" {ex} " in f" {canon} " for ex in TEMPLATE_EXAMPLES)
+
+
+def _is_real_content(text: str) -> bool:
+    """Content a tag pair may be paid for: not blank (punctuation only is blank) and not the template's example."""
+    return bool(_canonical(text)) and not is_template_example(text)
+
+
+def _think_content(text: str) -> str | None:
+    """The text between the first ``<think>`` and the first ``</think>`` after it; None without that pair."""
+    start = text.find(THINK_OPEN)
+    end = text.find(THINK_CLOSE, start + len(THINK_OPEN)) if start != -1 else -1
+    return None if end == -1 else text[start + len(THINK_OPEN) : end]
+
+
+def template_copy_rate(completions: list[str]) -> float:
+    """Share of ``completions`` that contain the template's example text anywhere (0.0 for none).
+
+    A run whose format credit rises with this rate is being paid for copying the prompt, not for the
+    task; the rewards already pay nothing for it, so a high rate means the policy has found no better
+    way to score. Completions with a partial copy ("answer here: 12") count too.
+    """
+    if not completions:
+        return 0.0
+    return sum(is_template_example(c, whole=False) for c in completions) / len(completions)
+
+
 @register_reward("format")
 def format_reward(completions: list[str], answers: list[str]) -> list[float]:
-    """1.0 for exactly ``<think>...</think><answer>...</answer>`` (whitespace-only gaps), else 0.0."""
-    return [1.0 if _is_well_formed(c) else 0.0 for c in completions]
+    """1.0 for exactly ``<think>...</think><answer>...</answer>`` (whitespace-only gaps) with real
+    content, else 0.0.
+
+    Real content: neither block is blank or the template's example (``is_template_example``); a policy
+    learns to copy "<think> reasoning process here </think> <answer> answer here </answer>" within ten
+    steps when that is paid. When the gold is a plain number, the answer must be written as a number
+    (``_is_final_number``, as ``accuracy`` demands), so a word in the answer block earns no format credit.
+    """
+    scores = []
+    for text, gold in zip(completions, answers, strict=True):
+        ok = _is_well_formed(text)
+        if ok:
+            pred = extract_answer(text) or ""
+            ok = _is_real_content(_think_content(text) or "") and _is_real_content(pred)
+            ok = ok and (normalize_number(gold) is None or _is_final_number(pred))
+        scores.append(1.0 if ok else 0.0)
+    return scores
 
 
 def _tag_score(text: str) -> float:
@@ -384,7 +457,12 @@ def _tag_score(text: str) -> float:
     </answer>`` that itself occurs exactly once; a missing or doubled tag is
     skipped over rather than zeroing everything after it, so ``</think>``
     followed by a proper answer block still earns 0.75 without ``<think>``.
+    A think or answer block that is present but blank or the template's
+    example scores 0.0 for the whole text: partial credit is for attempts.
     """
+    think, answer = _think_content(text), extract_answer(text)
+    if any(block is not None and not _is_real_content(block) for block in (think, answer)):
+        return 0.0
     score = 0.0
     anchor_end = 0  # end of the last uniquely-occurring tag seen so far
     for tag in _TAGS:
@@ -399,7 +477,8 @@ def _tag_score(text: str) -> float:
 
 @register_reward("tag_count")
 def tag_count_reward(completions: list[str], answers: list[str]) -> list[float]:
-    """Partial format credit in [0, 1], so a weak model gets signal from step one."""
+    """Partial format credit in [0, 1], so a weak model gets signal from step one; nothing for blank
+    or template-example blocks (see ``_tag_score``)."""
     return [_tag_score(c) for c in completions]
 
 
