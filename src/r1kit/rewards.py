@@ -386,6 +386,11 @@ def _canonical(text: str) -> str:
 _m = _EXAMPLE_RE.search(R1_ZERO_TEMPLATE)
 TEMPLATE_EXAMPLES: tuple[str, ...] = tuple(_canonical(_m.group(k)) for k in ("think", "answer"))  # canonical form
 del _m
+# Words a block may be made of and still be the example: the examples' own words plus the fillers and
+# near-synonyms that policies were seen to swap in ("reason process here", "<think> here </think>",
+# "Your thinking process here").
+_EXAMPLE_WORDS = frozenset(" ".join(TEMPLATE_EXAMPLES).split()) | {
+    "the", "your", "my", "final", "reason", "think", "thinking", "thought", "thoughts"}
 
 
 def is_template_example(text: str, whole: bool = True) -> bool:
@@ -393,16 +398,21 @@ def is_template_example(text: str, whole: bool = True) -> bool:
 
     The examples are the think and answer contents of the R1-Zero template's own illustration,
     "reasoning process here" and "answer here", compared in ``_canonical`` form, so case, whitespace and
-    punctuation do not matter; ``whole`` also accepts the example without its final "here"
-    ("Reasoning process:"). Not ``whole``, the example must appear as whole words, so
+    punctuation do not matter. ``whole``: text made only of the examples' words and a few fillers
+    (``_EXAMPLE_WORDS``: "Reasoning process:", "reason here", "here", "Your thinking process here") is
+    the example too, as policies learn those variations within a few steps once the exact text pays
+    nothing. Not ``whole``, the exact example must appear as whole words, so
     "the answer here is 12" contains it and "answer heres" does not. One check serves the ``format`` and
     ``tag_count`` rewards (which pay nothing for an example) and ``template_copy_rate`` (which counts
     completions that copy one).
     """
     canon = _canonical(text)
     if whole:
-        return any(canon in (ex, ex.removesuffix(" here")) for ex in TEMPLATE_EXAMPLES)
+        return bool(canon) and all(word in _EXAMPLE_WORDS for word in canon.split())
     return any(f" {ex} " in f" {canon} " for ex in TEMPLATE_EXAMPLES)
+
+
+_DIGIT_RE = re.compile(r"[0-9]")
 
 
 def _is_real_content(text: str) -> bool:
@@ -417,16 +427,36 @@ def _think_content(text: str) -> str | None:
     return None if end == -1 else text[start + len(THINK_OPEN) : end]
 
 
+def copies_template(text: str) -> bool:
+    """True if ``text`` contains the template's example anywhere, or its think or answer block is one
+    (``is_template_example``; a blank block is no copy)."""
+    if is_template_example(text, whole=False):
+        return True
+    return any(block is not None and is_template_example(block) for block in (_think_content(text), extract_answer(text)))
+
+
 def template_copy_rate(completions: list[str]) -> float:
-    """Share of ``completions`` that contain the template's example text anywhere (0.0 for none).
+    """Share of ``completions`` that copy the template's example (``copies_template``; 0.0 for none).
 
     A run whose format credit rises with this rate is being paid for copying the prompt, not for the
-    task; the rewards already pay nothing for it, so a high rate means the policy has found no better
-    way to score. Completions with a partial copy ("answer here: 12") count too.
+    task; format and tag_count pay nothing for it, so a high rate means another reward (accuracy on a
+    copied think) still pays for it. Completions with a partial copy ("answer here: 12") count too.
     """
     if not completions:
         return 0.0
-    return sum(is_template_example(c, whole=False) for c in completions) / len(completions)
+    return sum(copies_template(c) for c in completions) / len(completions)
+
+
+@register_reward("template_penalty")
+def template_penalty_reward(completions: list[str], answers: list[str]) -> list[float]:
+    """-1.0 for a completion that copies the template's example (``copies_template``), else 0.0.
+
+    ``format`` and ``tag_count`` pay nothing for a copy, but ``accuracy`` still pays a right number
+    after "<think> reasoning process here </think>", and a weak model finds that within five steps
+    (measured on the embedded model, 1-digit addition). Weighted like ``accuracy``, the penalty makes
+    a copied think worth no more than no answer, so the group's advantage goes to real working.
+    """
+    return [-1.0 if copies_template(c) else 0.0 for c in completions]
 
 
 @register_reward("format")
@@ -437,7 +467,9 @@ def format_reward(completions: list[str], answers: list[str]) -> list[float]:
     Real content: neither block is blank or the template's example (``is_template_example``); a policy
     learns to copy "<think> reasoning process here </think> <answer> answer here </answer>" within ten
     steps when that is paid. When the gold is a plain number, the answer must be written as a number
-    (``_is_final_number``, as ``accuracy`` demands), so a word in the answer block earns no format credit.
+    (``_is_final_number``, as ``accuracy`` demands), so a word in the answer block earns no format credit,
+    and the think block must engage with the question by containing a number: "<think> calculation
+    </think>" was the next cheapest format a policy found once the example paid nothing.
     """
     scores = []
     for text, gold in zip(completions, answers, strict=True):
@@ -445,7 +477,8 @@ def format_reward(completions: list[str], answers: list[str]) -> list[float]:
         if ok:
             pred = extract_answer(text) or ""
             ok = _is_real_content(_think_content(text) or "") and _is_real_content(pred)
-            ok = ok and (normalize_number(gold) is None or _is_final_number(pred))
+            numeric = normalize_number(gold) is not None
+            ok = ok and (not numeric or (_is_final_number(pred) and _DIGIT_RE.search(_think_content(text)) is not None))
         scores.append(1.0 if ok else 0.0)
     return scores
 
