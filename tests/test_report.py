@@ -22,7 +22,7 @@ import pytest
 from r1kit import aha
 from r1kit.cli import main
 from r1kit.data import DataError
-from r1kit.report import write_report
+from r1kit.report import figure_specs, write_report
 from r1kit.tracking import make_trackers
 
 RECORDED = Path(__file__).parent / "data" / "demo_run_small"
@@ -376,6 +376,36 @@ def test_report_tolerates_old_and_partial_runs_and_rejects_non_runs(tmp_path, ca
     assert capsys.readouterr().err.strip() == f"r1kit: error: run {tmp_path / 'missing'}: no such folder"
     assert main(["report", str(old), "--markers", "*"]) == 2
     assert capsys.readouterr().err.strip() == "r1kit: error: --markers: reflection marker '*' is empty"
+
+
+def test_report_shows_alerts_at_the_top_with_the_runs_thresholds(tmp_path):
+    run = tmp_path / "copying"
+    run.mkdir()
+    rows = [{"step": 0, "eval/pass@1": 0.1}]
+    rows += [{"step": s, "reward": 0.5, "entropy": 1.0, "kl": 0.01 if s < 4 else 0.3, "format_rate": 0.5,
+              "accuracy": 0.1, "template_copy_rate": 0.1 * s} for s in range(1, 7)]
+    run.joinpath("metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # the run's own thresholds: KL 0.3 is over its limit of 0.2 (the default, 1.0, would stay silent)
+    run.joinpath("config.json").write_text(json.dumps({"alert_kl_max": 0.2, "alert_template_copy_max": 0.25}))
+    text = write_report(run, out=tmp_path / "alerts.html").read_text()
+    alerts = text[text.index('<h2 id="alerts">'):text.index('<h2 id="runs">')]
+    assert text.index('<h2 id="alerts">') < text.index('<h2 id="plots">')
+    # template copies 0.3 > 0.25 at step 3, KL 0.3 > 0.2 at step 4, in step order, each with its metric
+    assert alerts.count("<tr><td>") == 2
+    assert alerts.index("template_copies") < alerts.index("kl_exploding")
+    assert "<td>3</td><td>template_copies</td><td>template_copy_rate = 0.300</td>" in alerts
+    assert "<td>4</td><td>kl_exploding</td><td>kl = 0.300</td>" in alerts
+    run.joinpath("config.json").write_text(json.dumps({"alert_template_copy_max": 0}))
+    quiet = write_report(run, out=tmp_path / "quiet.html").read_text()
+    assert "No alerts." in quiet
+
+
+def test_template_copy_rate_is_plotted_with_accuracy_and_format():
+    specs = figure_specs(["accuracy", "format_rate", "template_copy_rate"])
+    panel = specs[0]["panels"][0]
+    assert specs[0]["name"] == "reward" and panel["ylim"] == (0, 1)
+    assert panel["series"] == [("accuracy", "accuracy"), ("format_rate", "format rate"),
+                               ("template_copy_rate", "template copies")]
 
 
 # ----------------------------------------------------------------------------- trackers

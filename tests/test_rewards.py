@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from r1kit.rewards import (
     REWARDS,
+    TEMPLATE_EXAMPLES,
     RewardError,
     accuracy_reward,
     answers_match,
@@ -18,30 +19,54 @@ from r1kit.rewards import (
     format_reward,
     normalize_number,
     register_reward,
+    is_template_example,
     tag_count_reward,
+    template_copy_rate,
+    template_penalty_reward,
 )
+from r1kit.templates import R1_ZERO_TEMPLATE
 
 PERFECT = "<think>\nLet me add 2 and 2.\n</think>\n<answer>4</answer>"
 
 # (completion, format score, tag_count score)
 FORMAT_CASES = [
     pytest.param(PERFECT, 1.0, 1.0, id="perfect"),
-    pytest.param("  \n<think>a</think>  <answer> 4 </answer>\n\n", 1.0, 1.0, id="perfect-whitespace"),
-    pytest.param("<think></think><answer></answer>", 1.0, 1.0, id="perfect-empty-blocks"),
-    pytest.param("<think>reasoning</think>", 0.0, 0.5, id="think-only"),
-    pytest.param("<think>reasoning</think> the answer is 4", 0.0, 0.5, id="no-answer-tags"),
-    pytest.param("<think>reasoning</think><answer>4", 0.0, 0.75, id="missing-answer-close"),
-    pytest.param("<think>reasoning <answer>4</answer>", 0.0, 0.75, id="missing-think-close"),
-    pytest.param("reasoning</think><answer>4</answer>", 0.0, 0.75, id="missing-think-open"),
-    pytest.param("<think>a</think><think>b</think><answer>4</answer>", 0.0, 0.5, id="doubled-think"),
-    pytest.param("<think>a</think><answer>3</answer><answer>4</answer>", 0.0, 0.5, id="doubled-answer"),
-    pytest.param("<answer>4</answer><think>a</think>", 0.0, 0.75, id="answer-before-think"),
+    pytest.param("  \n<think>2+2</think>  <answer> 4 </answer>\n\n", 1.0, 1.0, id="perfect-whitespace"),
+    pytest.param("<think></think><answer></answer>", 0.0, 0.0, id="empty-blocks"),
+    pytest.param("<think> \n </think><answer>4</answer>", 0.0, 0.0, id="blank-think"),
+    pytest.param("<think>2 + 2 = 4</think><answer> ... </answer>", 0.0, 0.0, id="punctuation-only-answer"),
+    # the template's own example, as policies learn to copy it, and small variations of it
+    pytest.param("<think> reasoning process here </think> <answer> answer here </answer>", 0.0, 0.0,
+                 id="template-example"),
+    pytest.param("<think>Reasoning process here.</think>\n<answer>4</answer>", 0.0, 0.0, id="example-think"),
+    pytest.param("<think>2 + 2 = 4</think> <answer>**Answer  here**</answer>", 0.0, 0.0, id="example-answer"),
+    pytest.param("<think>reasoning process:</think><answer>4</answer>", 0.0, 0.0, id="example-without-here"),
+    pytest.param("<think> reasoning process here </think> the answer", 0.0, 0.0, id="example-think-no-answer"),
+    # real content that mentions the words is real content
+    pytest.param("<think>the reasoning process here is 2 + 2</think><answer>4</answer>", 1.0, 1.0,
+                 id="example-words-inside-reasoning"),
+    # a numeric gold needs a number in the answer block for format credit (tag_count only counts tags)
+    pytest.param("<think>2 + 2 = 4</think><answer>four</answer>", 0.0, 1.0, id="word-answer-numeric-gold"),
+    # ... and a think that engages the question: for a numeric gold it holds a number
+    pytest.param("<think> calculation </think><answer>4</answer>", 0.0, 1.0, id="think-without-number"),
+    pytest.param("<think> here </think><answer>4</answer>", 0.0, 0.0, id="filler-think"),
+    pytest.param("<think>Your thinking process here</think><answer>4</answer>", 0.0, 0.0, id="reworded-example"),
+    pytest.param("<think>add them</think><answer>2 + 2</answer>", 0.0, 1.0, id="expression-answer-numeric-gold"),
+    pytest.param("<think>add 2 and 3</think><answer>\\boxed{5}</answer>", 1.0, 1.0, id="wrong-number-is-formatted"),
+    pytest.param("<think>2+2</think>", 0.0, 0.5, id="think-only"),
+    pytest.param("<think>2+2</think> the answer is 4", 0.0, 0.5, id="no-answer-tags"),
+    pytest.param("<think>2+2</think><answer>4", 0.0, 0.75, id="missing-answer-close"),
+    pytest.param("<think>2+2 <answer>4</answer>", 0.0, 0.75, id="missing-think-close"),
+    pytest.param("2+2</think><answer>4</answer>", 0.0, 0.75, id="missing-think-open"),
+    pytest.param("<think>2+2</think><think>b</think><answer>4</answer>", 0.0, 0.5, id="doubled-think"),
+    pytest.param("<think>2+2</think><answer>3</answer><answer>4</answer>", 0.0, 0.5, id="doubled-answer"),
+    pytest.param("<answer>4</answer><think>2+2</think>", 0.0, 0.75, id="answer-before-think"),
     pytest.param("</think><think><answer>4</answer>", 0.0, 0.75, id="think-tags-swapped"),
-    pytest.param("<think>a</think></answer>4<answer>", 0.0, 0.75, id="answer-tags-swapped"),
+    pytest.param("<think>2+2</think></answer>4<answer>", 0.0, 0.75, id="answer-tags-swapped"),
     pytest.param("</answer><answer></think><think>", 0.0, 0.25, id="fully-reversed"),
-    pytest.param("Sure! <think>a</think><answer>4</answer>", 0.0, 1.0, id="text-before-think"),
-    pytest.param("<think>a</think> so <answer>4</answer>", 0.0, 1.0, id="text-between-blocks"),
-    pytest.param("<think>a</think><answer>4</answer> done.", 0.0, 1.0, id="text-after-answer"),
+    pytest.param("Sure! <think>2+2</think><answer>4</answer>", 0.0, 1.0, id="text-before-think"),
+    pytest.param("<think>2+2</think> so <answer>4</answer>", 0.0, 1.0, id="text-between-blocks"),
+    pytest.param("<think>2+2</think><answer>4</answer> done.", 0.0, 1.0, id="text-after-answer"),
     pytest.param("", 0.0, 0.0, id="empty"),
     pytest.param("just some text", 0.0, 0.0, id="no-tags"),
 ]
@@ -55,6 +80,61 @@ def test_format_reward(completion: str, fmt: float, tags: float) -> None:
 @pytest.mark.parametrize(("completion", "fmt", "tags"), FORMAT_CASES)
 def test_tag_count_reward(completion: str, fmt: float, tags: float) -> None:
     assert tag_count_reward([completion], ["4"]) == [tags]
+
+
+def test_format_of_symbolic_gold_accepts_any_real_answer() -> None:
+    completions = ["<think>factor it</think><answer>(x+1)^2</answer>", "<think>ok</think><answer>four</answer>",
+                   "<think>ok</think><answer>answer here</answer>"]
+    # no number needed in the think or the answer when the gold is not a number
+    assert format_reward(completions, ["x^2+2x+1", "", "x"]) == [1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize(("text", "whole", "part"), [
+    ("reasoning process here", True, True),
+    ("  Reasoning   PROCESS here!! ", True, True),
+    ("answer_here", True, True),
+    ("Answer:", True, False),
+    ("reasoning process", True, False),
+    ("the answer here is 4", False, True),
+    ("<think> reasoning process here </think>", True, True),
+    ("reason process here", True, False),
+    ("here", True, False),
+    ("a", False, False),
+    ("answer heres", False, False),
+    ("reasoningprocesshere", False, False),
+    ("2 + 2 = 4", False, False),
+    ("", False, False),
+])
+def test_is_template_example(text: str, whole: bool, part: bool) -> None:
+    assert is_template_example(text) is whole
+    assert is_template_example(text, whole=False) is part
+
+
+def test_template_examples_come_from_the_verbatim_template() -> None:
+    # the R1-Zero template's illustration, as printed in the paper's Table 1
+    assert "<think> reasoning process here </think> <answer> answer here </answer>" in R1_ZERO_TEMPLATE
+    assert TEMPLATE_EXAMPLES == ("reasoning process here", "answer here")
+
+
+def test_template_copy_rate() -> None:
+    copies = ["<think> reasoning process here </think> <answer> answer here </answer>",
+              "<think>Reasoning process here.</think><answer>7</answer>",
+              "<think>3 + 4 = 7</think><answer>Answer here: 7</answer>",
+              "<think> reason here </think>\n<answer> 7 </answer>"]  # a reworded example block
+    real = ["<think>3 + 4 = 7</think><answer>7</answer>", "<think>I add the reasoning process</think><answer>7</answer>",
+            "<think></think><answer>7</answer>", "", "no tags at all"]
+    assert template_copy_rate(copies) == 1.0
+    assert template_copy_rate(real) == 0.0
+    assert template_copy_rate(copies[:1] + real) == pytest.approx(1 / 6)
+    assert template_copy_rate([]) == 0.0
+    # the penalty marks exactly the completions the rate counts
+    assert template_penalty_reward(copies + real, ["7"] * 9) == [-1.0] * 4 + [0.0] * 5
+
+
+def test_template_penalty_cancels_accuracy_on_a_copied_think() -> None:
+    completions = ["<think> reasoning process here </think> <answer>7</answer>", "<think>3 + 4 = 7</think><answer>7</answer>"]
+    totals, _ = compute_rewards(["format", "accuracy", "template_penalty"], [0.5, 2.0, 2.0], completions, ["7", "7"])
+    assert totals == [0.0 + 2.0 - 2.0, 0.5 + 2.0]
 
 
 def test_perfect_format_implies_full_tag_count() -> None:
@@ -257,7 +337,7 @@ def test_answers_match_swallows_math_verify_errors(monkeypatch: pytest.MonkeyPat
 # compute_rewards
 # --------------------------------------------------------------------------
 
-COMPLETIONS = [PERFECT, "<think>no answer</think>", "<think>x</think><answer>5</answer>"]
+COMPLETIONS = [PERFECT, "<think>no answer</think>", "<think>2 + 3</think><answer>5</answer>"]
 ANSWERS = ["4", "4", "4"]
 
 

@@ -140,6 +140,16 @@ class GRPOConfig:
     resume: bool = _opt(False, "resume from the last checkpoint in output_dir")
     overwrite_output_dir: bool = _opt(False, "start afresh even if output_dir already holds a run")
     torch_threads: int | None = _opt(None, "CPU threads per process (default: cores / processes)")
+    # alerts (r1kit.alerts): printed once each as one line and shown at the top of the report; 0 turns one off
+    alert_entropy_min: float = _opt(0.05, "alert when the mean entropy (nats per token) stays below this for alert_patience steps")
+    alert_zero_std_max: float = _opt(0.95, "alert when the share of groups with zero reward spread stays at or above this for alert_patience steps")
+    alert_format_rate: float = _opt(0.5, "alert when format_rate has risen to at least this while accuracy stayed 0 for alert_patience steps")
+    alert_template_copy_max: float = _opt(0.2, "alert when template_copy_rate (completions copying the template's example) exceeds this")
+    alert_kl_max: float = _opt(1.0, "alert when the KL to the reference (per token) exceeds this")
+    alert_clip_max: float = _opt(0.2, "alert when the share of clipped tokens exceeds this")
+    alert_timeouts_max: int = _opt(10, "alert when one reward has timed out on this many samples in the run")
+    alert_patience: int = _opt(3, "logged steps in a row a sustained alert condition must hold")
+    alert_stop: bool = _opt(False, "stop the run (after saving a checkpoint) when an alert fires; default: print it and go on")
     # report and trackers
     write_report: bool = _opt(True, "write OUTPUT_DIR/report/report.html and its PNG plots when training ends")
     report_steps: int = _opt(0, "also rewrite the report every N steps (0: only at the end)")
@@ -328,6 +338,12 @@ def validate(c: GRPOConfig) -> None:
          "general_dataset: each process needs at least 2 prompts per step (one reasoning, one general); "
          "raise per_device_train_batch_size x gradient_accumulation_steps")
     need(bool(c.special_token.strip()), "special_token must not be blank")
+    for name in ("alert_entropy_min", "alert_zero_std_max", "alert_format_rate", "alert_template_copy_max",
+                 "alert_kl_max", "alert_clip_max"):
+        value = getattr(c, name)
+        need(value >= 0 and math.isfinite(value), f"{name}={value}: must be a finite number >= 0 (0: off)")
+    need(c.alert_timeouts_max >= 0, f"alert_timeouts_max={c.alert_timeouts_max}: must be >= 0 (0: off)")
+    need(c.alert_patience >= 1, f"alert_patience={c.alert_patience}: must be >= 1")
     from .readable import TARGET_LANGUAGES
 
     need(c.language in TARGET_LANGUAGES, f"language={c.language!r}: choose one of {', '.join(TARGET_LANGUAGES)}")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from . import aha
+from .alerts import check_alerts
 from .data import DataError
 from .files import write_atomic
 
@@ -121,7 +122,8 @@ def _numeric_keys(runs: list[dict]) -> list[str]:
 FIGURES = [
     ("reward", "Reward, accuracy and format rate (training completions)", [
         ("reward (total and per function)", [("reward", "total"), ("rewards/*", "")], None),
-        ("accuracy and format rate", [("accuracy", "accuracy"), ("format_rate", "format rate")], (0, 1)),
+        ("accuracy, format rate and template copies", [("accuracy", "accuracy"), ("format_rate", "format rate"),
+                                                      ("template_copy_rate", "template copies")], (0, 1)),
     ]),
     ("eval", "Evaluation on the held-out set (paper, Figure 2)", [
         ("pass@1 (and cons@k)", [("eval/pass@1", "pass@1"), ("eval/pass@*", ""), ("eval/cons@*", "")], (0, 1)),
@@ -401,6 +403,21 @@ def summary_table(runs: list[dict]) -> str:
             "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
+def alerts_section(runs: list[dict]) -> str:
+    """The alerts each run raised, recomputed from metrics.jsonl with the run's own thresholds
+    (config.json; defaults for options it lacks), so the page shows what the loop printed."""
+    rows = []
+    for run in runs:
+        for a in check_alerts(run["metrics"], run["config"]):
+            cells = [run["name"], str(a.step), a.kind, f"{a.metric} = {_fmt(a.value)}", a.message]
+            rows.append("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in cells) + "</tr>")
+    if not rows:
+        return "<p class='muted'>No alerts.</p>"
+    head = ["run", "step", "alert", "metric", "message"]
+    return ("<table class='alerts'><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) +
+            "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
 def _sample_link(run_index: int, step: int, index: int, text: str) -> str:
     return (f"<a class='sample-link' href='#s-{run_index}-train-{step}-{index}'>"
             f"{html.escape(text)}</a>")
@@ -472,6 +489,7 @@ h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #dde; padding-bottom:
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { border: 1px solid #dde; padding: 3px 8px; text-align: left; vertical-align: top; }
 th { background: #f5f6fa; }
+table.alerts td { background: #fff4e5; }
 figure.plot { margin: 1em 0; } figure.plot img { max-width: 100%; height: auto; border: 1px solid #eef; }
 figcaption { font-size: 0.85em; color: #667; }
 nav a { margin-right: 1em; }
@@ -628,7 +646,9 @@ def render_html(runs: list[dict], figures: list[tuple[dict, bytes]], markers: li
 <h1>r1kit report</h1>
 <p class="muted">{html.escape(names)} · generated {created}
 from metrics.jsonl, samples.jsonl and eval_samples.jsonl</p>
-<nav><a href="#runs">runs</a><a href="#plots">plots</a><a href="#aha">aha moment</a><a href="#samples">samples</a></nav>
+<nav><a href="#alerts">alerts</a><a href="#runs">runs</a><a href="#plots">plots</a><a href="#aha">aha moment</a><a href="#samples">samples</a></nav>
+<h2 id="alerts">Alerts</h2>
+{alerts_section(runs)}
 <h2 id="runs">Runs</h2>
 {summary_table(runs)}
 <h2 id="plots">Plots</h2>

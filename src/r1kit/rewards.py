@@ -51,6 +51,7 @@ from .answers import (  # noqa: F401 - re-exported: answer extraction and matchi
     ANSWER_CLOSE, ANSWER_OPEN, MATH_VERIFY_TIMEOUT_S, answers_match, extract_answer, normalize_number)
 from .errors import RewardError  # noqa: F401 - re-exported: its old home
 from .readable import DEFAULT_SPECIAL_TOKEN, final_answer, language_consistency, parse_readable, split_reasoning
+from .templates import R1_ZERO_TEMPLATE
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
 
@@ -97,10 +98,115 @@ def _is_well_formed(text: str) -> bool:
     )
 
 
+# The template's example contents, read from the verbatim R1-Zero template so there is one source:
+# "i.e., <think> reasoning process here </think> <answer> answer here </answer>".
+_EXAMPLE_RE = re.compile(r"i\.e\., <think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>", re.S)
+
+
+def _canonical(text: str) -> str:
+    """Lower case, every run of characters other than letters and digits one space: the form in which
+    "Reasoning process here.", " reasoning   process here " and "**answer here**" are the same text."""
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", text.lower()).split())
+
+
+_m = _EXAMPLE_RE.search(R1_ZERO_TEMPLATE)
+TEMPLATE_EXAMPLES: tuple[str, ...] = tuple(_canonical(_m.group(k)) for k in ("think", "answer"))  # canonical form
+del _m
+# Words a block may be made of and still be the example: the examples' own words plus the fillers and
+# near-synonyms that policies were seen to swap in ("reason process here", "<think> here </think>",
+# "Your thinking process here").
+_EXAMPLE_WORDS = frozenset(" ".join(TEMPLATE_EXAMPLES).split()) | {
+    "the", "your", "my", "final", "reason", "think", "thinking", "thought", "thoughts"}
+
+
+def is_template_example(text: str, whole: bool = True) -> bool:
+    """True if ``text`` is (``whole``) or contains (not ``whole``) the template's example content.
+
+    The examples are the think and answer contents of the R1-Zero template's own illustration,
+    "reasoning process here" and "answer here", compared in ``_canonical`` form, so case, whitespace and
+    punctuation do not matter. ``whole``: text made only of the examples' words and a few fillers
+    (``_EXAMPLE_WORDS``: "Reasoning process:", "reason here", "here", "Your thinking process here") is
+    the example too, as policies learn those variations within a few steps once the exact text pays
+    nothing. Not ``whole``, the exact example must appear as whole words, so
+    "the answer here is 12" contains it and "answer heres" does not. One check serves the ``format`` and
+    ``tag_count`` rewards (which pay nothing for an example) and ``template_copy_rate`` (which counts
+    completions that copy one).
+    """
+    canon = _canonical(text)
+    if whole:
+        return bool(canon) and all(word in _EXAMPLE_WORDS for word in canon.split())
+    return any(f" {ex} " in f" {canon} " for ex in TEMPLATE_EXAMPLES)
+
+
+_DIGIT_RE = re.compile(r"[0-9]")
+
+
+def _is_real_content(text: str) -> bool:
+    """Content a tag pair may be paid for: not blank (punctuation only is blank) and not the template's example."""
+    return bool(_canonical(text)) and not is_template_example(text)
+
+
+def _think_content(text: str) -> str | None:
+    """The text between the first ``<think>`` and the first ``</think>`` after it; None without that pair."""
+    start = text.find(THINK_OPEN)
+    end = text.find(THINK_CLOSE, start + len(THINK_OPEN)) if start != -1 else -1
+    return None if end == -1 else text[start + len(THINK_OPEN) : end]
+
+
+def copies_template(text: str) -> bool:
+    """True if ``text`` contains the template's example anywhere, or its think or answer block is one
+    (``is_template_example``; a blank block is no copy)."""
+    if is_template_example(text, whole=False):
+        return True
+    return any(block is not None and is_template_example(block) for block in (_think_content(text), extract_answer(text)))
+
+
+def template_copy_rate(completions: list[str]) -> float:
+    """Share of ``completions`` that copy the template's example (``copies_template``; 0.0 for none).
+
+    A run whose format credit rises with this rate is being paid for copying the prompt, not for the
+    task; format and tag_count pay nothing for it, so a high rate means another reward (accuracy on a
+    copied think) still pays for it. Completions with a partial copy ("answer here: 12") count too.
+    """
+    if not completions:
+        return 0.0
+    return sum(copies_template(c) for c in completions) / len(completions)
+
+
+@register_reward("template_penalty")
+def template_penalty_reward(completions: list[str], answers: list[str]) -> list[float]:
+    """-1.0 for a completion that copies the template's example (``copies_template``), else 0.0.
+
+    ``format`` and ``tag_count`` pay nothing for a copy, but ``accuracy`` still pays a right number
+    after "<think> reasoning process here </think>", and a weak model finds that within five steps
+    (measured on the embedded model, 1-digit addition). Weighted like ``accuracy``, the penalty makes
+    a copied think worth no more than no answer, so the group's advantage goes to real working.
+    """
+    return [-1.0 if copies_template(c) else 0.0 for c in completions]
+
+
 @register_reward("format")
 def format_reward(completions: list[str], answers: list[str]) -> list[float]:
-    """1.0 for exactly ``<think>...</think><answer>...</answer>`` (whitespace-only gaps), else 0.0."""
-    return [1.0 if _is_well_formed(c) else 0.0 for c in completions]
+    """1.0 for exactly ``<think>...</think><answer>...</answer>`` (whitespace-only gaps) with real
+    content, else 0.0.
+
+    Real content: neither block is blank or the template's example (``is_template_example``); a policy
+    learns to copy "<think> reasoning process here </think> <answer> answer here </answer>" within ten
+    steps when that is paid. When the gold is a plain number, the answer must be written as a number
+    (``_is_final_number``, as ``accuracy`` demands), so a word in the answer block earns no format credit,
+    and the think block must engage with the question by containing a number: "<think> calculation
+    </think>" was the next cheapest format a policy found once the example paid nothing.
+    """
+    scores = []
+    for text, gold in zip(completions, answers, strict=True):
+        ok = _is_well_formed(text)
+        if ok:
+            pred = extract_answer(text) or ""
+            ok = _is_real_content(_think_content(text) or "") and _is_real_content(pred)
+            numeric = normalize_number(gold) is not None
+            ok = ok and (not numeric or (_is_final_number(pred) and _DIGIT_RE.search(_think_content(text)) is not None))
+        scores.append(1.0 if ok else 0.0)
+    return scores
 
 
 def _tag_score(text: str) -> float:
@@ -110,7 +216,12 @@ def _tag_score(text: str) -> float:
     </answer>`` that itself occurs exactly once; a missing or doubled tag is
     skipped over rather than zeroing everything after it, so ``</think>``
     followed by a proper answer block still earns 0.75 without ``<think>``.
+    A think or answer block that is present but blank or the template's
+    example scores 0.0 for the whole text: partial credit is for attempts.
     """
+    think, answer = _think_content(text), extract_answer(text)
+    if any(block is not None and not _is_real_content(block) for block in (think, answer)):
+        return 0.0
     score = 0.0
     anchor_end = 0  # end of the last uniquely-occurring tag seen so far
     for tag in _TAGS:
@@ -125,7 +236,8 @@ def _tag_score(text: str) -> float:
 
 @register_reward("tag_count")
 def tag_count_reward(completions: list[str], answers: list[str]) -> list[float]:
-    """Partial format credit in [0, 1], so a weak model gets signal from step one."""
+    """Partial format credit in [0, 1], so a weak model gets signal from step one; nothing for blank
+    or template-example blocks (see ``_tag_score``)."""
     return [_tag_score(c) for c in completions]
 
 
