@@ -98,3 +98,31 @@ def test_thresholds_come_from_the_config_or_a_config_dict() -> None:
 def test_bad_alert_options_name_the_option(override: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         make_config(None, override)
+
+
+def constant_reward(completions, answers):
+    return [1.0 for _ in completions]
+
+
+def test_a_training_run_prints_each_alert_once_and_alert_stop_saves_and_stops(tmp_path, tiny_model, capsys) -> None:
+    """A reward with no spread gives no learning signal: the loop says so once, after alert_patience steps,
+    and with alert_stop ends the run there as a SIGTERM would, with a checkpoint to resume from."""
+    import pytest
+
+    from r1kit import checkpoint as ckpt
+    from r1kit.config import TrainingStopped, make_config
+    from r1kit.trainer import train
+
+    def config(out, **kw):
+        return make_config(overrides=dict(model=tiny_model, output_dir=str(out), num_generations=2,
+                                          per_device_train_batch_size=4, max_completion_length=4, max_steps=5,
+                                          save_steps=0, log_completions_steps=0, torch_threads=1, write_report=False,
+                                          reward_funcs=["format"], alert_patience=2, **kw))
+
+    history = train(config(tmp_path / "a"), reward_funcs=[constant_reward], show_progress=False)
+    printed = capsys.readouterr().out
+    assert len(history) == 5 and printed.count("alert at step 2: no_learning_signal") == 1
+    assert "template_copy_rate" in history[0] and history[0]["template_copy_rate"] == 0.0
+    with pytest.raises(TrainingStopped, match="stopped by alert no_learning_signal after step 2"):
+        train(config(tmp_path / "b", alert_stop=True), reward_funcs=[constant_reward], show_progress=False)
+    assert ckpt.latest_checkpoint(tmp_path / "b") == tmp_path / "b" / "checkpoint-2"

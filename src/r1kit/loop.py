@@ -119,6 +119,12 @@ def install_stop_handlers(announce: bool) -> dict:
             if signal.getsignal(sig) is not signal.SIG_IGN}
 
 
+def request_stop(reason: str) -> None:
+    """Ask the loop to stop after the current step, as a first SIGTERM does (an alert with alert_stop)."""
+    if _STOP["signal"] is None:
+        _STOP.update(signal=reason, time=time.monotonic())
+
+
 def stop_requested(acc: Accelerator) -> bool:
     """Whether any process got a stop signal; every process must call this at the same step."""
     if acc.num_processes == 1:
@@ -287,6 +293,9 @@ class Run:
     def _where(self) -> str:
         prefix = "" if self.o.name == "GRPO" else f"{self.o.name.lower()}: "
         return f"{prefix}step {_STOP['step'] + 1}: "
+
+    def request_stop(self, reason: str) -> None:
+        request_stop(reason)
 
     @property
     def learning_rate(self) -> float:

@@ -58,6 +58,7 @@ from .data import DataError, prompt_indices, read_jsonl
 from .files import jsonl_text, write_atomic, write_json
 from .models import ModelError, load_tokenizer, resolve_model_path
 from .templates import TEMPLATES, build_prompt
+from .tracking import check_trackers
 
 RM_INFO = "r1kit_rm.json"  # in a saved reward model folder: the template it was trained with, its base model
 
@@ -107,6 +108,7 @@ def make_rm_config(yaml_path: str | Path | None = None, overrides: dict[str, Any
 
 def validate_rm_config(c: RMConfig) -> None:
     """Reject settings that cannot work, naming the option."""
+    check_trackers(c.report_to)  # a missing tracker package is named before any model loads
     need(c.template in TEMPLATES, f"template={c.template!r}: choose {', '.join(TEMPLATES)}")
     need(c.max_length >= 2, f"max_length={c.max_length}: must be >= 2")
     need(0 <= c.eval_fraction < 1, f"eval_fraction={c.eval_fraction}: must be in [0, 1)")

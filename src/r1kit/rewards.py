@@ -40,6 +40,7 @@ import multiprocessing
 import numbers
 import os
 import random
+import re
 import signal
 import zlib
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from typing import Callable
 import numpy as np
 
 from .answers import (  # noqa: F401 - re-exported: answer extraction and matching used to live here
-    ANSWER_CLOSE, ANSWER_OPEN, MATH_VERIFY_TIMEOUT_S, answers_match, extract_answer, normalize_number)
+    ANSWER_CLOSE, ANSWER_OPEN, MATH_VERIFY_TIMEOUT_S, _is_final_number, answers_match, extract_answer, normalize_number)
 from .errors import RewardError  # noqa: F401 - re-exported: its old home
 from .readable import DEFAULT_SPECIAL_TOKEN, final_answer, language_consistency, parse_readable, split_reasoning
 from .templates import R1_ZERO_TEMPLATE

@@ -43,12 +43,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .checkpoint import latest_checkpoint
 from .config import DTYPE_HELP, DTYPES, SCHEDULERS, ConfigError, _opt, load_config, need, need_choice
 from .data import DataError, read_jsonl
-from .checkpoint import latest_checkpoint
 from .files import write_json
 from .report import iter_jsonl
 from .templates import TEMPLATES, build_prompt
+from .tracking import check_trackers
 
 IGNORE_INDEX = -100  # label of tokens that are not trained on (prompt and padding)
 MEGA_BATCHES = 50  # length grouping sorts within chunks of this many batches
@@ -105,6 +106,7 @@ def make_sft_config(yaml_path: str | Path | None = None, overrides: dict[str, An
 
 def validate_sft(c: SFTConfig) -> None:
     """Reject settings that cannot work, naming the option."""
+    check_trackers(c.report_to)  # a missing tracker package is named before any model loads
     need_choice("dtype", c.dtype, DTYPES)
     need(c.template in TEMPLATES, f"template={c.template!r}: choose {', '.join(TEMPLATES)}")
     need(bool(c.prompt_field) and bool(c.response_field), "prompt_field and response_field must be non-empty")

@@ -36,6 +36,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from .alerts import AlertMonitor
 from .config import ConfigError, GRPOConfig
 from .data import Example, general_examples, load_examples, prompt_indices
 from .decoder import FusedDecoder
@@ -48,8 +49,9 @@ from .logprobs import completion_logprobs
 from .loop import LoopOptions, Run, open_run
 from .models import load_model, load_policy, load_tokenizer, resolve_dtype  # noqa: F401 (resolve_dtype: public here too)
 from .readable import split_reasoning
-from .report import write_report_safely
-from .rewards import RewardFailure, bind_reward_options, close_reward_worker, score_completions, start_reward_worker
+from .report import iter_jsonl, write_report_safely
+from .rewards import (RewardFailure, bind_reward_options, close_reward_worker, copies_template, score_completions,
+                      start_reward_worker)
 from .rollout import Rollout, cat_rollouts, take_groups
 from .templates import build_prompt
 
@@ -106,6 +108,7 @@ class GRPOSetup:
     eval_problems: list[Problem]
     dtype: torch.dtype
     skipped_lines: int
+    alerts: AlertMonitor  # fed every step's metrics, in order (replayed from metrics.jsonl on resume)
 
     @property
     def G(self) -> int:
@@ -162,8 +165,11 @@ def setup(c: GRPOConfig, run: Run, examples: list[Example] | None, reward_funcs:
     wrapped, policy = run.start(model, tokenizer, on_close=lambda: _final_report(c, run))
     if skipped and run.is_main:
         (run.out_dir / "skipped_data.txt").write_text("".join(line + "\n" for line in skipped), encoding="utf-8")
+    alerts = AlertMonitor(c)
+    for past in iter_jsonl(run.out_dir / "metrics.jsonl") if run.start_step else ():
+        alerts.update(past)  # those that fired before the resume stay fired, silently
     return GRPOSetup(c, run, wrapped, policy, tokenizer, ref_model, engine, bound_rewards(c, reward_funcs), judges,
-                     reasoning, general, eval_problems, dtype, len(skipped))
+                     reasoning, general, eval_problems, dtype, len(skipped), alerts)
 
 
 def _final_report(c: GRPOConfig, run: Run) -> None:
@@ -211,6 +217,7 @@ def iter_train(config: GRPOConfig, examples: list[Example] | None = None,
             yield initial_eval(s)
         for step in run.steps():
             metrics = grpo_step(s, step)
+            raise_alerts(s, metrics)
             run.end_step(step + 1, metrics, postfix=progress_postfix(metrics))
             yield metrics
         run.finish()
@@ -481,6 +488,9 @@ def step_metrics(s: GRPOSetup, step: int, rollout: Rollout, scores: Scores, zero
         **{f"rewards/{n}/timeouts": int(counts[i, 1]) for i, n in enumerate(names)},
         "accuracy": _nanmean_or_zero(accuracy),
         "format_rate": _nanmean_or_zero(fmt),
+        # completions that copy the template's example ("reasoning process here"): a reward that pays for
+        # them, or a policy that learned them, is a failure to see at once
+        "template_copy_rate": g([float(copies_template(t)) for t in texts]).mean().item(),
         "completion_length": lengths.mean().item(),
         "completion_length_min": lengths.min().item(),
         "completion_length_max": lengths.max().item(),
@@ -509,7 +519,16 @@ def step_metrics(s: GRPOSetup, step: int, rollout: Rollout, scores: Scores, zero
 
 def progress_postfix(m: dict) -> dict[str, str]:
     return dict(reward=f"{m['reward']:.3f}", fmt=f"{m['format_rate']:.2f}", acc=f"{m['accuracy']:.2f}",
-                len=f"{m['completion_length']:.0f}", s=f"{m['step_time']:.1f}")
+                copy=f"{m['template_copy_rate']:.2f}", len=f"{m['completion_length']:.0f}", s=f"{m['step_time']:.1f}")
+
+
+def raise_alerts(s: GRPOSetup, metrics: dict) -> None:
+    """Print each alert the step raises, once, as one line; with alert_stop, stop after this step (a
+    checkpoint is saved, as for SIGTERM). Every process sees the same gathered metrics, so the same alerts."""
+    for alert in s.alerts.update(metrics):
+        s.run.write(alert.line())
+        if s.c.alert_stop:
+            s.run.request_stop(f"alert {alert.kind}")
 
 
 def write_step_records(s: GRPOSetup, step: int, batch: list[Example], rollout: Rollout, scores: Scores,
