@@ -14,8 +14,8 @@
     r1kit pipeline  CONFIG.yaml [--from STAGE]                 the stages as a declarative list, resumable
     r1kit distill-compare [--option value ...]                  the paper's Table 6 at small scale
 
-Every training option is a field of GRPOConfig and appears here as --field_name (booleans also as
---no-field_name); a config file is read first and command-line options override it. Expected failures
+Every training option is a field of GRPOConfig and appears here as --field_name or --field-name
+(booleans also as --no-field_name / --no-field-name); a config file is read first and command-line options override it. Expected failures
 (bad options, missing files, bad data, a failing reward under reward_failure=abort) print one line
 `r1kit: error: ...` and exit 2; a run that cannot go on (repeated NaN updates, a checkpoint that cannot be
 written) prints one line and exits 1; SIGINT/SIGTERM save a checkpoint and exit 0 with the --resume hint.
@@ -38,15 +38,16 @@ EXPECTED_ERRORS = (ConfigError, DataError, ModelError, RewardError)
 
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type = GRPOConfig) -> None:
-    """One --option per field of the config dataclass `cls`; unset options stay absent so the config
-    file's values stand."""
+    """One --option per field of the config dataclass `cls`, spelt --name_with_underscores or
+    --name-with-dashes (TRL's parser takes both); unset options stay absent so the config file's values stand."""
     group = parser.add_argument_group("training options (also valid as keys of the YAML config)")
     for f in dataclasses.fields(cls):
         ftype, help_text = str(f.type), f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{help_text} (default: {default})"}
+        names = list(dict.fromkeys([f"--{f.name}", f"--{f.name.replace('_', '-')}"]))
         if ftype.startswith("bool"):
-            group.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, **kw)
+            group.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
             continue
         if ftype.startswith("list"):
             kw["nargs"] = "+"
@@ -55,7 +56,7 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type = GRPOConfig)
             kw["type"] = int
         elif ftype.startswith("float"):
             kw["type"] = float
-        group.add_argument(f"--{f.name}", metavar=f.name.upper(), **kw)
+        group.add_argument(*names, metavar=f.name.upper(), **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
