@@ -182,6 +182,19 @@ def test_trl_style_reward_on_a_conversational_batch_gets_message_completions():
     assert per["first_content"] == [3.0, 2.0]
 
 
+def test_reward_keywords_lay_out_prompts_columns_and_ids_per_completion():
+    from r1kit.data import Example, reward_keywords
+
+    chat = [{"role": "user", "content": "b?"}]
+    batch = [Example("a?", "1", "a", columns={"answer": "1", "level": 3}),
+             Example("b?", "2", "b", messages=chat, columns={"answer": "2", "source": "web"})]
+    ids = [[1], [2, 2], [3], [4, 4, 4]]  # G = 2: rows 0-1 continue "a?", rows 2-3 continue "b?"
+    got = reward_keywords(batch, 2, ids, rows=[0, 1, 3])
+    assert got == {"prompts": ["a?", "a?", chat],
+                   "columns": {"answer": ["1", "1", "2"], "level": [3, 3, None], "source": [None, None, "web"]},
+                   "completion_ids": [[1], [2, 2], [4, 4, 4]]}
+
+
 @pytest.fixture
 def user_rewards(tmp_path, monkeypatch):
     """A package importable by dotted path and a loose file, each with a TRL-style reward."""
