@@ -374,3 +374,24 @@ def test_dashed_flags_run_a_real_step(tmp_path, tiny_model):
                    "--output_dir", str(out))
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_hand_written_subcommands_take_dashes_too():
+    parser = build_parser()
+    for under, dashed in [(["eval", "--benchmark", "b", "--num_samples", "2", "--max_new_tokens", "3"],
+                           ["eval", "--benchmark", "b", "--num-samples", "2", "--max-new-tokens", "3"]),
+                          (["chat", "--max_new_tokens", "3", "--trust_remote_code"],
+                           ["chat", "--max-new-tokens", "3", "--trust-remote-code"]),
+                          (["report", "r", "--max_samples_per_step", "2"], ["report", "r", "--max-samples-per-step", "2"]),
+                          (["student", "m", "o", "--num_layers", "2"], ["student", "m", "o", "--num-layers", "2"])]:
+        assert vars(parser.parse_args(under)) == vars(parser.parse_args(dashed))
+
+
+def test_eval_on_a_parquet_benchmark_from_the_cli(tmp_path, tiny_model):
+    datasets.Dataset.from_dict(ROWS).to_parquet(str(tmp_path / "sums.parquet"))
+    proc = run_cli("eval", "--model", tiny_model, "--benchmark", str(tmp_path / "sums.parquet"), "--question-field",
+                   "problem", "--answer-field", "solution", "--num-samples", "1", "--max-new-tokens", "4",
+                   "--output-dir", str(tmp_path / "eval"))
+    assert proc.returncode == 0, proc.stderr
+    samples = [json.loads(x) for x in (tmp_path / "eval" / "sums" / "samples.jsonl").read_text().splitlines()]
+    assert sorted(s["gold"] for s in samples) == sorted(ROWS["solution"])
