@@ -118,6 +118,14 @@ def test_a_conversational_dataset_is_rendered_by_the_chat_template(tmp_path, tin
     assert build_prompt("Hi", tok, "plain", messages=no_system) == "Hi"
 
 
+def test_a_trl_jsonl_with_a_prompt_column_needs_no_question_field(tmp_path):
+    f = tmp_path / "trl.jsonl"
+    f.write_text('{"prompt": "1+1?", "solution": "2"}\n{"prompt": [{"role": "user", "content": "2+2?"}], "solution": "4"}\n')
+    a, b = load_examples(str(f), answer_field="solution")
+    assert (a.question, a.messages, a.columns) == ("1+1?", None, {"solution": "2"})
+    assert (b.question, b.messages) == ("2+2?", [{"role": "user", "content": "2+2?"}])
+
+
 def test_the_same_loader_serves_evaluation_sft_rejection_and_reward_model_data(tmp_path):
     from r1kit.evaluate import load_benchmark
     from r1kit.rejection import load_prompts, make_rejection_config

@@ -169,7 +169,13 @@ def _question(rec: dict, field: str, where: str, key: int,
 
 def _record_example(rec: dict, key: int, where: str, default_id: str, question_field: str, answer_field: str,
                     gsm8k_answers: bool, bad: list[tuple[int, str]] | None) -> Example | None:
-    """One record as an Example, or None after raising or recording why it is unusable."""
+    """One record as an Example, or None after raising or recording why it is unusable.
+
+    A TRL dataset keeps its prompt in a `prompt` column: with question_field left at 'question', a record
+    without a 'question' field but with a 'prompt' one has its prompt used.
+    """
+    if question_field == "question" and "question" not in rec and "prompt" in rec:
+        question_field = "prompt"
     question = _question(rec, question_field, where, key, bad)
     answer = _field_text(rec, answer_field, where, key, bad) if question is not None else None
     if answer is None:
@@ -310,13 +316,10 @@ def dataset_examples(source: str | Path, question_field: str = "question", answe
                      skipped: list[str] | None = None) -> list[Example]:
     """Examples from any source `read_records` takes, with the same field checks as `jsonl_examples`.
 
-    A TRL dataset keeps its prompt in a `prompt` column: with question_field left at 'question' and no
-    such column, 'prompt' is used. With a `skipped` list, unusable rows are recorded and left out.
+    With a `skipped` list, unusable rows are recorded and left out.
     """
     source = str(source)
     rows = read_records(source, config, split)
-    if question_field == "question" and "question" not in rows[0][1] and "prompt" in rows[0][1]:
-        question_field = "prompt"
     bad: list[tuple[int, str]] | None = None if skipped is None else []
     name = Path(source).name or source
     examples = []
