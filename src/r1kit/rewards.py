@@ -67,6 +67,7 @@ import os
 import random
 import re
 import signal
+import sys
 import threading
 import zlib
 from dataclasses import dataclass
@@ -444,6 +445,9 @@ def load_reward_spec(spec: str) -> RewardFn:
             raise ValueError(f"reward {spec!r}: {file} failed to import ({type(e).__name__}: {e})") from None
     elif "." in spec and all(part.isidentifier() for part in spec.split(".")):
         module_path, name = spec.rsplit(".", 1)
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            # the `r1kit` console script, unlike `python -m`, does not put the working directory on the path
+            sys.path.append(os.getcwd())
         try:
             module = importlib.import_module(module_path)
         except Exception as e:  # noqa: BLE001 - ImportError or an error inside the user's module
@@ -503,7 +507,7 @@ def is_trl_style(fn: RewardFn) -> bool:
 def _trl_kwargs(fn: RewardFn, answers: list[str], extra: dict[str, list]) -> dict[str, list]:
     """The keywords a TRL-style reward gets: prompts, completion_ids and every column (and ``answers``),
     only those it names unless it takes ``**kwargs``."""
-    kwargs = {"answers": answers, **extra}
+    kwargs = {"answers": answers, **{k: v for k, v in extra.items() if k != "completions"}}
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return kwargs
