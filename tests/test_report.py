@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -418,29 +417,4 @@ def test_trackers_mirror_metrics_and_fail_clearly_without_their_package(tmp_path
     with pytest.raises(ValueError, match=missing):
         make_trackers(["trackio"], tmp_path, {})
     assert make_trackers("none", tmp_path, {}) == [] and make_trackers([], tmp_path, {}) == []
-
-    calls = []
-
-    class FakeRun:
-        def log(self, data, step):
-            calls.append(("log", data, step))
-
-        def finish(self):
-            calls.append(("finish",))
-
-    fake = types.ModuleType("wandb")
-    fake.init = lambda **kw: calls.append(("init", kw)) or FakeRun()
-    monkeypatch.setitem(sys.modules, "wandb", fake)
-    (tracker,) = make_trackers(["wandb"], tmp_path / "run", {"beta": 0.001})
-    tracker.log({"step": 3, "reward": 1.5, "rewards/format": 1, "note": "text", "kl": float("nan"), "ok": True}, 3)
-    tracker.close()
-    assert calls[0][0] == "init" and calls[0][1]["config"] == {"beta": 0.001} and calls[0][1]["name"] == "run"
-    assert calls[1:] == [("log", {"reward": 1.5, "rewards/format": 1.0}, 3), ("finish",)]
-
-
-def test_tensorboard_tracker_writes_events(tmp_path):
-    pytest.importorskip("tensorboard")
-    (tracker,) = make_trackers(["tensorboard"], tmp_path, {"beta": 0.001})
-    tracker.log({"step": 1, "reward": 0.5}, 1)
-    tracker.close()
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    # the real trackers, their logged values read back: tests/test_trackers.py

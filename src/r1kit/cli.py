@@ -14,8 +14,8 @@
     r1kit pipeline  CONFIG.yaml [--from STAGE]                 the stages as a declarative list, resumable
     r1kit distill-compare [--option value ...]                  the paper's Table 6 at small scale
 
-Every training option is a field of GRPOConfig and appears here as --field_name (booleans also as
---no-field_name); a config file is read first and command-line options override it. Expected failures
+Every training option is a field of GRPOConfig and appears here as --field_name or --field-name
+(booleans also as --no-field_name / --no-field-name); a config file is read first and command-line options override it. Expected failures
 (bad options, missing files, bad data, a failing reward under reward_failure=abort) print one line
 `r1kit: error: ...` and exit 2; a run that cannot go on (repeated NaN updates, a checkpoint that cannot be
 written) prints one line and exits 1; SIGINT/SIGTERM save a checkpoint and exit 0 with the --resume hint.
@@ -37,20 +37,21 @@ EXPECTED_ERRORS = (ConfigError, DataError, ModelError, RewardError)
 
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type = GRPOConfig) -> None:
-    """One --option per field of the config dataclass `cls`; unset options stay absent so the config
-    file's values stand."""
+    """One --option per field of the config dataclass `cls`, spelt --name_with_underscores or
+    --name-with-dashes (TRL's parser takes both); unset options stay absent so the config file's values stand."""
     group = parser.add_argument_group("training options (also valid as keys of the YAML config)")
     for f in dataclasses.fields(cls):
         ftype, help_text = str(f.type), f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{help_text} (default: {default})"}
+        names = list(dict.fromkeys([f"--{f.name}", f"--{f.name.replace('_', '-')}"]))
         if ftype == "bool | str":  # --scale_rewards [VALUE] and --no-scale_rewards
-            group.add_argument(f"--{f.name}", nargs="?", const=True, metavar="VALUE", **kw)
-            group.add_argument(f"--no-{f.name}", dest=f.name, action="store_const", const=False,
+            group.add_argument(*names, nargs="?", const=True, metavar="VALUE", **kw)
+            group.add_argument(*[f"--no-{n[2:]}" for n in names], dest=f.name, action="store_const", const=False,
                                default=argparse.SUPPRESS, help=f"same as --{f.name} false")
             continue
         if ftype.startswith("bool"):
-            group.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, **kw)
+            group.add_argument(*names, action=argparse.BooleanOptionalAction, **kw)
             continue
         if ftype.startswith("list"):
             kw["nargs"] = "+"
@@ -59,7 +60,7 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type = GRPOConfig)
             kw["type"] = int
         elif ftype.startswith("float"):
             kw["type"] = float
-        group.add_argument(f"--{f.name}", metavar=f.name.upper(), **kw)
+        group.add_argument(*names, metavar=f.name.upper(), **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(temperature 0.6, top-p 0.95), the unbiased pass@k, and majority vote cons@k.")
     ev.add_argument("--model", default="embedded", help="local HF folder, cached hub id, or 'embedded'")
     ev.add_argument("--benchmark", nargs="+", required=True,
-                    help="gsm8k, math500, aime24, aime25, amc23, or a .jsonl file (several allowed)")
+                    help="gsm8k, math500, aime24, aime25, amc23, or a data file, folder or cached hub dataset (several allowed)")
     ev.add_argument("--num_samples", "-k", type=int, default=4, help="k samples per problem (default 4)")
     ev.add_argument("--temperature", type=float, default=0.6, help="default 0.6, as in the paper")
     ev.add_argument("--top_p", type=float, default=0.95, help="default 0.95, as in the paper")
@@ -92,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data_dir", default=None, help="benchmark data folder (default $R1KIT_DATA_DIR or ../shared/data)")
     ev.add_argument("--question_field", default="question", help="question field of a .jsonl benchmark")
     ev.add_argument("--answer_field", default="answer", help="gold answer field of a .jsonl benchmark")
+    ev.add_argument("--dataset_config", default=None, help="configuration of a folder or cached hub benchmark")
+    ev.add_argument("--dataset_split", default="test", help="split of a folder, save_to_disk or cached hub benchmark")
     ev.add_argument("--output_dir", default="runs/eval", help="writes OUTPUT_DIR/BENCHMARK/{summary.json,samples.jsonl}")
     ev.add_argument("--trust_remote_code", action="store_true")
     ev.set_defaults(run=cmd_eval)
@@ -146,7 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--seed", type=int, default=None, help="seed the sampling (repeatable answers)")
     chat.add_argument("--trust_remote_code", action="store_true")
     chat.set_defaults(run=cmd_chat)
+    for subparser in sub.choices.values():
+        _accept_dashes(subparser)
     return parser
+
+
+def _accept_dashes(parser: argparse.ArgumentParser) -> None:
+    """Each --name_with_underscores option of a hand-written parser also as --name-with-dashes.
+
+    argparse has no public way to add a spelling to an existing option, so the alias goes into the
+    parser's option table directly (the same table add_argument fills); spellings already taken stay.
+    """
+    for action in list(parser._actions):
+        for option in list(action.option_strings):
+            dashed = "--" + option[2:].replace("_", "-")
+            if option.startswith("--") and dashed not in parser._option_string_actions:
+                action.option_strings.append(dashed)
+                parser._option_string_actions[dashed] = action
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -179,14 +198,15 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import load_benchmark, select_problems, evaluate, format_table, write_outputs
+    from .evaluate import BENCHMARKS, load_benchmark, select_problems, evaluate, format_table, write_outputs
 
     if args.num_samples < 1 or args.batch_size < 1:
         raise ConfigError("--num_samples and --batch_size must be >= 1")
     if not 0 < args.top_p <= 1 or args.temperature < 0:
         raise ConfigError("--top_p must be in (0, 1] and --temperature >= 0")
     # every benchmark is read and checked before the model loads
-    suites = {name: select_problems(load_benchmark(name, args.data_dir, args.question_field, args.answer_field),
+    suites = {name: select_problems(load_benchmark(name, args.data_dir, args.question_field, args.answer_field,
+                                                   args.dataset_config, args.dataset_split),
                                     args.limit, args.subset, args.seed)
               for name in args.benchmark}
     import torch
@@ -199,7 +219,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     pass_k = tuple(args.pass_k) if args.pass_k is not None else (args.num_samples,)
     settings = {k: v for k, v in vars(args).items() if k not in ("command", "benchmark")}
     for name, problems in suites.items():
-        label = Path(name).stem if name.endswith(".jsonl") else name
+        # outputs go to OUTPUT_DIR/LABEL: a file's or folder's name, a hub id with its "/" made "--"
+        label = name if name in BENCHMARKS else Path(name).stem if Path(name).exists() or name.endswith(".jsonl") \
+            else name.replace("/", "--")
         with tqdm(total=len(problems), desc=f"eval {label}", unit="problem") as bar:
             summary, records = evaluate(model, tokenizer, problems, num_samples=args.num_samples,
                                         temperature=args.temperature, top_p=args.top_p,

@@ -50,9 +50,10 @@ class GRPOConfig:
     lora_dropout: float = _opt(0.0, "LoRA dropout")
     lora_target_modules: list[str] = _opt(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "modules that get LoRA adapters")
     # data and prompts
-    dataset: str = _opt("arithmetic", "'arithmetic' (synthetic), 'gsm8k' (from data_dir) or a path to a .jsonl file")
+    dataset: str = _opt("arithmetic", "'arithmetic' (synthetic), 'gsm8k' (from data_dir), a .jsonl/.json/.parquet/.csv/.arrow file, a folder of such files, a save_to_disk folder, or a hub dataset id in the local HF cache")
     data_dir: str | None = _opt(None, "folder with benchmark data (default: $R1KIT_DATA_DIR or ../shared/data)")
-    dataset_split: str = _opt("train", "split file for built-in datasets (gsm8k: train or test)")
+    dataset_config: str | None = _opt(None, "configuration (subset) of a hub or folder dataset")
+    dataset_split: str = _opt("train", "split: gsm8k's train or test, or a split of a folder/save_to_disk/hub dataset (a single file is its own split)")
     question_field: str = _opt("question", "JSONL field holding the question")
     answer_field: str = _opt("answer", "JSONL field holding the gold answer")
     arithmetic_terms: int = _opt(2, "arithmetic task: numbers per question")
@@ -60,6 +61,7 @@ class GRPOConfig:
     arithmetic_ops: str = _opt("+", "arithmetic task: operators to draw from, a subset of '+-*'")
     arithmetic_examples: int = _opt(10000, "arithmetic task: number of distinct questions")
     template: str = _opt("r1zero", "'r1zero' (the paper's Table 1 template), 'chat' (the model's chat template) or 'plain'")
+    system_prompt: str | None = _opt(None, "template=chat: the system message (default: r1kit's R1 instruction); a conversational dataset's own system turn wins")
     prefill: str = _opt("", "text the response is forced to start with, e.g. '<think>'")
     max_prompt_length: int = _opt(512, "prompts longer than this many tokens are cut from the left")
     skip_bad_data: bool = _opt(False, "skip malformed dataset lines (counted, reported, listed in skipped_data.txt) instead of stopping with an error")
@@ -75,7 +77,7 @@ class GRPOConfig:
     vllm_dtype: str = _opt("bfloat16", "weights dtype inside vLLM (rollout_engine=vllm)")
     vllm_gpu_memory_utilization: float = _opt(0.3, "share of the GPU's memory vLLM may take, colocated with training (rollout_engine=vllm)")
     # rewards
-    reward_funcs: list[str] = _opt(["format", "accuracy"], "registered reward functions (r1kit.rewards.REWARDS)")
+    reward_funcs: list[str] = _opt(["format", "accuracy"], "reward functions: registered names (r1kit.rewards.REWARDS), dotted paths my_pkg.rewards.fn, or path/to/file.py:fn; r1kit's fn(completions, answers) or TRL's fn(completions, **kwargs)")
     reward_weights: list[float] | None = _opt(None, "one weight per reward function (default 1.0 each)")
     reward_timeout: float = _opt(10.0, "seconds one reward call may run, in a forked worker process (0: no limit, rewards run in this process)")
     language: str = _opt("en", "target language of the chain of thought for the language_consistency reward (en, zh, ...)")
@@ -119,9 +121,11 @@ class GRPOConfig:
     max_consecutive_nonfinite: int = _opt(3, "stop the run after this many NaN/inf updates in a row (each is skipped)")
     lr_scheduler_type: str = _opt("constant", f"transformers scheduler name: {', '.join(SCHEDULERS)}")
     warmup_steps: int = _opt(0, "optimizer steps of linear warm-up")
+    warmup_ratio: float = _opt(0.0, "warm-up as a share of the training steps (TRL); used when warmup_steps is 0")
     per_device_train_batch_size: int = _opt(8, "completions per micro-batch per process")
     gradient_accumulation_steps: int = _opt(1, "micro-batches per process per step")
-    max_steps: int = _opt(100, "training steps (one batch of rollouts each)")
+    max_steps: int = _opt(100, "training steps (one batch of rollouts each); -1: num_train_epochs passes over the dataset")
+    num_train_epochs: float = _opt(0.0, "with max_steps -1: passes over the dataset (TRL); steps = ceil(epochs x prompts / prompts per step)")
     seed: int = _opt(42, "seed for data order, sampling and initialisation")
     # evaluation during training (the paper's Figure 2 curve)
     eval_steps: int = _opt(0, "evaluate on a held-out set at step 0, every N steps and at the end (0: never)")
@@ -167,6 +171,166 @@ class GRPOConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(GRPOConfig)}
+
+
+# --------------------------------------------------------------------------
+# TRL / open-r1 recipe keys
+# --------------------------------------------------------------------------
+# A TRL or open-r1 GRPO recipe runs once its paths are changed. Each key below is one of:
+#   an alias: its value is an r1kit option under another name (or another spelling of the value);
+#   accepted as a no-op: it changes where/how results are published or how much is printed, never the
+#     training itself, so a recipe that sets it still runs (a note says it has no effect here);
+#   refused: r1kit cannot do what it asks; the error names the key and what to use instead.
+# Keys that are r1kit options with the same name and meaning (learning_rate, beta, num_generations,
+# logging_steps, report_to, seed, ...) need no entry. This is the only table of TRL names.
+
+
+class _Refused(Exception):
+    """A recipe key r1kit cannot honour; the message says what to use instead."""
+
+
+def _to(option: str, value_map: dict | None = None):
+    """An alias: the value goes to `option` (through value_map where given; a value not in it is refused)."""
+    def convert(value):
+        if value_map is None:
+            return {option: value}
+        key = value if isinstance(value, (str, bool, int, float)) or value is None else str(value)
+        if key not in value_map:
+            raise _Refused(f"r1kit takes {', '.join(map(repr, value_map))} here")
+        mapped = value_map[key]
+        return {} if mapped is _NOTHING else {option: mapped}
+    return convert
+
+
+_NOTHING = object()  # a value that is r1kit's behaviour already: nothing to set
+
+
+def _only(allowed: tuple, instead: str):
+    """Accepted when the value is one r1kit already behaves as (e.g. vllm_mode: colocate), else refused."""
+    def convert(value):
+        if value in allowed:
+            return {}
+        raise _Refused(instead)
+    return convert
+
+
+def _noop(note: str):
+    def convert(value):
+        return note
+    return convert
+
+
+def _refuse(instead: str):
+    def convert(value):
+        raise _Refused(instead)
+    return convert
+
+
+def _one_config(value):
+    configs = value if isinstance(value, list) else [value]
+    if len(configs) != 1:
+        raise _Refused("r1kit trains on one dataset configuration: give dataset_config")
+    return {"dataset_config": str(configs[0])}
+
+
+def _save_strategy(value):
+    if value == "steps":
+        return {}
+    if value in ("no", "epoch"):  # r1kit always saves at the end; no periodic checkpoints then
+        return {"save_steps": 0}
+    raise _Refused("use save_steps (0: only at the end)")
+
+
+RECIPE_KEYS: dict[str, Any] = {
+    # model
+    "model_name_or_path": _to("model"),
+    "torch_dtype": _to("dtype"),
+    "bf16": _to("dtype", {True: "bfloat16", False: _NOTHING}),
+    "fp16": _to("dtype", {True: "float16", False: _NOTHING}),
+    "use_peft": _to("use_lora"),
+    "model_revision": _only(("main", None), "download that revision and give its local folder as model"),
+    "attn_implementation": _noop("r1kit chooses the attention kernels itself (its fused decoder or transformers' default)"),
+    "gradient_checkpointing": _noop("r1kit does not checkpoint activations; it changes memory use, not results"),
+    "gradient_checkpointing_kwargs": _noop("see gradient_checkpointing"),
+    "chat_template": _refuse("r1kit uses the model's own chat template: edit chat_template in the model folder's tokenizer_config.json"),
+    # data
+    "dataset_name": _to("dataset"),
+    "dataset_configs": _one_config,
+    "dataset_train_split": _to("dataset_split"),
+    "dataset_prompt_column": _to("question_field"),
+    "dataset_test_split": _noop("evaluation during training uses eval_benchmark"),
+    # rollout
+    "use_vllm": _to("rollout_engine", {True: "vllm", False: _NOTHING}),
+    "vllm_mode": _only(("colocate",), "r1kit runs vLLM colocated with training only: use vllm_mode: colocate"),
+    "vllm_device": _only(("auto", None), "r1kit's vLLM engine shares the training GPU: use vllm_device: auto"),
+    "vllm_server_host": _refuse("r1kit runs vLLM colocated, without a server: remove it"),
+    "vllm_server_port": _refuse("r1kit runs vLLM colocated, without a server: remove it"),
+    "vllm_tensor_parallel_size": _only((1,), "r1kit's vLLM engine runs on one GPU per process: use 1"),
+    "top_k": _only((None, 0, -1), "r1kit samples with temperature and top_p only: remove top_k"),
+    "min_p": _only((None, 0, 0.0), "r1kit samples with temperature and top_p only: remove min_p"),
+    "repetition_penalty": _only((1, 1.0), "r1kit samples without a repetition penalty: use 1.0"),
+    "generation_batch_size": _refuse("r1kit generates each step's completions at once: per_device_train_batch_size x gradient_accumulation_steps"),
+    "steps_per_generation": _refuse("use gradient_accumulation_steps (micro-batches per step) and num_iterations (updates per batch)"),
+    "mask_truncated_completions": _only((False,), "r1kit trains on truncated completions; count them with the truncated_frac metric"),
+    "log_completions": _to("log_completions_steps", {True: _NOTHING, False: 0}),
+    # loss
+    "scale_rewards": _to("scale_rewards", {True: True, False: False, "group": True, "none": False}),
+    "importance_sampling_level": _only(("token",), "r1kit's ratios are per token: use importance_sampling_level: token"),
+    "sync_ref_model": _only((False,), "r1kit's reference model stays the initial model: remove it"),
+    "use_liger_kernel": _only((False,), "r1kit computes the loss itself: remove it"),
+    "use_liger_loss": _only((False,), "r1kit computes the loss itself: remove it"),
+    # optimisation and schedule
+    "optim": _only(("adamw_torch", "adamw_torch_fused"), "r1kit trains with AdamW: remove optim"),
+    "lr_scheduler_kwargs": _refuse("r1kit takes no scheduler arguments: use lr_scheduler_type constant, linear or cosine"),
+    "deepspeed": _refuse("launch with `accelerate launch --config_file ...` instead"),
+    "fsdp": _refuse("launch with `accelerate launch --config_file ...` instead"),
+    "resume_from_checkpoint": _to("resume", {True: True, False: False}),
+    # evaluation, logging, checkpoints, publishing
+    "do_eval": _only((False,), "use eval_steps and eval_benchmark"),
+    "eval_strategy": _only(("no",), "use eval_steps and eval_benchmark"),
+    "evaluation_strategy": _only(("no",), "use eval_steps and eval_benchmark"),
+    "per_device_eval_batch_size": _noop("evaluation during training is set by eval_num_samples"),
+    "benchmarks": _refuse("use eval_benchmark (during training) or `r1kit eval --benchmark ...`"),
+    "logging_strategy": _only(("steps",), "use logging_steps"),
+    "logging_first_step": _noop("metrics.jsonl gets a line every logging_steps steps"),
+    "log_level": _noop("r1kit prints one progress line per step"),
+    "save_strategy": _save_strategy,
+    "run_name": _noop("r1kit names tracker runs after output_dir"),
+    "wandb_entity": _refuse("set the WANDB_ENTITY environment variable"),
+    "wandb_project": _refuse("set the WANDB_PROJECT environment variable"),
+    "push_to_hub": _noop("r1kit does not upload: upload OUTPUT_DIR/checkpoint-N with `hf upload`"),
+    "hub_model_id": _noop("r1kit does not upload (see push_to_hub)"),
+    "hub_strategy": _noop("r1kit does not upload (see push_to_hub)"),
+    "hub_private_repo": _noop("r1kit does not upload (see push_to_hub)"),
+    "callbacks": _noop("r1kit runs no TRL callbacks"),
+}
+
+
+def translate_recipe(data: dict[str, Any], source: str, notes: list[str] | None = None) -> dict[str, Any]:
+    """The r1kit options of one source (a YAML file) written with TRL / open-r1 recipe keys.
+
+    Keys of RECIPE_KEYS are translated; a refused key raises ConfigError naming the source, the key and
+    what to use instead; accepted no-op keys are described in `notes`. A TRL key and the r1kit option it
+    maps to, both given with different values, are an error rather than a silent choice.
+    """
+    out = {k: v for k, v in data.items() if k not in RECIPE_KEYS}
+    for key, value in data.items():
+        if key not in RECIPE_KEYS:
+            continue
+        try:
+            result = RECIPE_KEYS[key](value)
+        except _Refused as e:
+            raise ConfigError(f"{source}: option '{key}: {value}' is not supported by r1kit; {e}") from None
+        if isinstance(result, str):
+            if notes is not None:
+                notes.append(f"{key} ({result})")
+            continue
+        for option, mapped in result.items():
+            if option in out and out[option] != mapped and option != key:
+                raise ConfigError(f"{source}: '{key}: {value}' means {option}: {mapped}, but {option} is "
+                                  f"{out[option]!r}; give one of them")
+            out[option] = mapped
+    return out
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -234,11 +398,14 @@ def build_dataclass(cls: type, sources: list[tuple[str, dict[str, Any]]]) -> Any
     return cls(**values)
 
 
-def load_config(cls: type, validate_fn, yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None):
+def load_config(cls: type, validate_fn, yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                translate=None):
     """A config of dataclass `cls`: the YAML file first, then overrides (from the command line) on top,
     then `validate_fn`; unknown keys and bad values are a ConfigError. Every r1kit command builds its
-    config this way."""
+    config this way. `translate(data, source)` rewrites the YAML's keys first (GRPO: TRL recipe keys)."""
     sources = [(str(yaml_path), read_yaml(yaml_path))] if yaml_path else []
+    if translate is not None:
+        sources = [(source, translate(data, source)) for source, data in sources]
     sources.append(("command line", overrides or {}))
     config = build_dataclass(cls, sources)
     validate_fn(config)
@@ -257,8 +424,18 @@ def need_choice(name: str, value: Any, choices) -> None:
 
 
 def make_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> GRPOConfig:
-    """Config file first, then overrides (from the command line) on top; unknown keys are an error."""
-    return load_config(GRPOConfig, validate, yaml_path, overrides)
+    """Config file first, then overrides (from the command line) on top; unknown keys are an error.
+
+    The file may be a TRL / open-r1 GRPO recipe (see RECIPE_KEYS); keys accepted without effect are
+    listed in one line on stderr."""
+    notes: list[str] = []
+    config = load_config(GRPOConfig, validate, yaml_path, overrides,
+                         translate=lambda data, source: translate_recipe(data, source, notes))
+    if notes:
+        import sys
+
+        print(f"r1kit: {yaml_path}: recipe keys without effect in r1kit: {'; '.join(notes)}", file=sys.stderr)
+    return config
 
 
 def validate(c: GRPOConfig) -> None:
@@ -305,7 +482,11 @@ def validate(c: GRPOConfig) -> None:
     need(c.max_resample_rounds >= 0, f"max_resample_rounds={c.max_resample_rounds}: must be >= 0")
     need(c.num_iterations >= 1, "num_iterations must be >= 1")
     need(c.learning_rate >= 0 and math.isfinite(c.learning_rate), "learning_rate must be a finite number >= 0")
-    need(c.max_steps >= 1, "max_steps must be >= 1")
+    need(c.max_steps >= 1 or (c.max_steps == -1 and c.num_train_epochs > 0),
+         "max_steps must be >= 1 (or -1 with num_train_epochs > 0)" if c.max_steps != -1 else
+         "max_steps=-1 needs num_train_epochs > 0 (passes over the dataset)")
+    need(c.num_train_epochs >= 0 and 0 <= c.warmup_ratio < 1,
+         "num_train_epochs must be >= 0 and warmup_ratio in [0, 1)")
     need(c.max_grad_norm >= 0, "max_grad_norm must be >= 0")
     need_choice("dtype", c.dtype, DTYPES)
     need_choice("lr_scheduler_type", c.lr_scheduler_type, SCHEDULERS)
@@ -348,9 +529,27 @@ def validate(c: GRPOConfig) -> None:
 
     need(c.language in TARGET_LANGUAGES, f"language={c.language!r}: choose one of {', '.join(TARGET_LANGUAGES)}")
     check_trackers(c.report_to)  # a TrackerError (a ConfigError) names a missing package before any model loads
-    from .rewards import FAILURE_POLICIES, REWARDS
+    from .rewards import FAILURE_POLICIES, REWARDS, load_reward_spec
 
     need(c.reward_failure in FAILURE_POLICIES,
          f"reward_failure={c.reward_failure!r}: choose {' or '.join(FAILURE_POLICIES)}")
-    unknown = [r for r in c.reward_funcs if r not in REWARDS]
-    need(not unknown, f"reward_funcs: unknown reward {', '.join(unknown)}; known: {', '.join(sorted(REWARDS))}")
+    unknown = [r for r in c.reward_funcs if r not in REWARDS and "." not in r]
+    need(not unknown, f"reward_funcs: unknown reward {', '.join(unknown)}; known: {', '.join(sorted(REWARDS))} "
+                      f"(or a dotted path my_pkg.module.fn, or path/to/file.py:fn)")
+    for spec in c.reward_funcs:  # dotted paths and files: imported now, so a bad one fails before any model loads
+        try:
+            load_reward_spec(spec)
+        except ValueError as e:
+            raise ConfigError(f"reward_funcs: {e}") from None
+
+
+def training_steps(c: GRPOConfig, num_examples: int, num_processes: int = 1) -> tuple[int, int]:
+    """(max_steps, warmup_steps) of a run: max_steps as given, or with max_steps -1 the steps of
+    num_train_epochs passes over `num_examples` prompts (each step takes completions_per_step /
+    num_generations prompts per process); warmup_steps as given, else warmup_ratio of the steps."""
+    steps = c.max_steps
+    if steps == -1:
+        prompts_per_step = c.completions_per_step // c.num_generations * num_processes
+        steps = max(1, math.ceil(c.num_train_epochs * num_examples / prompts_per_step))
+    warmup = c.warmup_steps or math.ceil(c.warmup_ratio * steps)
+    return steps, warmup

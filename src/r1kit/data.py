@@ -1,7 +1,15 @@
-"""Training prompts: a synthetic arithmetic task, GSM8K in its original format, and any JSONL file.
+"""Training prompts: a synthetic arithmetic task, GSM8K in its original format, and any dataset the
+`datasets` library reads: a .jsonl/.json/.parquet/.csv/.arrow file, a folder of such files, a `save_to_disk`
+folder, or a hub id already in the local Hugging Face cache.
 
 Every source yields `Example(question, answer, id)`; the answer is the gold string the accuracy reward
-compares against. Bad input raises DataError naming the file and line; with skip_bad_data the caller
+compares against. A conversational record (the question field holds chat messages, as TRL's `prompt`
+column does) keeps its messages in `Example.messages`, which `templates.build_prompt` renders with the
+chat template; every column but the question travels in `Example.columns`, for TRL-style rewards.
+
+JSONL files are read by r1kit itself, line by line, so a bad line is reported with its line number and
+skip_bad_data can drop single lines; every other source goes through `datasets` and a bad row is
+reported by its 0-based row index. Bad input raises DataError naming the file and line; with skip_bad_data the caller
 passes a `skipped` list instead, and bad lines are recorded there and left out. The order of prompts is a pure
 function of (seed, position), so a resumed run sees exactly the prompts it would have seen.
 """
@@ -13,9 +21,9 @@ import json
 import os
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from .errors import DataError  # noqa: F401 - re-exported: its old home
 
@@ -26,6 +34,10 @@ class Example:
     answer: str
     id: str
     kind: str = "reasoning"  # "reasoning": scored by rule rewards; "general": scored by reward models (stage 4)
+    # chat messages [{"role", "content"}, ...] of a conversational record (question: the last user turn)
+    messages: list[dict] | None = field(default=None, hash=False)
+    # the record's other columns (the gold answer's column included), passed by name to TRL-style rewards
+    columns: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 def default_data_dir() -> str:
@@ -133,6 +145,49 @@ def _field_text(rec: dict, field: str, where: str, lineno: int, bad: list[tuple[
     return text
 
 
+def _is_messages(value: Any) -> bool:
+    """A conversation as TRL stores it: a non-empty list of {"role": ..., "content": ...} dicts."""
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m for m in value))
+
+
+def _question(rec: dict, field: str, where: str, key: int,
+              bad: list[tuple[int, str]] | None) -> tuple[str, list[dict] | None] | None:
+    """(question text, chat messages or None); a conversation's question is its last user turn."""
+    value = rec.get(field)
+    if not _is_messages(value):
+        text = _field_text(rec, field, where, key, bad)
+        return None if text is None else (text, None)
+    users = [m for m in value if m["role"] == "user" and isinstance(m["content"], str) and m["content"].strip()]
+    if not users:
+        _reject(f"{where}: field '{field}' holds chat messages without a non-empty user turn", key, bad)
+        return None
+    return users[-1]["content"], [dict(m) for m in value]
+
+
+def _record_example(rec: dict, key: int, where: str, default_id: str, question_field: str, answer_field: str,
+                    gsm8k_answers: bool, bad: list[tuple[int, str]] | None) -> Example | None:
+    """One record as an Example, or None after raising or recording why it is unusable.
+
+    A TRL dataset keeps its prompt in a `prompt` column: with question_field left at 'question', a record
+    without a 'question' field but with a 'prompt' one has its prompt used.
+    """
+    if question_field == "question" and "question" not in rec and "prompt" in rec:
+        question_field = "prompt"
+    question = _question(rec, question_field, where, key, bad)
+    answer = _field_text(rec, answer_field, where, key, bad) if question is not None else None
+    if answer is None:
+        return None
+    if gsm8k_answers:
+        answer = gsm8k_gold(answer)
+        if not answer:
+            _reject(f"{where}: field '{answer_field}' has no '#### <answer>' line", key, bad)
+            return None
+    columns = {k: v for k, v in rec.items() if k != question_field}
+    return Example(question=question[0], answer=answer.strip(), messages=question[1], columns=columns,
+                   id=str(rec.get("id", rec.get("unique_id", default_id))))
+
+
 def jsonl_examples(path: str | Path, question_field: str = "question", answer_field: str = "answer",
                    gsm8k_answers: bool = False, skipped: list[str] | None = None) -> list[Example]:
     """Examples from a JSONL file with a field mapping; `gsm8k_answers` takes the gold after '####'.
@@ -144,18 +199,10 @@ def jsonl_examples(path: str | Path, question_field: str = "question", answer_fi
     bad: list[tuple[int, str]] | None = None if skipped is None else []
     examples = []
     for lineno, rec in _read_rows(path, bad):
-        where = f"{path}:{lineno}"
-        question = _field_text(rec, question_field, where, lineno, bad)
-        answer = _field_text(rec, answer_field, where, lineno, bad) if question is not None else None
-        if answer is None:
-            continue
-        if gsm8k_answers:
-            answer = gsm8k_gold(answer)
-            if not answer:
-                _reject(f"{where}: field '{answer_field}' has no '#### <answer>' line", lineno, bad)
-                continue
-        examples.append(Example(question=question, answer=answer.strip(),
-                                id=str(rec.get("id", rec.get("unique_id", f"{path.name}:{lineno}")))))
+        example = _record_example(rec, lineno, f"{path}:{lineno}", f"{path.name}:{lineno}", question_field,
+                                  answer_field, gsm8k_answers, bad)
+        if example is not None:
+            examples.append(example)
     if not examples:
         raise _no_usable_records(path, bad)
     if skipped is not None:
@@ -163,11 +210,134 @@ def jsonl_examples(path: str | Path, question_field: str = "question", answer_fi
     return examples
 
 
-def load_examples(dataset: str, *, data_dir: str | None = None, split: str = "train",
+# --------------------------------------------------------------------------
+# Datasets through the `datasets` library
+# --------------------------------------------------------------------------
+
+# file suffix -> the `datasets` builder that reads it
+DATA_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _pick_split(ds: Any, source: str, split: str) -> Any:
+    """The split of a DatasetDict (a Dataset is returned as it is); DataError names the splits there are."""
+    if not hasattr(ds, "keys"):
+        return ds
+    if split not in ds:
+        raise DataError(f"{source}: no split '{split}' (splits: {', '.join(ds)}; set dataset_split)")
+    return ds[split]
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot folder of a hub dataset in the Hugging Face hub cache, without any network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, repo_type="dataset", local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError, OSError):
+        return None
+
+
+def _load_hf(source: str, config: str | None, split: str) -> Any:
+    """A `datasets.Dataset` for a data file, a folder of data files, a save_to_disk folder or a cached hub id.
+
+    Design: a file is its own only split (dataset_split does not apply); a folder is read as
+    `load_dataset(folder)` reads it, so train/test file names become splits; a hub id is looked up in the
+    hub cache only (`local_files_only`): r1kit never downloads data, and a missing one is an error saying so.
+    """
+    import datasets
+
+    datasets.disable_progress_bars()
+    path = Path(source)
+    if path.suffix.lower() in DATA_FILE_BUILDERS and not path.exists():
+        raise DataError(f"{path}: no such file")
+    try:
+        if path.is_file():
+            builder = DATA_FILE_BUILDERS.get(path.suffix.lower())
+            if builder is None:
+                raise DataError(f"{path}: unsupported file type '{path.suffix}' (use one of "
+                                f"{', '.join(DATA_FILE_BUILDERS)})")
+            return load_dataset_quietly(builder, data_files=str(path), split="train")
+        if path.is_dir():
+            if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+                return _pick_split(datasets.load_from_disk(str(path)), source, split)
+            return _pick_split(load_dataset_quietly(str(path), name=config), source, split)
+        snapshot = _hub_snapshot(source) if _HUB_ID.match(source) else None
+        if snapshot is None:
+            raise DataError(f"dataset={source!r}: not 'arithmetic', 'gsm8k', a data file or folder, nor a hub "
+                            f"dataset in the local Hugging Face cache (download it first, e.g. "
+                            f"`hf download --repo-type dataset {source}`)")
+        return _pick_split(load_dataset_quietly(str(snapshot), name=config), source, split)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pyarrow, pandas and datasets raise many kinds; one line each
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DataError(f"{source}: could not be read ({type(e).__name__}: {first[:300]})") from None
+
+
+def load_dataset_quietly(path: str, **kw: Any) -> Any:
+    """datasets.load_dataset without its log lines (cache hits, and errors that DataError reports in one line)."""
+    import datasets
+
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a bad file is our one-line DataError
+    try:
+        return datasets.load_dataset(path, **kw)
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+
+
+def read_records(source: str | Path, config: str | None = None, split: str = "train") -> list[tuple[str, dict]]:
+    """(where, record) per row of any dataset source; `where` is "file:line" for JSONL, "source: row i"
+    otherwise. Used by every r1kit command that reads records (training, evaluation, SFT, reward models)."""
+    source = str(source)
+    if source.endswith(".jsonl") or (source.endswith(".json") and not _is_json_array(Path(source))):
+        return [(f"{source}:{lineno}", rec) for lineno, rec in read_jsonl(source)]
+    ds = _load_hf(source, config, split)
+    if len(ds) == 0:
+        raise DataError(f"{source}: no records (empty dataset)")
+    return [(f"{source}: row {i}", rec) for i, rec in enumerate(ds)]
+
+
+def _is_json_array(path: Path) -> bool:
+    """A .json file holding one JSON array (read by `datasets`) rather than JSON lines (read by r1kit)."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip()
+    return head[:1] == b"["
+
+
+def dataset_examples(source: str | Path, question_field: str = "question", answer_field: str = "answer", *,
+                     config: str | None = None, split: str = "train",
+                     skipped: list[str] | None = None) -> list[Example]:
+    """Examples from any source `read_records` takes, with the same field checks as `jsonl_examples`.
+
+    With a `skipped` list, unusable rows are recorded and left out.
+    """
+    source = str(source)
+    rows = read_records(source, config, split)
+    bad: list[tuple[int, str]] | None = None if skipped is None else []
+    name = Path(source).name or source
+    examples = []
+    for i, (where, rec) in enumerate(rows):
+        example = _record_example(rec, i, where, f"{name}:{i}", question_field, answer_field, False, bad)
+        if example is not None:
+            examples.append(example)
+    if not examples:
+        raise DataError(f"{source}: no usable records ({len(bad)} bad rows skipped; first: {min(bad)[1]})")
+    if skipped is not None:
+        skipped.extend(message for _, message in sorted(bad))
+    return examples
+
+
+def load_examples(dataset: str, *, data_dir: str | None = None, split: str = "train", config: str | None = None,
                   question_field: str = "question", answer_field: str = "answer", seed: int = 0,
                   num_examples: int = 10000, num_terms: int = 2, max_value: int = 99, ops: str = "+",
                   skipped: list[str] | None = None) -> list[Example]:
-    """Resolve the `dataset` option: 'arithmetic', 'gsm8k' (from data_dir) or a path to a .jsonl file.
+    """Resolve the `dataset` option: 'arithmetic', 'gsm8k' (from data_dir), a path to a .jsonl file, or
+    any other source `read_records` takes (`config`: the dataset configuration, `split`: its split).
 
     With a `skipped` list, bad lines are recorded there and left out rather than raising (skip_bad_data).
     """
@@ -178,9 +348,10 @@ def load_examples(dataset: str, *, data_dir: str | None = None, split: str = "tr
         if not path.is_file():
             raise DataError(f"dataset=gsm8k: {path} not found (set data_dir or R1KIT_DATA_DIR)")
         return jsonl_examples(path, "question", "answer", gsm8k_answers=True, skipped=skipped)
-    if dataset.endswith((".jsonl", ".json")) or Path(dataset).exists():
+    if dataset.endswith(".jsonl") or (dataset.endswith(".json") and not _is_json_array(Path(dataset))) \
+            or (Path(dataset).is_file() and Path(dataset).suffix.lower() not in DATA_FILE_BUILDERS):
         return jsonl_examples(dataset, question_field, answer_field, skipped=skipped)
-    raise DataError(f"dataset={dataset!r}: not 'arithmetic', 'gsm8k' or a path to a .jsonl file")
+    return dataset_examples(dataset, question_field, answer_field, config=config, split=split, skipped=skipped)
 
 
 def general_examples(path: str | Path, prompt_field: str = "prompt", skipped: list[str] | None = None) -> list[Example]:
@@ -201,6 +372,27 @@ def general_examples(path: str | Path, prompt_field: str = "prompt", skipped: li
     if skipped is not None:
         skipped.extend(message for _, message in sorted(bad))
     return examples
+
+
+def reward_keywords(batch: list[Example], num_generations: int, completion_ids: list[list[int]] | None = None,
+                    rows: list[int] | None = None) -> dict[str, Any]:
+    """The keyword data TRL-style rewards get, for ``score_completions(..., **reward_keywords(...))``.
+
+    Completions are prompt-major (rows [b*G, (b+1)*G) continue batch[b]). ``prompts``: each prompt as the
+    dataset gave it (chat messages, or the question text), as TRL passes them; ``columns``: every column of
+    any example in the batch, None where an example lacks it; ``completion_ids`` as given (unpadded token
+    ids). ``rows`` keeps only those completions (e.g. the reasoning rows of a mixed batch).
+    """
+    per_row = [e for e in batch for _ in range(num_generations)]
+    keep = range(len(per_row)) if rows is None else rows
+    names = list(dict.fromkeys(k for e in batch for k in e.columns))
+    out: dict[str, Any] = {
+        "prompts": [per_row[i].messages if per_row[i].messages is not None else per_row[i].question for i in keep],
+        "columns": {k: [per_row[i].columns.get(k) for i in keep] for k in names},
+    }
+    if completion_ids is not None:
+        out["completion_ids"] = [completion_ids[i] for i in keep]
+    return out
 
 
 @functools.lru_cache(maxsize=4)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .answers import ANSWER_IS, answers_match, extract_final_answer, last_boxed  # noqa: F401 - re-exported
-from .data import DataError, default_data_dir, gsm8k_gold, read_jsonl
+from .data import DATA_FILE_BUILDERS, DataError, default_data_dir, gsm8k_gold, read_records
 from .rewards import REWARDS
 from .decoder import FusedDecoder, unsupported_reason
 from .readable import final_answer, parse_readable
@@ -75,30 +75,36 @@ class Problem:
 
 
 def load_benchmark(name: str, data_dir: str | None = None, question_field: str = "question",
-                   answer_field: str = "answer") -> list[Problem]:
-    """A built-in benchmark by name, or any JSONL file with a field mapping."""
+                   answer_field: str = "answer", config: str | None = None, split: str = "test") -> list[Problem]:
+    """A built-in benchmark by name, or any dataset r1kit.data.read_records takes (a JSONL or other data
+    file, a folder, a save_to_disk folder, a cached hub id; `config` and `split` for the latter) with a
+    field mapping."""
     if name in BENCHMARKS:
         bench = BENCHMARKS[name]
         path = Path(data_dir or default_data_dir()) / bench.path
         if not path.is_file():
             raise DataError(f"benchmark {name}: {path} not found (set --data_dir or R1KIT_DATA_DIR)")
-    elif name.endswith(".jsonl") or Path(name).is_file():
-        path = Path(name)
-        bench = Benchmark(str(path), question_field, answer_field, "id")
+        rows = read_records(path)
+    elif name.endswith(tuple(DATA_FILE_BUILDERS)) or Path(name).exists() or "/" in name:
+        bench = Benchmark(name, question_field, answer_field, "id")
+        rows = read_records(name, config, split)
     else:
-        raise DataError(f"unknown benchmark {name!r}: use one of {', '.join(BENCHMARKS)} or a .jsonl file")
+        raise DataError(f"unknown benchmark {name!r}: use one of {', '.join(BENCHMARKS)}, a data file or folder, "
+                        f"or a cached hub dataset")
     problems = []
-    for lineno, rec in read_jsonl(path):
+    for n, (where, rec) in enumerate(rows, 1):
         for f in (bench.question_field, bench.answer_field):
             if rec.get(f) is None:
-                raise DataError(f"{path}:{lineno}: missing field '{f}'")
+                raise DataError(f"{where}: missing field '{f}'")
         gold = str(rec[bench.answer_field])
         if bench.gsm8k_answers:
             gold = gsm8k_gold(gold)
             if gold is None:
-                raise DataError(f"{path}:{lineno}: field '{bench.answer_field}' has no '#### <answer>' line")
+                raise DataError(f"{where}: field '{bench.answer_field}' has no '#### <answer>' line")
         pid = rec.get(bench.id_field) if bench.id_field else None
-        problems.append(Problem(id=str(pid if pid is not None else lineno), question=str(rec[bench.question_field]),
+        # a JSONL problem without an id is named by its line, any other by its position
+        fallback = where.rsplit(":", 1)[1] if ": row " not in where else str(n)
+        problems.append(Problem(id=str(pid if pid is not None else fallback), question=str(rec[bench.question_field]),
                                 gold=gold.strip(), groups={g: str(rec.get(g)) for g in bench.group_fields}))
     return problems
 

@@ -61,9 +61,10 @@ class RejectionConfig:
     trust_remote_code: bool = _opt(False, "allow model code from the model folder to run")
     dtype: str = _opt("auto", DTYPE_HELP)
     # data and prompts
-    dataset: str = _opt("arithmetic", "reasoning prompts with gold answers: 'arithmetic', 'gsm8k' (from data_dir) or a .jsonl")
+    dataset: str = _opt("arithmetic", "reasoning prompts with gold answers: 'arithmetic', 'gsm8k' (from data_dir), a data file or folder, or a cached hub dataset")
     data_dir: str | None = _opt(None, "folder with benchmark data (default: $R1KIT_DATA_DIR or ../shared/data)")
     dataset_split: str = _opt("train", "split file for built-in datasets (gsm8k: train or test)")
+    dataset_config: str | None = _opt(None, "configuration (subset) of a hub or folder dataset")
     question_field: str = _opt("question", "JSONL field holding the question")
     answer_field: str = _opt("answer", "JSONL field holding the gold answer")
     arithmetic_terms: int = _opt(2, "arithmetic task: numbers per question")
@@ -420,7 +421,8 @@ def non_reasoning_records(rows: list[tuple[int, dict]], path: str | Path, config
 
 def load_prompts(c: RejectionConfig) -> list[Example]:
     """The reasoning prompts with their gold answers, cut to max_prompts."""
-    examples = load_examples(c.dataset, data_dir=c.data_dir, split=c.dataset_split, question_field=c.question_field,
+    examples = load_examples(c.dataset, data_dir=c.data_dir, split=c.dataset_split, config=c.dataset_config,
+                             question_field=c.question_field,
                              answer_field=c.answer_field, seed=c.seed, num_examples=c.arithmetic_examples,
                              num_terms=c.arithmetic_terms, max_value=c.arithmetic_max_value, ops=c.arithmetic_ops)
     return examples[: c.max_prompts] if c.max_prompts else examples

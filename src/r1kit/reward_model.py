@@ -54,7 +54,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .config import SCHEDULERS, TrainingError, _opt, load_config, need, need_choice
-from .data import DataError, prompt_indices, read_jsonl
+from .data import DataError, prompt_indices, read_records
 from .files import jsonl_text, write_atomic, write_json
 from .models import ModelError, load_tokenizer, resolve_model_path
 from .templates import TEMPLATES, build_prompt
@@ -311,10 +311,11 @@ def _check_pair(rec: dict, where: str, fields: tuple[str, str, str]) -> dict:
 
 def read_preference_pairs(path: str | Path, prompt_field: str = "prompt", chosen_field: str = "chosen",
                           rejected_field: str = "rejected") -> list[dict]:
-    """Pairs {"prompt", "chosen", "rejected"} from a JSONL file; DataError names file:line on bad input.
+    """Pairs {"prompt", "chosen", "rejected"} from a JSONL file (or any source r1kit.data.read_records
+    takes); DataError names file:line (or the row) on bad input.
     An empty response is allowed (it is a typical rejected one); an empty prompt is not."""
     fields = (prompt_field, chosen_field, rejected_field)
-    return [_check_pair(rec, f"{path}:{lineno}", fields) for lineno, rec in read_jsonl(path)]
+    return [_check_pair(rec, where, fields) for where, rec in read_records(path)]
 
 
 def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:

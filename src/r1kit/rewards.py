@@ -34,6 +34,8 @@ from __future__ import annotations
 import atexit
 import ctypes
 import functools
+import importlib
+import importlib.util
 import inspect
 import math
 import multiprocessing
@@ -42,6 +44,8 @@ import os
 import random
 import re
 import signal
+import sys
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -257,15 +261,57 @@ def accuracy_reward(completions: list[str], answers: list[str]) -> list[float]:
 # --------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
+def load_reward_spec(spec: str) -> RewardFn:
+    """The function a reward spec names: a registered name, a dotted path (``my_pkg.rewards.fn``) or
+    ``path/to/file.py:fn``; ValueError (one line) otherwise.
+
+    Cached, so a spec always gives the same function object: the reward worker knows its functions by
+    identity, and a file loaded afresh on every call would fork a new worker each time.
+    """
+    if spec in REWARDS:
+        return REWARDS[spec]
+    if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
+        file, name = spec.rsplit(":", 1)
+        path = os.path.abspath(file)
+        if not os.path.isfile(path):
+            raise ValueError(f"reward {spec!r}: {file}: no such file")
+        module_name = f"r1kit_user_rewards_{zlib.crc32(path.encode()):08x}"
+        loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(loader_spec)
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as e:  # noqa: BLE001 - the user's file; reported in one line
+            raise ValueError(f"reward {spec!r}: {file} failed to import ({type(e).__name__}: {e})") from None
+    elif "." in spec and all(part.isidentifier() for part in spec.split(".")):
+        module_path, name = spec.rsplit(".", 1)
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            # the `r1kit` console script, unlike `python -m`, does not put the working directory on the path
+            sys.path.append(os.getcwd())
+        try:
+            module = importlib.import_module(module_path)
+        except Exception as e:  # noqa: BLE001 - ImportError or an error inside the user's module
+            raise ValueError(f"reward {spec!r}: cannot import {module_path} ({type(e).__name__}: {e})") from None
+    else:
+        raise ValueError(f"unknown reward {spec!r}; known rewards: {', '.join(sorted(REWARDS))} "
+                         f"(or a dotted path my_pkg.module.fn, or path/to/file.py:fn)")
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise ValueError(f"reward {spec!r}: {module.__name__ if ':' not in spec else file} has no function {name!r}")
+    return fn
+
+
 def _resolve(reward_funcs: list[str] | list[Callable]) -> list[tuple[str, RewardFn]]:
-    """Turn names and callables into ``(name, fn)`` pairs with unique names."""
+    """Turn names, reward specs and callables into ``(name, fn)`` pairs with unique names.
+
+    A registered reward is named by its registry name; one given by a dotted path or a file, like a
+    callable, by its ``__name__`` (as TRL names rewards in its logs).
+    """
     resolved: list[tuple[str, RewardFn]] = []
     for item in reward_funcs:
         if isinstance(item, str):
-            if item not in REWARDS:
-                known = ", ".join(sorted(REWARDS))
-                raise ValueError(f"unknown reward {item!r}; known rewards: {known}")
-            resolved.append((item, REWARDS[item]))
+            fn = load_reward_spec(item)
+            resolved.append((item if item in REWARDS else getattr(fn, "__name__", item), fn))
         elif callable(item):
             resolved.append((getattr(item, "__name__", repr(item)), item))
         else:
@@ -276,6 +322,56 @@ def _resolve(reward_funcs: list[str] | list[Callable]) -> list[tuple[str, Reward
     if duplicates:
         raise ValueError(f"duplicate reward names: {duplicates}")
     return resolved
+
+
+def is_trl_style(fn: RewardFn) -> bool:
+    """Whether a reward takes TRL's calling convention (everything by keyword) rather than r1kit's
+    ``fn(completions, answers)``.
+
+    Decided from the signature: a ``**kwargs`` parameter, or a parameter named after one of TRL's
+    keywords (``prompts``, ``completion_ids``) or anything but ``answers`` after ``completions``, makes it
+    TRL-style; two positional parameters otherwise (``lambda c, a: ...``) are r1kit's.
+    """
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False  # a builtin without a signature: called the r1kit way
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return True
+    names = list(params)
+    if "prompts" in names or "completion_ids" in names:
+        return True
+    return bool(names) and names[0] == "completions" and len(names) > 1 and names[1] != "answers"
+
+
+def _trl_kwargs(fn: RewardFn, answers: list[str], extra: dict[str, list]) -> dict[str, list]:
+    """The keywords a TRL-style reward gets: prompts, completion_ids and every column (and ``answers``),
+    only those it names unless it takes ``**kwargs``."""
+    kwargs = {"answers": answers, **{k: v for k, v in extra.items() if k != "completions"}}
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def _invoke(fn: RewardFn, completions: list[str], answers: list[str], extra: dict[str, list] | None) -> object:
+    """Call a reward the way it expects: r1kit's ``fn(completions, answers)`` or TRL's keywords.
+
+    A TRL-style reward on a conversational batch (prompts given as chat messages) gets each completion
+    as ``[{"role": "assistant", "content": text}]``, as TRL passes them.
+    """
+    if not is_trl_style(fn):
+        return fn(completions, answers)
+    extra = extra or {}
+    prompts = extra.get("prompts")
+    if prompts and isinstance(prompts[0], list):
+        completions = [[{"role": "assistant", "content": c}] for c in completions]
+    return fn(completions=completions, **_trl_kwargs(fn, answers, extra))
+
+
+def _rows(extra: dict[str, list] | None, i: int) -> dict[str, list] | None:
+    """The keyword data of sample i alone (for re-running a reward one sample at a time)."""
+    return None if extra is None else {k: v[i:i + 1] for k, v in extra.items()}
 
 
 # --------------------------------------------------------------------------
@@ -329,7 +425,7 @@ def _input_seed(completions: list[str], answers: list[str]) -> int:
 
 
 def _worker_main(conn, parent_end, fns: tuple[RewardFn, ...], parent_pid: int) -> None:
-    """Worker loop: receive (function index, completions, answers), send back the outcome."""
+    """Worker loop: receive (function index, completions, answers, keyword data), send back the outcome."""
     parent_end.close()  # otherwise the worker would never see EOF when the parent goes away
     # Ctrl-C reaches the whole process group; stopping is the trainer's decision, which kills us with SIGKILL
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -339,14 +435,14 @@ def _worker_main(conn, parent_end, fns: tuple[RewardFn, ...], parent_pid: int) -
         return  # the parent died before prctl took effect
     while True:
         try:
-            index, completions, answers = conn.recv()
+            index, completions, answers, extra = conn.recv()
         except (EOFError, OSError):
             return
         seed = _input_seed(completions, answers)
         random.seed(seed)
         np.random.seed(seed)
         try:
-            scores = fns[index](completions, answers)
+            scores = _invoke(fns[index], completions, answers, extra)
             reply = ("ok", list(scores)) if isinstance(scores, (list, tuple)) else ("type", type(scores).__name__)
         except Exception as e:  # noqa: BLE001 - reported to the parent, which applies the failure policy
             reply = ("error", f"{type(e).__name__}: {e}")
@@ -401,13 +497,14 @@ def start_reward_worker(reward_funcs: list[str] | list[Callable]) -> None:
         _WORKER = _start_worker(_WORKER_FNS)
 
 
-def _call_in_worker(fn: RewardFn, completions: list[str], answers: list[str], timeout: float) -> tuple[str, object]:
+def _call_in_worker(fn: RewardFn, completions: list[str], answers: list[str], timeout: float,
+                    extra: dict[str, list] | None = None) -> tuple[str, object]:
     """One reward call in the worker, waiting at most `timeout` seconds; a worker that overran is killed."""
     if _WORKER is None or fn not in _WORKER.fns or not _WORKER.process.is_alive():
         start_reward_worker([fn])
     worker = _WORKER
     try:
-        worker.conn.send((worker.fns.index(fn), completions, answers))
+        worker.conn.send((worker.fns.index(fn), completions, answers, extra))
         if worker.conn.poll(timeout):
             return worker.conn.recv()
         outcome = ("timeout", None)
@@ -422,14 +519,14 @@ def _call_in_worker(fn: RewardFn, completions: list[str], answers: list[str], ti
 
 
 def _call(fn: RewardFn, completions: list[str], answers: list[str],
-          timeout: float) -> tuple[str, object, Exception | None]:
+          timeout: float, extra: dict[str, list] | None = None) -> tuple[str, object, Exception | None]:
     """One reward call; never raises. Outcomes: ("ok", list of raw scores), ("type", type name of
     what came back instead of a list), ("error", message) or ("timeout", None), plus the exception
     object when the call ran in this process."""
     if timeout > 0:
-        return (*_call_in_worker(fn, list(completions), list(answers), timeout), None)
+        return (*_call_in_worker(fn, list(completions), list(answers), timeout, extra), None)
     try:
-        scores = fn(list(completions), list(answers))
+        scores = _invoke(fn, list(completions), list(answers), extra)
     except Exception as e:  # noqa: BLE001 - the caller applies the failure policy
         return "error", f"{type(e).__name__}: {e}", e
     if not isinstance(scores, (list, tuple)):
@@ -445,7 +542,20 @@ def _valid(value: object) -> bool:
         return False
 
 
-def _describe(status: str, value: object, n: int, timeout: float) -> str:
+def _usable(value: object, allow_none: bool = True) -> bool:
+    """A valid score, or (for a TRL-style reward) None: "this reward does not apply to this sample".
+
+    Only TRL-style rewards may return None: r1kit's contract is one float per completion, and a None
+    from such a reward is more likely a bug than a deliberate "not applicable"."""
+    return (allow_none and value is None) or _valid(value)
+
+
+def _score(value: object) -> float:
+    """A usable value as a float; None becomes NaN, which score_completions leaves out of the total."""
+    return math.nan if value is None else float(value)
+
+
+def _describe(status: str, value: object, n: int, timeout: float, allow_none: bool = True) -> str:
     """Why a call did not give n valid scores."""
     if status == "timeout":
         return f"timed out after {timeout:g} s"
@@ -454,7 +564,7 @@ def _describe(status: str, value: object, n: int, timeout: float) -> str:
     if status == "ok" and len(value) != n:
         return f"returned {len(value)} scores for {n} completions"
     if status == "ok":
-        return f"returned invalid value {next(v for v in value if not _valid(v))!r}"
+        return f"returned invalid value {next(v for v in value if not _usable(v, allow_none))!r}"
     return str(value)
 
 
@@ -465,15 +575,17 @@ def _describe(status: str, value: object, n: int, timeout: float) -> str:
 
 def _score_each(name: str, fn: RewardFn, completions: list[str], answers: list[str], timeout: float,
                 on_failure: str, batch_error: str, batch_kind: str,
-                batch_exc: Exception | None) -> tuple[list[float], list[RewardFailure]]:
+                batch_exc: Exception | None,
+                extra: dict[str, list] | None = None) -> tuple[list[float], list[RewardFailure]]:
     """After a failed batch call: score one sample at a time; only the samples that fail alone fail."""
     scores, failures = [], []
+    allow_none = is_trl_style(fn)
     for i, (completion, gold) in enumerate(zip(completions, answers)):
-        status, value, exc = _call(fn, [completion], [gold], timeout)
-        if status == "ok" and len(value) == 1 and _valid(value[0]):
-            scores.append(float(value[0]))
+        status, value, exc = _call(fn, [completion], [gold], timeout, _rows(extra, i))
+        if status == "ok" and len(value) == 1 and _usable(value[0], allow_none):
+            scores.append(_score(value[0]))
             continue
-        message = _describe(status, value, 1, timeout)
+        message = _describe(status, value, 1, timeout, allow_none)
         if on_failure == "abort":
             err = RewardError(f"reward '{name}' failed on sample {i}: {message}; completion={completion[:200]!r}")
             raise err from exc
@@ -489,15 +601,17 @@ def _score_each(name: str, fn: RewardFn, completions: list[str], answers: list[s
 
 
 def _score_reward(name: str, fn: RewardFn, completions: list[str], answers: list[str], timeout: float,
-                  on_failure: str) -> tuple[list[float], list[RewardFailure]]:
-    """One reward on the batch: its scores (0.0 where it failed, policy "zero") and its failures."""
+                  on_failure: str, extra: dict[str, list] | None = None) -> tuple[list[float], list[RewardFailure]]:
+    """One reward on the batch: its scores (0.0 where it failed, policy "zero"; NaN where it returned
+    None) and its failures."""
     n = len(completions)
-    status, value, exc = _call(fn, completions, answers, timeout)
+    allow_none = is_trl_style(fn)
+    status, value, exc = _call(fn, completions, answers, timeout, extra)
     if status == "ok" and len(value) == n:
         scores, failures = [], []
         for i, v in enumerate(value):
-            if _valid(v):
-                scores.append(float(v))
+            if _usable(v, allow_none):
+                scores.append(_score(v))
                 continue
             if on_failure == "abort":
                 raise RewardError(f"reward '{name}' returned invalid value {v!r} on sample {i}; "
@@ -505,11 +619,11 @@ def _score_reward(name: str, fn: RewardFn, completions: list[str], answers: list
             scores.append(0.0)
             failures.append(RewardFailure(name, i, "error", f"returned invalid value {v!r}"))
         return scores, failures
-    message = _describe(status, value, n, timeout)
+    message = _describe(status, value, n, timeout, allow_none)
     if on_failure == "abort" and status in ("ok", "type"):
         raise RewardError(f"reward '{name}' {message}")
     return _score_each(name, fn, completions, answers, timeout, on_failure, message,
-                       "timeout" if status == "timeout" else "error", exc)
+                       "timeout" if status == "timeout" else "error", exc, extra)
 
 
 def score_completions(
@@ -520,6 +634,9 @@ def score_completions(
     *,
     timeout: float = 0.0,
     on_failure: str = "abort",
+    prompts: list | None = None,
+    completion_ids: list[list[int]] | None = None,
+    columns: dict[str, list] | None = None,
 ) -> tuple[list[float], dict[str, list[float]], list[RewardFailure]]:
     """Score a batch with several rewards and combine them, under a time limit and a failure policy.
 
@@ -534,11 +651,23 @@ def score_completions(
     naming the reward and the first failing sample; ``"zero"`` scores each
     failing sample 0.0 for that reward and reports it in the failures.
 
+    TRL-style rewards (see ``is_trl_style``) get ``completions`` and, by
+    keyword, ``prompts`` (text, or chat messages for a conversational
+    dataset), ``completion_ids`` and every dataset column in ``columns``
+    (``{column: one value per completion}``), each only when given. A
+    TRL-style reward may return None for a sample: its score there is NaN
+    and, as in TRL, it is left out of that sample's total.
+
     Raises ValueError for an unknown name, duplicate names, a weights list of
     the wrong length, mismatched batch lengths or an unknown policy.
     """
     if len(completions) != len(answers):
         raise ValueError(f"{len(completions)} completions but {len(answers)} answers")
+    extra = {k: list(v) for k, v in (columns or {}).items()}
+    extra.update({k: list(v) for k, v in (("prompts", prompts), ("completion_ids", completion_ids)) if v is not None})
+    for key, values in extra.items():
+        if len(values) != len(completions):
+            raise ValueError(f"{len(completions)} completions but {len(values)} values of {key!r}")
     if on_failure not in FAILURE_POLICIES:
         raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}")
     resolved = _resolve(reward_funcs)
@@ -558,11 +687,12 @@ def score_completions(
         if not completions:
             per_reward[name] = []
             continue
-        scores, failed = _score_reward(name, fn, completions, answers, timeout, on_failure)
+        scores, failed = _score_reward(name, fn, completions, answers, timeout, on_failure, extra)
         per_reward[name] = scores
         failures.extend(failed)
         for i, score in enumerate(scores):
-            totals[i] += weight * score
+            if not math.isnan(score):  # None: this reward does not apply to this sample
+                totals[i] += weight * score
     return totals, per_reward, failures
 
 

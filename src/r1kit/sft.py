@@ -45,7 +45,7 @@ from torch import Tensor
 
 from .checkpoint import latest_checkpoint
 from .config import DTYPE_HELP, DTYPES, SCHEDULERS, ConfigError, _opt, load_config, need, need_choice
-from .data import DataError, read_jsonl
+from .data import DataError, read_records
 from .files import write_json
 from .report import iter_jsonl
 from .templates import TEMPLATES, build_prompt
@@ -67,7 +67,7 @@ class SFTConfig:
     lora_dropout: float = _opt(0.0, "LoRA dropout")
     lora_target_modules: list[str] = _opt(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "modules that get LoRA adapters")
     # data
-    dataset: str | None = _opt(None, "path to a .jsonl file of prompt/response records")
+    dataset: str | None = _opt(None, "prompt/response records: a .jsonl/.json/.parquet/.csv/.arrow file, a folder of them, a save_to_disk folder or a cached hub dataset id")
     prompt_field: str = _opt("prompt", "JSONL field holding the prompt (the question)")
     response_field: str = _opt("response", "JSONL field holding the target response")
     template: str = _opt("plain", "how the prompt is rendered: 'plain' (as it is), 'r1zero' (the paper's template) or 'chat' (the model's chat template)")
@@ -188,7 +188,7 @@ def load_pairs(c: SFTConfig, records: list[dict] | None = None) -> list[tuple[st
         if not rows:
             raise DataError("records: no examples given")
     elif c.dataset:
-        rows = [(f"{c.dataset}:{lineno}", rec) for lineno, rec in read_jsonl(c.dataset)]
+        rows = read_records(c.dataset)  # JSONL by line, or any file/folder/cached hub dataset by row
     else:
         raise ConfigError("dataset: give a .jsonl file of prompt/response records")
     pairs = []

@@ -31,8 +31,14 @@ TEMPLATES = ("r1zero", "chat", "plain")
 
 
 def build_prompt(question: str, tokenizer: PreTrainedTokenizerBase, template: str = "r1zero",
-                 prefill: str = "") -> str:
-    """The prompt text the model continues, ending with the prefill."""
+                 prefill: str = "", messages: list[dict] | None = None, system_prompt: str | None = None) -> str:
+    """The prompt text the model continues, ending with the prefill.
+
+    `messages` (a conversational record, as in TRL) are rendered by the chat template as they are, as
+    TRL does: no system message is added to a conversation (`system_prompt` only adds one where the
+    conversation has none). With template r1zero or plain, `question` (the last user turn) is used.
+    `system_prompt` replaces R1_CHAT_SYSTEM for a plain question under template chat (open-r1's option).
+    """
     question = question.strip()
     if template == "r1zero":
         # The paper's template ends in "Assistant:"; a space before the prefill keeps the tag a separate word.
@@ -41,7 +47,11 @@ def build_prompt(question: str, tokenizer: PreTrainedTokenizerBase, template: st
     if template == "chat":
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("template=chat: this model's tokenizer has no chat template; use template=r1zero")
-        messages = [{"role": "system", "content": R1_CHAT_SYSTEM}, {"role": "user", "content": question}]
+        system = R1_CHAT_SYSTEM if system_prompt is None else system_prompt
+        if messages is None:
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        elif system_prompt is not None and not any(m.get("role") == "system" for m in messages):
+            messages = [{"role": "system", "content": system_prompt}, *messages]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return text + prefill
     if template == "plain":  # the question as it is (base models with few-shot prompts, toy tasks)

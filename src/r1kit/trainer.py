@@ -37,8 +37,8 @@ import torch
 from torch import Tensor
 
 from .alerts import AlertMonitor
-from .config import ConfigError, GRPOConfig
-from .data import Example, general_examples, load_examples, prompt_indices
+from .config import ConfigError, GRPOConfig, training_steps
+from .data import Example, general_examples, load_examples, prompt_indices, reward_keywords
 from .decoder import FusedDecoder
 from .engines import LocalEngine, RolloutEngine, make_engine, make_sampler  # noqa: F401 (make_sampler: public)
 from .evaluate import STYLE_FOR_TEMPLATE, Problem, evaluate, held_out_problems, summarize
@@ -65,7 +65,8 @@ def sampling_seed(seed: int, step: int, rank: int) -> int:
 
 def load_run_examples(c: GRPOConfig, skipped: list[str] | None = None) -> list[Example]:
     """The training examples; with a `skipped` list, bad lines are recorded there instead of raising."""
-    return load_examples(c.dataset, data_dir=c.data_dir, split=c.dataset_split, question_field=c.question_field,
+    return load_examples(c.dataset, data_dir=c.data_dir, split=c.dataset_split, config=c.dataset_config,
+                         question_field=c.question_field,
                          answer_field=c.answer_field, seed=c.seed, num_examples=c.arithmetic_examples,
                          num_terms=c.arithmetic_terms, max_value=c.arithmetic_max_value, ops=c.arithmetic_ops,
                          skipped=skipped)
@@ -162,7 +163,10 @@ def setup(c: GRPOConfig, run: Run, examples: list[Example] | None, reward_funcs:
     model.config.use_cache = False
     judges = load_reward_models(c, device)
     engine = engine if engine is not None else make_engine(c, model, dtype, device)
-    wrapped, policy = run.start(model, tokenizer, on_close=lambda: _final_report(c, run))
+    # max_steps -1: num_train_epochs passes over the prompts; warmup_ratio when warmup_steps is 0 (TRL's names)
+    max_steps, warmup_steps = training_steps(c, len(reasoning), run.world)
+    wrapped, policy = run.start(model, tokenizer, on_close=lambda: _final_report(c, run), max_steps=max_steps,
+                                warmup_steps=warmup_steps)
     if skipped and run.is_main:
         (run.out_dir / "skipped_data.txt").write_text("".join(line + "\n" for line in skipped), encoding="utf-8")
     alerts = AlertMonitor(c)
@@ -243,7 +247,7 @@ def grpo_step(s: GRPOSetup, step: int) -> dict:
     update = policy_update(s, rollout, advantages, old_lp, ref_lp, entropy_threshold)
     metrics = step_metrics(s, step, rollout, scores, zero_std, update, time.perf_counter() - t_start, t_gen)
     metrics.update(sampling)
-    if s.c.eval_steps and ((step + 1) % s.c.eval_steps == 0 or step + 1 == s.c.max_steps):
+    if s.c.eval_steps and ((step + 1) % s.c.eval_steps == 0 or step + 1 == s.run.o.max_steps):
         metrics.update(run_eval(s, step + 1))
     write_step_records(s, step, batch, rollout, scores, advantages)
     return metrics
@@ -272,7 +276,8 @@ def select_prompts(s: GRPOSetup, step: int, round_: int = 0) -> list[Example]:
 def generate_rollout(s: GRPOSetup, batch: list[Example], step: int, round_: int = 0) -> Rollout:
     """G completions per prompt from an engine that holds the policy's current weights."""
     c = s.c
-    prompts = [build_prompt(e.question, s.tokenizer, c.template, c.prefill) for e in batch]
+    prompts = [build_prompt(e.question, s.tokenizer, c.template, c.prefill, messages=e.messages,
+                            system_prompt=c.system_prompt) for e in batch]
     if round_ == 0:
         s.engine.sync_weights(s.policy, step)
     rollout = s.engine.generate(s.tokenizer, prompts, seed=sampling_seed(c.seed + 7919 * round_, step, s.run.rank),
@@ -300,7 +305,9 @@ def score_rollout(s: GRPOSetup, batch: list[Example], rollout: Rollout) -> Score
     answers = [e.answer for e in batch for _ in range(G)]
     kinds = [e.kind for e in batch for _ in range(G)]
     questions = [e.question for e in batch for _ in range(G)]
-    totals, per_fn, failures = score_batch(s.c, s.rewards, texts, answers, kinds, questions, s.judges)
+    ids = [r[m.bool()].tolist() for r, m in zip(rollout.completion_ids, rollout.completion_mask)]  # unpadded
+    totals, per_fn, failures = score_batch(s.c, s.rewards, texts, answers, kinds, questions, s.judges, batch=batch,
+                                           completion_ids=ids)
     if s.c.overlong_buffer_length > 0:  # DAPO's soft overlong punishment, by length in tokens
         penalty = [s.c.overlong_penalty_factor * p for p in
                    soft_overlong_penalty(rollout.lengths.tolist(), s.c.max_completion_length, s.c.overlong_buffer_length)]
@@ -554,7 +561,7 @@ def write_step_records(s: GRPOSetup, step: int, batch: list[Example], rollout: R
         return
     out = run.out_dir
     append_jsonl(out / "samples.jsonl", records)
-    if c.report_steps and (step + 1) % c.report_steps == 0 and step + 1 < c.max_steps:
+    if c.report_steps and (step + 1) % c.report_steps == 0 and step + 1 < run.o.max_steps:
         write_report_safely(out, c.report_markers)
     if failed:
         append_jsonl(out / "reward_failures.jsonl", failed)
@@ -638,7 +645,8 @@ def load_reward_models(c: GRPOConfig, device) -> dict:
 
 
 def score_batch(c: GRPOConfig, rewards_used: list, texts: list[str], answers: list[str], kinds: list[str],
-                questions: list[str], judges: dict) -> tuple[list[float], dict[str, list[float]], list[RewardFailure]]:
+                questions: list[str], judges: dict, batch: list[Example] | None = None,
+                completion_ids: list[list[int]] | None = None) -> tuple[list[float], dict[str, list[float]], list[RewardFailure]]:
     """Rewards of one batch: rule rewards for reasoning prompts; for general prompts (R1 stage 4)
     helpfulness of the summary plus harmlessness of the whole response, as reward models judge them.
 
@@ -653,7 +661,9 @@ def score_batch(c: GRPOConfig, rewards_used: list, texts: list[str], answers: li
     # called even with no reasoning rows, so every process reports the same reward names
     sub_totals, sub_per, sub_failures = score_completions(
         rewards_used, c.reward_weights, [texts[i] for i in rows], [answers[i] for i in rows],
-        timeout=c.reward_timeout, on_failure=c.reward_failure)
+        timeout=c.reward_timeout, on_failure=c.reward_failure,
+        # what TRL-style rewards read besides the completions: prompts, completion ids, dataset columns
+        **(reward_keywords(batch, n // len(batch), completion_ids, rows) if batch else {}))
     for name, scores in sub_per.items():
         per_fn[name] = [math.nan] * n
         for i, v in zip(rows, scores):
