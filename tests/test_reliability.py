@@ -387,7 +387,7 @@ def raises(completions, answers):
     return [1 / 0 if "boom" in c else 0.25 for c in completions]
 
 
-BATCH = ["<think>a</think> <answer>4</answer>", "this will hang", "boom", "<think>b</think> <answer>5</answer>"]
+BATCH = ["<think>2 + 2</think> <answer>4</answer>", "this will hang", "boom", "<think>2 + 3</think> <answer>5</answer>"]
 GOLDS = ["4", "4", "4", "4"]
 
 
