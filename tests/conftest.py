@@ -51,3 +51,17 @@ def metric_lines(out: Path) -> list[dict]:
     path = Path(out) / "metrics.jsonl"
     lines = path.read_text().split("\n")[:-1] if path.is_file() else []
     return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in lines]
+
+
+def assert_same_run(a: Path, b: Path, step: int) -> None:
+    """Two run folders hold the same run: bitwise-equal weights in checkpoint-{step}, the same metrics
+    except timings."""
+    import torch
+    from safetensors.torch import load_file
+
+    wa = load_file(Path(a) / f"checkpoint-{step}" / "model.safetensors")
+    wb = load_file(Path(b) / f"checkpoint-{step}" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert metric_lines(a) == metric_lines(b)

@@ -27,6 +27,7 @@ from r1kit import reward_model, sft
 from r1kit.config import TrainingError
 from r1kit.reward_model import make_rm_config, train_reward_model
 from r1kit.sft import make_sft_config, sft_train
+from tests.conftest import assert_same_run
 from tests.conftest import metric_lines as _metric_lines
 from tests.conftest import wait_for as _wait_for
 
@@ -84,12 +85,7 @@ def _start(cmd: list[str], **kw) -> subprocess.Popen:
 
 
 def _assert_same_run(a: Path, b: Path) -> None:
-    wa = load_file(a / f"checkpoint-{MAX_STEPS}" / "model.safetensors")
-    wb = load_file(b / f"checkpoint-{MAX_STEPS}" / "model.safetensors")
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
-    assert _metric_lines(a) == _metric_lines(b)
+    assert_same_run(a, b, MAX_STEPS)
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from r1kit.files import truncate_jsonl
 from r1kit.models import ModelError, load_model
 from r1kit.rewards import REWARDS, RewardError, close_reward_worker, score_completions
 from r1kit.trainer import train
+from tests.conftest import assert_same_run
 from tests.conftest import metric_lines as _metric_lines
 from tests.conftest import wait_for as _wait_for
 
@@ -98,12 +99,7 @@ def _gone(pids: list[int], timeout: float = 10.0) -> bool:
 
 def _assert_same_run(a: Path, b: Path) -> None:
     """Same final weights (bitwise), same metrics except timings, same samples."""
-    wa = load_file(a / f"checkpoint-{MAX_STEPS}" / "model.safetensors")
-    wb = load_file(b / f"checkpoint-{MAX_STEPS}" / "model.safetensors")
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
-    assert _metric_lines(a) == _metric_lines(b)
+    assert_same_run(a, b, MAX_STEPS)
     assert (a / "samples.jsonl").read_text() == (b / "samples.jsonl").read_text()
 
 

@@ -47,8 +47,10 @@ FORMAT_CASES = [
                  id="example-words-inside-reasoning"),
     # a numeric gold needs a number in the answer block for format credit (tag_count only counts tags)
     pytest.param("<think>2 + 2 = 4</think><answer>four</answer>", 0.0, 1.0, id="word-answer-numeric-gold"),
-    # ... and a think that engages the question: for a numeric gold it holds a number
+    # ... and a think that engages the question: for a numeric gold it works with two numbers or more
     pytest.param("<think> calculation </think><answer>4</answer>", 0.0, 1.0, id="think-without-number"),
+    pytest.param("<think>7</think><answer>4</answer>", 0.0, 1.0, id="think-a-lone-number"),
+    pytest.param("<think>3 + 1</think><answer>4</answer>", 1.0, 1.0, id="think-works-with-the-numbers"),
     pytest.param("<think> here </think><answer>4</answer>", 0.0, 0.0, id="filler-think"),
     pytest.param("<think>Your thinking process here</think><answer>4</answer>", 0.0, 0.0, id="reworded-example"),
     pytest.param("<think>add them</think><answer>2 + 2</answer>", 0.0, 1.0, id="expression-answer-numeric-gold"),

@@ -143,7 +143,7 @@ def is_template_example(text: str, whole: bool = True) -> bool:
     return any(f" {ex} " in f" {canon} " for ex in TEMPLATE_EXAMPLES)
 
 
-_DIGIT_RE = re.compile(r"[0-9]")
+_NUMBER_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def _is_real_content(text: str) -> bool:
@@ -199,8 +199,9 @@ def format_reward(completions: list[str], answers: list[str]) -> list[float]:
     learns to copy "<think> reasoning process here </think> <answer> answer here </answer>" within ten
     steps when that is paid. When the gold is a plain number, the answer must be written as a number
     (``_is_final_number``, as ``accuracy`` demands), so a word in the answer block earns no format credit,
-    and the think block must engage with the question by containing a number: "<think> calculation
-    </think>" was the next cheapest format a policy found once the example paid nothing.
+    and the think block must engage with the question by working with at least two numbers:
+    "<think> calculation </think>" was the next cheapest format a policy found once the example paid
+    nothing, and "<think>7</think>" (a lone guess) the one after that, in the demo at step 15.
     """
     scores = []
     for text, gold in zip(completions, answers, strict=True):
@@ -209,7 +210,7 @@ def format_reward(completions: list[str], answers: list[str]) -> list[float]:
             pred = extract_answer(text) or ""
             ok = _is_real_content(_think_content(text) or "") and _is_real_content(pred)
             numeric = normalize_number(gold) is not None
-            ok = ok and (not numeric or (_is_final_number(pred) and _DIGIT_RE.search(_think_content(text)) is not None))
+            ok = ok and (not numeric or (_is_final_number(pred) and len(_NUMBER_RE.findall(_think_content(text))) >= 2))
         scores.append(1.0 if ok else 0.0)
     return scores
 
