@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny character-level model built from a config (no download), and the CLI runner."""
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -65,3 +67,15 @@ def assert_same_run(a: Path, b: Path, step: int) -> None:
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
     assert metric_lines(a) == metric_lines(b)
+
+
+@contextlib.contextmanager
+def started(cmd: list[str], **kw):
+    """Popen in a session of its own (unbuffered output); whatever is still running of it at the end is killed."""
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True, **kw)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

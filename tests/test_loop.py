@@ -29,6 +29,7 @@ from r1kit.reward_model import make_rm_config, train_reward_model
 from r1kit.sft import make_sft_config, sft_train
 from tests.conftest import assert_same_run
 from tests.conftest import metric_lines as _metric_lines
+from tests.conftest import started
 from tests.conftest import wait_for as _wait_for
 
 MAX_STEPS = 6
@@ -80,10 +81,6 @@ def _env() -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-def _start(cmd: list[str], **kw) -> subprocess.Popen:
-    return subprocess.Popen(cmd, env=_env(), start_new_session=True, **kw)
-
-
 def _assert_same_run(a: Path, b: Path) -> None:
     assert_same_run(a, b, MAX_STEPS)
 
@@ -109,10 +106,8 @@ def references(tmp_path_factory, tiny_model) -> dict:
 def test_sigkill_between_checkpoints_then_resume_matches_uninterrupted_run(tmp_path, tiny_model, references, kind):
     out = tmp_path / "run"
     options = dict(_options(kind, tiny_model, out, references["data"]), save_steps=1)
-    proc = _start(_cli(kind, options), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with started(_cli(kind, options), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
         _wait_for(lambda: (out / "checkpoint-2" / ckpt.STATE_FILE).is_file(), proc)
-    finally:
         proc.kill()  # SIGKILL: no handler runs, nothing is flushed
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
@@ -129,14 +124,10 @@ def test_sigkill_between_checkpoints_then_resume_matches_uninterrupted_run(tmp_p
 def test_sigterm_finishes_the_step_saves_and_resume_completes_the_run(tmp_path, tiny_model, references, kind):
     out = tmp_path / "run"
     options = dict(_options(kind, tiny_model, out, references["data"]), save_steps=0)
-    proc = _start(_cli(kind, options), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with started(_cli(kind, options), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         _wait_for(lambda: len(_metric_lines(out)) >= 1, proc)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, stderr[-3000:]
     assert "SIGTERM received: finishing step" in stderr
     m = re.search(rf"stopped by SIGTERM after step (\d+); checkpoint saved: (\S+)\. To continue: r1kit {kind} .*--resume",
@@ -158,16 +149,12 @@ def test_sigterm_finishes_the_step_saves_and_resume_completes_the_run(tmp_path, 
 def test_a_second_signal_a_second_later_stops_at_once(tmp_path, tiny_model, references, kind):
     out = tmp_path / "run"
     options = dict(_options(kind, tiny_model, out, references["data"]), save_steps=1)
-    proc = _start(_cli(kind, options, sleep=4.0), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with started(_cli(kind, options, sleep=4.0), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         _wait_for(lambda: (out / "checkpoint-1" / ckpt.STATE_FILE).is_file(), proc)
         proc.send_signal(signal.SIGINT)  # step 2 has just begun and takes 4 s
         time.sleep(1.5)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 130, stderr[-3000:]
     assert "SIGINT received: finishing step 2" in stderr, stderr
     assert stderr.rstrip().endswith("r1kit: interrupted")

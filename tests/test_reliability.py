@@ -4,7 +4,6 @@ Runs that are compared bitwise use one CPU thread (see tests/test_resume.py). Su
 driver that registers a user reward, `slow_len`, which sleeps a little so a signal or a kill lands mid-run.
 """
 
-import contextlib
 import errno
 import json
 import math
@@ -33,6 +32,7 @@ from r1kit.rewards import REWARDS, RewardError, close_reward_worker, score_compl
 from r1kit.trainer import train
 from tests.conftest import assert_same_run
 from tests.conftest import metric_lines as _metric_lines
+from tests.conftest import started as _started
 from tests.conftest import wait_for as _wait_for
 
 
@@ -63,18 +63,6 @@ def _cli_args(model: str, out: Path, *extra: str, sleep: float = 0.2) -> list[st
 
 def _env() -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-@contextlib.contextmanager
-def _started(cmd: list[str], **kw):
-    """Popen in a session of its own; whatever is still running of it at the end is killed."""
-    proc = subprocess.Popen(cmd, env=_env(), start_new_session=True, **kw)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _children(pid: int) -> list[int]:

@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -235,8 +236,6 @@ class Run:
                     print(f"r1kit: {self.o.name.lower()}: no complete checkpoint in {self.out_dir}; starting from step 0")
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 if self.o.overwrite_output_dir:
-                    import shutil
-
                     for old in list_checkpoints(self.out_dir):
                         shutil.rmtree(old)
                 for name in self.o.logs:

@@ -316,12 +316,18 @@ def score_rollout(s: GRPOSetup, batch: list[Example], rollout: Rollout) -> Score
     return Scores(texts, answers, kinds, totals, per_fn, failures)
 
 
-def take_scores(sc: Scores, rows: list[int]) -> Scores:
-    """The scores of rows `rows` (failures re-indexed, those of other rows dropped)."""
-    where = {r: i for i, r in enumerate(rows)}
-    return Scores([sc.texts[r] for r in rows], [sc.answers[r] for r in rows], [sc.kinds[r] for r in rows],
-                  [sc.totals[r] for r in rows], {n: [v[r] for r in rows] for n, v in sc.per_fn.items()},
-                  [dataclasses.replace(f, index=where[f.index]) for f in sc.failures if f.index in where])
+def pick_scores(picks: list[tuple[Scores, list[int]]]) -> Scores:
+    """Rows `rows` of each Scores, one after the other; failures re-indexed into the result (those of
+    rows left out are dropped)."""
+    out = Scores([], [], [], [], {n: [] for n in picks[0][0].per_fn}, [])
+    for sc, rows in picks:
+        where = {r: len(out.texts) + i for i, r in enumerate(rows)}
+        for name, values in (("texts", sc.texts), ("answers", sc.answers), ("kinds", sc.kinds), ("totals", sc.totals)):
+            getattr(out, name).extend(values[r] for r in rows)
+        for n, v in sc.per_fn.items():
+            out.per_fn[n].extend(v[r] for r in rows)
+        out.failures += [dataclasses.replace(f, index=where[f.index]) for f in sc.failures if f.index in where]
+    return out
 
 
 def sample_batch(s: GRPOSetup, step: int) -> tuple[list[Example], Rollout, Scores, dict]:
@@ -355,15 +361,9 @@ def sample_batch(s: GRPOSetup, step: int) -> tuple[list[Example], Rollout, Score
     G = s.G
     batch = [rounds[k][0][g] for k, gs in enumerate(parts) for g in gs]
     rollout = cat_rollouts([take_groups(rounds[k][1], gs) for k, gs in enumerate(parts) if gs], s.tokenizer.pad_token_id)
-    scores = [take_scores(rounds[k][2], [g * G + j for g in gs for j in range(G)]) for k, gs in enumerate(parts) if gs]
-    merged = Scores(*(sum((getattr(sc, f) for sc in scores), []) for f in ("texts", "answers", "kinds", "totals")),
-                    {n: sum((sc.per_fn[n] for sc in scores), []) for n in scores[0].per_fn}, [])
-    offset = 0
-    for sc in scores:  # failures re-indexed into the merged batch
-        merged.failures += [dataclasses.replace(f, index=f.index + offset) for f in sc.failures]
-        offset += len(sc.texts)
+    scores = pick_scores([(rounds[k][2], [g * G + j for g in gs for j in range(G)]) for k, gs in enumerate(parts) if gs])
     drawn = sum(len(r[0]) for r in rounds)
-    return batch, rollout.to(s.run.acc.device), merged, {
+    return batch, rollout.to(s.run.acc.device), scores, {
         "generation_time": time.perf_counter() - t0,
         **s.run.reduce_sums({"dynamic_sampling/prompts_drawn": drawn,
                              "dynamic_sampling/groups_dropped": drawn - want + filled,
