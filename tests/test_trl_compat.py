@@ -333,8 +333,17 @@ def test_open_r1_demo_recipe_loads_with_its_keys_mapped(tmp_path, capsys):
     assert training_steps(c, 1000, 8) == (math.ceil(1000 / 32), math.ceil(0.1 * math.ceil(1000 / 32)))
 
 
+def test_trl_server_mode_keys_are_r1kit_options(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("use_vllm: true\nvllm_mode: server\nvllm_server_host: 10.0.0.2\nvllm_server_port: 8001\n"
+                      "vllm_server_timeout: 30\n")
+    c = make_config(recipe)
+    assert (c.rollout_engine, c.vllm_mode, c.vllm_server_host, c.vllm_server_port, c.vllm_server_timeout) == \
+        ("vllm", "server", "10.0.0.2", 8001, 30.0)
+
+
 @pytest.mark.parametrize("line,fragment", [
-    ("vllm_mode: server", "option 'vllm_mode: server' is not supported by r1kit; r1kit runs vLLM colocated"),
+    ("vllm_device: cuda:1", "option 'vllm_device: cuda:1' is not supported by r1kit; r1kit's colocated vLLM shares the training GPU; for other GPUs use vllm_mode: server"),
     ("lr_scheduler_kwargs: {min_lr_rate: 0.1}", "option 'lr_scheduler_kwargs: {'min_lr_rate': 0.1}' is not supported"),
     ("scale_rewards: batch", "option 'scale_rewards: batch' is not supported by r1kit; r1kit takes True, False, 'group', 'none'"),
     ("chat_template: '{{ x }}'", "edit chat_template in the model folder's tokenizer_config.json"),

@@ -15,7 +15,7 @@ import torch
 
 from r1kit.models import add_lora, load_model, load_tokenizer
 from r1kit.rollout import generate
-from r1kit.vllm_engine import INSTALL_HINT, VLLMEngine
+from r1kit.vllm_engine import INSTALL_HINT, VLLMEngine, weight_buckets
 
 
 # --- a fake vLLM: the LLM surface VLLMEngine uses, with RequestOutput-shaped answers
@@ -199,7 +199,12 @@ def test_sync_sends_every_weight_once_and_skips_unchanged_versions(tiny_model):
             assert torch.equal(t, sd[name].to(torch.bfloat16)), name
 
     assert engine.sync_weights(policy, policy_version=0) == len(policy.state_dict()) - 1
-    assert sum(e[0] == "load" for e in events) > 1 and events[-1] == ("reset",)
+    # one load call per sync (vLLM's layerwise reload needs every weight of a layer in the same call),
+    # fed bucket by bucket: several buckets, each of one dtype, so each can travel as one flat tensor
+    assert sum(e[0] == "load" for e in events) == 1 and events[-1] == ("reset",)
+    buckets = list(weight_buckets(policy, torch.bfloat16, engine.sync_bucket_bytes))
+    assert len(buckets) > 1 and all(len({t.dtype for _, t in b}) == 1 for b in buckets)
+    assert [n for b in buckets for n, _ in b] == [n for n, _ in loads(events)]
     assert [e[0] for e in events].count("reset") == 1
     check_sent(loads(events))
     assert engine.version == 1 and engine.policy_version == 0
@@ -279,7 +284,29 @@ def test_missing_vllm_says_how_to_install_it(tiny_model, tok, monkeypatch):
     with pytest.raises(ImportError) as err:
         VLLMEngine(tiny_model, max_model_len=64)
     assert str(err.value) == INSTALL_HINT
-    assert INSTALL_HINT == "rollout_engine=vllm needs vLLM: pip install 'r1kit[vllm]' (a CUDA GPU is required)"
+    assert "pip install 'r1kit[vllm]'" in INSTALL_HINT and "setup.sh --vllm" in INSTALL_HINT
     engine = VLLMEngine(tiny_model, max_model_len=64, llm_factory=FakeLLM)  # SamplingParams still needs vLLM
     with pytest.raises(ImportError, match="pip install 'r1kit\\[vllm\\]'"):
         engine.generate(tok, ["hi"], num_generations=1, max_new_tokens=1)
+
+
+# --- server mode without a server (no vLLM needed)
+
+
+def test_an_unreachable_server_is_one_line_and_a_clean_exit(tiny_model, tmp_path):
+    import socket
+
+    from tests.conftest import REPO, run_cli
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run_cli("grpo", "--model", tiny_model, "--dataset", str(REPO / "configs/data/add1_train.jsonl"), "--max_steps", "2", "--output_dir",
+                str(tmp_path / "run"), "--rollout_engine", "vllm", "--vllm_mode", "server", "--vllm_server_port",
+                str(port), "--vllm_server_timeout", "2")
+    assert r.returncode == 1, r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [f"r1kit: error: vLLM server http://127.0.0.1:{port} did not answer /health (Connection refused); "
+                      "start it with `r1kit vllm-serve --model MODEL --port PORT` (vllm_server_host / "
+                      "vllm_server_port, waited vllm_server_timeout=2 s)"], r.stderr[-2000:]
+    assert not (tmp_path / "run" / "checkpoint-2").exists()

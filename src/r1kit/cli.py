@@ -149,9 +149,46 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--seed", type=int, default=None, help="seed the sampling (repeatable answers)")
     chat.add_argument("--trust_remote_code", action="store_true")
     chat.set_defaults(run=cmd_chat)
+    _add_vllm_serve(sub)
     for subparser in sub.choices.values():
         _accept_dashes(subparser)
     return parser
+
+
+def _add_vllm_serve(sub) -> None:
+    vs = sub.add_parser("vllm-serve", help="a vLLM rollout server for rollout_engine=vllm, vllm_mode=server",
+                        description="Holds the model in vLLM, answers the trainer's prompts over HTTP and takes its "
+                                    "weights after every update through torch.distributed (gloo on CPU, NCCL on GPUs). "
+                                    "Needs vLLM in this environment (CPU: .venv-vllm from setup.sh --vllm).")
+    vs.add_argument("--model", default="embedded", help="the trainer's starting model: folder, cached hub id or 'embedded'")
+    vs.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    vs.add_argument("--port", type=int, default=8000, help="HTTP port (the trainer's vllm_server_port)")
+    vs.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    vs.add_argument("--max_model_len", type=int, default=2048, help="longest prompt + completion, in tokens")
+    vs.add_argument("--gpu_memory_utilization", type=float, default=0.9,
+                    help="share of the GPU's memory (on the CPU: of the RAM, for the KV cache)")
+    vs.add_argument("--kv_cache_memory_bytes", type=int, default=0, help="KV cache size (0: from --gpu_memory_utilization)")
+    vs.add_argument("--enforce_eager", action="store_true", help="no torch.compile / CUDA graphs: starts in seconds")
+    vs.add_argument("--seed", type=int, default=0)
+    vs.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for a weight push")
+    vs.set_defaults(run=cmd_vllm_serve)
+
+
+def cmd_vllm_serve(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536 or args.max_model_len < 1 or not 0 < args.gpu_memory_utilization <= 1:
+        raise ConfigError("--port must be in 1..65535, --max_model_len >= 1 and --gpu_memory_utilization in (0, 1]")
+    from .models import resolve_model_path
+    from .vllm_engine import import_vllm
+    from .vllm_server import serve
+
+    try:
+        import_vllm()
+    except ImportError as err:
+        raise ConfigError(f"vllm-serve: {err}") from None
+    serve(resolve_model_path(args.model), host=args.host, port=args.port, dtype=args.dtype,
+          gpu_memory_utilization=args.gpu_memory_utilization, max_model_len=args.max_model_len, seed=args.seed,
+          enforce_eager=args.enforce_eager, kv_cache_memory_bytes=args.kv_cache_memory_bytes, timeout=args.timeout)
+    return 0
 
 
 def _accept_dashes(parser: argparse.ArgumentParser) -> None:

@@ -72,10 +72,18 @@ class GRPOConfig:
     top_p: float = _opt(1.0, "nucleus sampling for rollouts")
     stop_strings: list[str] = _opt(["</answer>"], "generation stops after any of these strings (and at EOS)")
     ignore_eos: bool = _opt(False, "generate exactly max_completion_length tokens, ignoring EOS and stop strings (benchmarks)")
-    rollout_engine: str = _opt("auto", "'fused' (r1kit's fused decoder for Llama-family models), 'hf' (the transformers forward, any model), 'vllm' (a colocated vLLM engine on a GPU, pip install 'r1kit[vllm]'), or 'auto' (fused where supported, else hf); copies of the weights are refreshed after every update")
+    rollout_engine: str = _opt("auto", "'fused' (r1kit's fused decoder for Llama-family models), 'hf' (the transformers forward, any model), 'vllm' (vLLM, colocated or as a server, see vllm_mode; CUDA: pip install 'r1kit[vllm]', CPU: setup.sh --vllm), or 'auto' (fused where supported, else hf); copies of the weights are refreshed after every update")
     rollout_dtype: str = _opt("auto", "weights dtype of the fused/hf rollout: auto (the policy's dtype: exactly on-policy), bfloat16 (on CPUs with AVX512-BF16 about 1.7x faster decoding; samples from a bf16 copy) or float32")
     vllm_dtype: str = _opt("bfloat16", "weights dtype inside vLLM (rollout_engine=vllm)")
-    vllm_gpu_memory_utilization: float = _opt(0.3, "share of the GPU's memory vLLM may take, colocated with training (rollout_engine=vllm)")
+    vllm_gpu_memory_utilization: float = _opt(0.3, "share of the GPU's memory vLLM may take, colocated with training (rollout_engine=vllm; on the CPU: share of the RAM for its KV cache)")
+    vllm_mode: str = _opt("colocate", "rollout_engine=vllm: 'colocate' (vLLM inside each training process) or 'server' (a `r1kit vllm-serve` process at vllm_server_host:vllm_server_port, weights pushed through torch.distributed)")
+    vllm_server_host: str = _opt("127.0.0.1", "vllm_mode=server: host of the `r1kit vllm-serve` process")
+    vllm_server_port: int = _opt(8000, "vllm_mode=server: its HTTP port")
+    vllm_group_port: int = _opt(51216, "vllm_mode=server: port on the server host for the torch.distributed group (gloo on CPU, NCCL on GPUs) the weights are pushed through")
+    vllm_server_timeout: float = _opt(240.0, "vllm_mode=server: seconds to wait for the server to answer (at start, and for each request)")
+    vllm_enable_sleep_mode: bool = _opt(False, "colocated vLLM on a GPU: release its weights and KV cache during the update (vLLM's CPU backend has none)")
+    vllm_enforce_eager: bool = _opt(False, "vLLM without torch.compile and CUDA graphs: starts in seconds instead of minutes, decodes slower")
+    vllm_kv_cache_memory_bytes: int = _opt(0, "colocated vLLM: bytes for its KV cache (0: vllm_gpu_memory_utilization decides)")
     # rewards
     reward_funcs: list[str] = _opt(["format", "accuracy"], "reward functions: registered names (r1kit.rewards.REWARDS), dotted paths my_pkg.rewards.fn, or path/to/file.py:fn; r1kit's fn(completions, answers) or TRL's fn(completions, **kwargs)")
     reward_weights: list[float] | None = _opt(None, "one weight per reward function (default 1.0 each)")
@@ -261,10 +269,7 @@ RECIPE_KEYS: dict[str, Any] = {
     "dataset_test_split": _noop("evaluation during training uses eval_benchmark"),
     # rollout
     "use_vllm": _to("rollout_engine", {True: "vllm", False: _NOTHING}),
-    "vllm_mode": _only(("colocate",), "r1kit runs vLLM colocated with training only: use vllm_mode: colocate"),
-    "vllm_device": _only(("auto", None), "r1kit's vLLM engine shares the training GPU: use vllm_device: auto"),
-    "vllm_server_host": _refuse("r1kit runs vLLM colocated, without a server: remove it"),
-    "vllm_server_port": _refuse("r1kit runs vLLM colocated, without a server: remove it"),
+    "vllm_device": _only(("auto", None), "r1kit's colocated vLLM shares the training GPU; for other GPUs use vllm_mode: server"),
     "vllm_tensor_parallel_size": _only((1,), "r1kit's vLLM engine runs on one GPU per process: use 1"),
     "top_k": _only((None, 0, -1), "r1kit samples with temperature and top_p only: remove top_k"),
     "min_p": _only((None, 0, 0.0), "r1kit samples with temperature and top_p only: remove min_p"),
@@ -496,6 +501,11 @@ def validate(c: GRPOConfig) -> None:
     need_choice("vllm_dtype", c.vllm_dtype, DTYPES)
     need(0 < c.vllm_gpu_memory_utilization <= 1,
          f"vllm_gpu_memory_utilization={c.vllm_gpu_memory_utilization}: must be in (0, 1]")
+    need(c.vllm_mode in ("colocate", "server"), f"vllm_mode={c.vllm_mode!r}: choose colocate or server")
+    need(0 < c.vllm_server_port < 65536 and 0 < c.vllm_group_port < 65536 and c.vllm_group_port != c.vllm_server_port,
+         f"vllm_server_port={c.vllm_server_port}, vllm_group_port={c.vllm_group_port}: two different ports in 1..65535")
+    need(c.vllm_server_timeout > 0, f"vllm_server_timeout={c.vllm_server_timeout}: must be > 0 seconds")
+    need(c.vllm_kv_cache_memory_bytes >= 0, f"vllm_kv_cache_memory_bytes={c.vllm_kv_cache_memory_bytes}: must be >= 0")
     need(c.importance_sampling_cap >= 0 and math.isfinite(c.importance_sampling_cap),
          f"importance_sampling_cap={c.importance_sampling_cap}: must be a finite number >= 0 (0: off)")
     from .templates import TEMPLATES

@@ -7,7 +7,10 @@ Every engine does two things, and the trainer calls nothing else:
 - LocalEngine samples in the training process: from r1kit's fused decoder (a copy of the weights in
   fused layout, Llama-family models), from the policy itself through the transformers forward, or from
   a plain copy in another dtype (rollout_dtype).
-- vllm_engine.VLLMEngine is a colocated vLLM engine (weights pushed after every update).
+- vllm_engine.VLLMEngine is a colocated vLLM engine (weights pushed after every update), on a GPU or,
+  with vLLM's CPU build, on the CPU.
+- vllm_client.VLLMClient samples from a `r1kit vllm-serve` process (vllm_mode=server) and pushes the
+  weights to it through a torch.distributed group.
 A user's own engine (a server client, a stand-in for tests) is any object with these two methods,
 passed as `train(config, engine=...)`.
 """
@@ -59,13 +62,7 @@ def make_sampler(c: GRPOConfig, policy: nn.Module, dtype: torch.dtype, device) -
     """(what `rollout.generate` samples from, vLLM engine or None): a FusedDecoder (Llama-family models),
     the policy itself, or a plain copy in another dtype. Called before accelerate wraps the policy."""
     if c.rollout_engine == "vllm":
-        if not torch.cuda.is_available():
-            raise ConfigError("rollout_engine=vllm needs a CUDA GPU and none is visible; use rollout_engine=hf")
-        from .vllm_engine import VLLMEngine
-
-        engine = VLLMEngine(resolve_model_path(c.model), dtype=c.vllm_dtype, gpu_memory_utilization=c.vllm_gpu_memory_utilization,
-                            max_model_len=c.max_prompt_length + c.max_completion_length, seed=c.seed)
-        return None, engine
+        return None, make_vllm_engine(c)
     rollout_dtype = dtype if c.rollout_dtype == "auto" else getattr(torch, c.rollout_dtype)
     engine = c.rollout_engine
     if engine == "auto":
@@ -78,6 +75,24 @@ def make_sampler(c: GRPOConfig, policy: nn.Module, dtype: torch.dtype, device) -
     if rollout_dtype == dtype:
         return policy, None
     return rollout_copy(policy, rollout_dtype).to(device), None
+
+
+def make_vllm_engine(c: GRPOConfig) -> RolloutEngine:
+    """rollout_engine=vllm: a colocated VLLMEngine, or a client of a `r1kit vllm-serve` process."""
+    if c.vllm_mode == "server":
+        from .vllm_client import VLLMClient  # needs no vLLM in this process
+
+        return VLLMClient(c.vllm_server_host, c.vllm_server_port, group_port=c.vllm_group_port,
+                          timeout=c.vllm_server_timeout, dtype=c.vllm_dtype)
+    if c.vllm_enable_sleep_mode and not torch.cuda.is_available():
+        raise ConfigError("vllm_enable_sleep_mode: vLLM's CPU backend has no sleep mode (it releases GPU memory "
+                          "only); remove the option")
+    from .vllm_engine import VLLMEngine
+
+    return VLLMEngine(resolve_model_path(c.model), dtype=c.vllm_dtype, gpu_memory_utilization=c.vllm_gpu_memory_utilization,
+                      max_model_len=c.max_prompt_length + c.max_completion_length, seed=c.seed,
+                      enable_sleep_mode=c.vllm_enable_sleep_mode, enforce_eager=c.vllm_enforce_eager,
+                      kv_cache_memory_bytes=c.vllm_kv_cache_memory_bytes)
 
 
 def make_engine(c: GRPOConfig, policy: nn.Module, dtype: torch.dtype, device) -> RolloutEngine:

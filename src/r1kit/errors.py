@@ -56,3 +56,8 @@ class PipelineError(ConfigError):
 
 class CheckpointError(TrainingError):
     """A checkpoint could not be written; the message names the folder and the previous checkpoint."""
+
+
+class EngineError(TrainingError):
+    """A rollout engine that stopped working mid-run (a vLLM server unreachable or dead); one line. The
+    training loop adds the step and the last checkpoint, which is left as it was."""

@@ -47,7 +47,7 @@ from transformers.utils import logging as hf_logging
 
 from .checkpoint import (latest_checkpoint, list_checkpoints, load_training_state, remove_temporary_checkpoints,
                          rng_state, save_checkpoint, set_rng_state)
-from .errors import ConfigError, TrainingError, TrainingStopped
+from .errors import ConfigError, EngineError, TrainingError, TrainingStopped
 from .files import append_jsonl, truncate_jsonl, write_json
 from .models import default_threads
 from .tracking import make_trackers
@@ -174,6 +174,7 @@ class Run:
         self.state: dict = load_training_state(checkpoint) if checkpoint is not None else {}
         self._cleanup = contextlib.ExitStack()
         self.bar = None
+        self._stepping = False  # steps() has begun: an engine failure is reported with the step
 
     # --- set-up ----------------------------------------------------------------------------------------
 
@@ -246,8 +247,11 @@ class Run:
     def __enter__(self) -> "Run":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self._cleanup.close()
+        if isinstance(exc, EngineError) and self._stepping:  # say where the run stands; the checkpoints were left as they were
+            exc.args = (f"{exc}; the run stopped during step {_STOP['step'] + 1}, last checkpoint: "
+                        f"{latest_checkpoint(self.out_dir) or 'none'} (--resume continues from it)",)
 
     def _close_outputs(self, on_close: Callable[[], None] | None) -> None:
         for t in self.trackers:
@@ -259,6 +263,7 @@ class Run:
 
     def steps(self) -> Iterator[int]:
         """The steps still to run (0-based), announcing each one to the signal handler."""
+        self._stepping = True
         for step in range(self.start_step, self.o.max_steps):
             _STOP["step"] = step
             yield step
