@@ -340,6 +340,9 @@ def test_trl_server_mode_keys_are_r1kit_options(tmp_path):
     c = make_config(recipe)
     assert (c.rollout_engine, c.vllm_mode, c.vllm_server_host, c.vllm_server_port, c.vllm_server_timeout) == \
         ("vllm", "server", "10.0.0.2", 8001, 30.0)
+    recipe.write_text("use_vllm: true\nvllm_mode: server\nvllm_server_base_url: http://gpu-node-3:8010\n")
+    c = make_config(recipe)
+    assert (c.vllm_server_host, c.vllm_server_port) == ("gpu-node-3", 8010)
 
 
 @pytest.mark.parametrize("line,fragment", [

@@ -249,6 +249,15 @@ def _save_strategy(value):
     raise _Refused("use save_steps (0: only at the end)")
 
 
+def _server_url(value):
+    from urllib.parse import urlsplit
+
+    url = urlsplit(str(value))
+    if url.scheme != "http" or not url.hostname or url.path not in ("", "/"):
+        raise _Refused("r1kit takes a server address as http://HOST:PORT (or vllm_server_host and vllm_server_port)")
+    return {"vllm_server_host": url.hostname, "vllm_server_port": url.port or 80}
+
+
 RECIPE_KEYS: dict[str, Any] = {
     # model
     "model_name_or_path": _to("model"),
@@ -270,6 +279,7 @@ RECIPE_KEYS: dict[str, Any] = {
     # rollout
     "use_vllm": _to("rollout_engine", {True: "vllm", False: _NOTHING}),
     "vllm_device": _only(("auto", None), "r1kit's colocated vLLM shares the training GPU; for other GPUs use vllm_mode: server"),
+    "vllm_server_base_url": _server_url,
     "vllm_tensor_parallel_size": _only((1,), "r1kit's vLLM engine runs on one GPU per process: use 1"),
     "top_k": _only((None, 0, -1), "r1kit samples with temperature and top_p only: remove top_k"),
     "min_p": _only((None, 0, 0.0), "r1kit samples with temperature and top_p only: remove min_p"),
