@@ -17,7 +17,8 @@ ACCELERATE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "accelerat
 @pytest.mark.slow
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
 def test_two_processes_match_one(tmp_path, tiny_model, loss_type):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    repo = Path(__file__).resolve().parents[1]  # this checkout's r1kit (src) and tests.dist_update's helpers
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), str(repo), os.environ.get("PYTHONPATH", "")])}
     one = subprocess.run([sys.executable, SCRIPT, tiny_model, str(tmp_path / "one"), "4", "4", loss_type],
                          capture_output=True, text=True, env=env, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]

@@ -235,10 +235,11 @@ sft_train(make_sft_config(overrides=dict(model=model, output_dir=out, per_device
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tiny_model, tmp_path):
+@pytest.mark.parametrize("accelerate_config, port", [("cpu_2proc.yaml", 29541), ("fsdp_cpu_2proc.yaml", 29542)])
+def test_two_processes_match_one(tiny_model, tmp_path, accelerate_config, port):
     """2 processes x 1 micro-batch = 1 process x 2 accumulated micro-batches: the same batches, the same
-    update. 10 examples in batches of 2 make a last step of each epoch with one batch, so the second
-    process runs its weight-0 stand-in batch there."""
+    update, under DDP and under FSDP2 (measured: 1.2e-7 at most). 10 examples in batches of 2 make a last
+    step of each epoch with one batch, so the second process runs its weight-0 stand-in batch there."""
     script = tmp_path / "sft_dist.py"
     script.write_text(DIST_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
@@ -246,8 +247,8 @@ def test_two_processes_match_one(tiny_model, tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     launcher = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
-    config = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "cpu_2proc.yaml"
-    two = subprocess.run([launcher, "launch", "--config_file", str(config), "--main_process_port", "29541",
+    config = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / accelerate_config
+    two = subprocess.run([launcher, "launch", "--config_file", str(config), "--main_process_port", str(port),
                           str(script), tiny_model, str(tmp_path / "two"), "1"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]

@@ -92,8 +92,10 @@ def remove_temporary_checkpoints(output_dir: str | Path) -> list[Path]:
 
 
 def save_checkpoint(output_dir: str | Path, step: int, model, tokenizer, training_state: dict[str, Any],
-                    info: dict[str, Any], save_total_limit: int | None = None) -> Path:
-    """Write checkpoint-{step} atomically and prune old ones; returns its path.
+                    info: dict[str, Any], save_total_limit: int | None = None,
+                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write checkpoint-{step} atomically and prune old ones; returns its path. `state_dict`, when given,
+    is written in place of the model's own (under FSDP2: the full tensors gathered from the shards).
 
     Raises CheckpointError (one line, naming the folder) when the write fails with an OSError such
     as a full disk; the temporary folder is removed and existing checkpoints stay as they were.
@@ -105,7 +107,10 @@ def save_checkpoint(output_dir: str | Path, step: int, model, tokenizer, trainin
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        model.save_pretrained(tmp, safe_serialization=True)
+        if state_dict is None:
+            model.save_pretrained(tmp, safe_serialization=True)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         torch.save(training_state, tmp / "training_state.pt")
         (tmp / STATE_FILE).write_text(json.dumps({"step": step, **info}, indent=2, default=str))

@@ -58,9 +58,14 @@ class LocalEngine:
         return generate(self.sampler, tokenizer, prompts, generator=gen, **kw)
 
 
-def make_sampler(c: GRPOConfig, policy: nn.Module, dtype: torch.dtype, device) -> tuple[object, object]:
+def make_sampler(c: GRPOConfig, policy: nn.Module, dtype: torch.dtype, device,
+                 sharded: bool = False) -> tuple[object, object]:
     """(what `rollout.generate` samples from, vLLM engine or None): a FusedDecoder (Llama-family models),
-    the policy itself, or a plain copy in another dtype. Called before accelerate wraps the policy."""
+    the policy itself, or a plain copy in another dtype. Called before accelerate wraps the policy.
+
+    `sharded` (FSDP2): never the policy itself. Each forward of a sharded module all-gathers its weights
+    with the other processes, and processes decode different numbers of tokens (their rows finish at
+    different steps), so they would wait on each other forever; a full copy decodes alone."""
     if c.rollout_engine == "vllm":
         return None, make_vllm_engine(c)
     rollout_dtype = dtype if c.rollout_dtype == "auto" else getattr(torch, c.rollout_dtype)
@@ -72,7 +77,7 @@ def make_sampler(c: GRPOConfig, policy: nn.Module, dtype: torch.dtype, device) -
         if reason:
             raise ConfigError(f"rollout_engine=fused does not support this model: {reason}; use rollout_engine=hf")
         return FusedDecoder(policy, rollout_dtype), None
-    if rollout_dtype == dtype:
+    if rollout_dtype == dtype and not sharded:
         return policy, None
     return rollout_copy(policy, rollout_dtype).to(device), None
 
@@ -95,7 +100,7 @@ def make_vllm_engine(c: GRPOConfig) -> RolloutEngine:
                       kv_cache_memory_bytes=c.vllm_kv_cache_memory_bytes)
 
 
-def make_engine(c: GRPOConfig, policy: nn.Module, dtype: torch.dtype, device) -> RolloutEngine:
-    """The engine `c.rollout_engine` names, holding (a copy of) `policy`."""
-    sampler, vllm = make_sampler(c, policy, dtype, device)
+def make_engine(c: GRPOConfig, policy: nn.Module, dtype: torch.dtype, device, sharded: bool = False) -> RolloutEngine:
+    """The engine `c.rollout_engine` names, holding (a copy of) `policy`; `sharded`: see make_sampler."""
+    sampler, vllm = make_sampler(c, policy, dtype, device, sharded)
     return vllm if vllm is not None else LocalEngine(sampler, device)

@@ -17,7 +17,9 @@ the body of `for step in run.steps(): ...`. Everything else is done here, once, 
 - the non-finite policy: a NaN/inf loss or gradient skips the update (weights, optimizer state and
   schedule untouched); `max_consecutive_nonfinite` in a row stop the run. No checkpoint follows a
   non-finite update, so resuming never starts inside a streak;
-- trackers (TensorBoard, W&B, trackio) and the progress bar; metrics.jsonl stays the source of truth.
+- trackers (TensorBoard, W&B, trackio) and the progress bar; metrics.jsonl stays the source of truth;
+- FSDP2 under an accelerate FSDP config (sharding.py): the same loop, with the full weights and the full
+  optimizer state gathered for each checkpoint, so checkpoints stay HF folders that resume exactly.
 
 Design decision: the loop is a plain object with a few methods rather than a framework with hooks.
 A trainer reads top to bottom: `open_run`, load data and models, `run.start(model, ...)`, then its
@@ -50,7 +52,10 @@ from .checkpoint import (latest_checkpoint, list_checkpoints, load_training_stat
 from .errors import ConfigError, EngineError, TrainingError, TrainingStopped
 from .files import append_jsonl, truncate_jsonl, write_json
 from .models import default_threads
+from .sharding import (FULL_BY_NAME, check_fsdp_request, check_optimizer_format, enable_fsdp_on_cpu, full_model_state, full_optimizer_state,
+                       is_sharded, load_full_optimizer_state)
 from .tracking import make_trackers
+from .weights import full_tensor
 
 
 @dataclass
@@ -169,9 +174,12 @@ class Run:
         self.out_dir = Path(o.output_dir)
         self.rank, self.world = acc.process_index, acc.num_processes
         self.is_main = acc.is_main_process
+        self.sharded = is_sharded(acc)  # FSDP2: parameters, gradients and optimizer state are DTensor shards
         self.start_step = 0
         self.nonfinite_streak = 0  # non-finite updates in a row, carried across steps
         self.state: dict = load_training_state(checkpoint) if checkpoint is not None else {}
+        if self.state:
+            check_optimizer_format(self.state, self.sharded, checkpoint)  # before any model loads
         self._cleanup = contextlib.ExitStack()
         self.bar = None
         self._stepping = False  # steps() has begun: an engine failure is reported with the step
@@ -191,17 +199,22 @@ class Run:
         self.extra_state = dict(extra_state or {})
         self._check_extra_state()
         params = [p for p in model.parameters() if p.requires_grad]
-        self.params = params
-        self.optimizer = torch.optim.AdamW(params, lr=o.learning_rate, betas=(o.adam_beta1, o.adam_beta2),
-                                           weight_decay=o.weight_decay)
+        self.adamw = torch.optim.AdamW(params, lr=o.learning_rate, betas=(o.adam_beta1, o.adam_beta2),
+                                       weight_decay=o.weight_decay)
         # not handed to accelerate, which would step it once per process
-        self.scheduler = get_scheduler(o.lr_scheduler_type, self.optimizer, num_warmup_steps=o.warmup_steps,
+        self.scheduler = get_scheduler(o.lr_scheduler_type, self.adamw, num_warmup_steps=o.warmup_steps,
                                        num_training_steps=o.max_steps * o.updates_per_step)
-        self.model, self.optimizer = acc.prepare(model, self.optimizer)
-        self.policy = acc.unwrap_model(self.model)
+        # together: under FSDP2 accelerate shards the model, then points the optimizer at the sharded
+        # parameters (the same AdamW object, so the scheduler still drives it)
+        self.model, self.optimizer = acc.prepare(model, self.adamw)
+        self.policy = acc.unwrap_model(self.model)  # under FSDP2 the sharded module itself (sharded in place)
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]  # FSDP2's are new Parameters
         self.tokenizer = tokenizer
         if self.state:
-            self.optimizer.load_state_dict(self.state["optimizer"])
+            if self.sharded:
+                load_full_optimizer_state(self.model, self.adamw, self.state["optimizer"])
+            else:
+                self.optimizer.load_state_dict(self.state["optimizer"])
             self.scheduler.load_state_dict(self.state["scheduler"])
             rngs = self.state["rng"]
             set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
@@ -273,10 +286,12 @@ class Run:
         when the loss or the gradient is not finite (every process takes the same decision)."""
         if self.o.max_grad_norm > 0:
             norm = self.acc.clip_grad_norm_(self.model.parameters(), self.o.max_grad_norm)
+        elif self.sharded:  # the norm over every shard; an infinite bound scales the gradients by 1 exactly
+            norm = self.acc.clip_grad_norm_(self.model.parameters(), math.inf)
         else:
             grads = [p.grad.norm() for p in self.params if p.grad is not None]
             norm = torch.norm(torch.stack(grads)) if grads else torch.zeros(())
-        norm = float(norm)
+        norm = float(full_tensor(norm))  # under FSDP2 a replicated DTensor
         bad_loss = torch.as_tensor(loss_nonfinite, dtype=torch.float32, device=self.acc.device)
         if self.world > 1:  # the norm is already common to all processes; the loss flag is not
             bad_loss = self.acc.reduce(bad_loss, reduction="sum")
@@ -349,13 +364,19 @@ class Run:
     def save(self, step: int) -> Path | None:
         """checkpoint-{step}: the policy (or adapter), tokenizer, optimizer, scheduler, every RNG state."""
         states = gather_object([rng_state()]) if self.world > 1 else [rng_state()]
+        weights = sharded_optimizer = None
+        if self.sharded:  # gathered from every process's shards to rank 0 (collectives: all take part)
+            weights = full_model_state(self.acc, self.model)
+            sharded_optimizer = {"optimizer": full_optimizer_state(self.model, self.adamw),
+                                 "optimizer_format": FULL_BY_NAME}
         path = None
         if self.is_main:
-            training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                              "step": step, "rng": states, **self.extra_state}
+            optimizer = sharded_optimizer if self.sharded else {"optimizer": self.optimizer.state_dict()}
+            training_state = {**optimizer, "scheduler": self.scheduler.state_dict(), "step": step, "rng": states,
+                              **self.extra_state}
             path = save_checkpoint(self.out_dir, step, self.policy, self.tokenizer, training_state,
                                    {"config": self.o.config, "world_size": self.world, "stage": self.o.name.lower()},
-                                   self.o.save_total_limit)
+                                   self.o.save_total_limit, state_dict=weights)
         self.acc.wait_for_everyone()
         return path
 
@@ -385,7 +406,9 @@ def open_run(o: LoopOptions, show_progress: bool = True) -> Run:
     instead of running N independent copies), CPU threads, and the run folder's claim. Call before any
     model is loaded; then `run.start(model, tokenizer)`."""
     hf_logging.disable_progress_bar()  # transformers' load/save bars would break our progress bar
+    check_fsdp_request()
     acc = Accelerator(cpu=not torch.cuda.is_available())
+    enable_fsdp_on_cpu(acc)  # accelerate leaves FSDP off without a GPU (sharding.py)
     if o.torch_threads or acc.device.type == "cpu":
         torch.set_num_threads(default_threads(o.torch_threads, acc.num_processes))
     checkpoint = claim_output_dir(o)

@@ -39,7 +39,7 @@ from torch import Tensor
 from .alerts import AlertMonitor
 from .config import ConfigError, GRPOConfig, training_steps
 from .data import Example, general_examples, load_examples, prompt_indices, reward_keywords
-from .decoder import FusedDecoder
+from .decoder import FusedDecoder, unsupported_reason
 from .engines import LocalEngine, RolloutEngine, make_engine, make_sampler  # noqa: F401 (make_sampler: public)
 from .evaluate import STYLE_FOR_TEMPLATE, Problem, evaluate, held_out_problems, summarize
 from .files import append_jsonl
@@ -162,7 +162,10 @@ def setup(c: GRPOConfig, run: Run, examples: list[Example] | None, reward_funcs:
         ref_model.eval().requires_grad_(False)
     model.config.use_cache = False
     judges = load_reward_models(c, device)
-    engine = engine if engine is not None else make_engine(c, model, dtype, device)
+    engine = engine if engine is not None else make_engine(c, model, dtype, device, sharded=run.sharded)
+    if run.sharded and c.eval_steps and not isinstance(engine, LocalEngine) and unsupported_reason(model):
+        raise ConfigError(f"eval_steps under FSDP2 with rollout_engine={c.rollout_engine}: the evaluation would "
+                          f"decode with the sharded policy ({unsupported_reason(model)}); use rollout_engine=hf")
     # max_steps -1: num_train_epochs passes over the prompts; warmup_ratio when warmup_steps is 0 (TRL's names)
     max_steps, warmup_steps = training_steps(c, len(reasoning), run.world)
     wrapped, policy = run.start(model, tokenizer, on_close=lambda: _final_report(c, run), max_steps=max_steps,
@@ -573,23 +576,34 @@ def write_step_records(s: GRPOSetup, step: int, batch: list[Example], rollout: R
         run.write(f"[step {step + 1}] reward={best['reward']:.2f} Q: {best['question']}\n{best['completion'][:400]}\n")
 
 
+def eval_sampler(s: GRPOSetup, step: int) -> object:
+    """What the evaluation decodes with: the rollout's own fused copy when it holds the policy's dtype (no
+    second copy), the transformers forward when that is what the run asked for, else what evaluate()
+    decides (None). Under FSDP2 never the sharded policy itself (see engines.make_sampler): the rollout's
+    own copy, refreshed, or None, with which evaluate() builds a fused copy from the gathered weights
+    (setup refuses the models it cannot build one for)."""
+    sampler = s.engine.sampler if isinstance(s.engine, LocalEngine) else None
+    if isinstance(sampler, FusedDecoder) and sampler.dtype == s.dtype:
+        sampler.load(s.policy)
+        return sampler
+    if not s.run.sharded:
+        return s.policy if s.c.rollout_engine == "hf" else None
+    if sampler is not None:
+        s.engine.sync_weights(s.policy, step)
+        return sampler
+    return None
+
+
 def run_eval(s: GRPOSetup, step: int) -> dict:
     """Evaluate the policy on the held-out set (sharded over processes); metrics keyed eval/..."""
     c, run = s.c, s.run
     t0 = time.perf_counter()
-    # decode with the rollout's own fused copy when it holds the policy's dtype (no second copy),
-    # with the transformers forward when that is what the run asked for, else as evaluate() decides
-    eval_sampler = s.policy if c.rollout_engine == "hf" else None
-    sampler = s.engine.sampler if isinstance(s.engine, LocalEngine) else None
-    if isinstance(sampler, FusedDecoder) and sampler.dtype == s.dtype:
-        sampler.load(s.policy)
-        eval_sampler = sampler
     _, records = evaluate(s.policy, s.tokenizer, s.eval_problems[run.rank::run.world], num_samples=c.eval_num_samples,
                           temperature=c.eval_temperature, top_p=c.eval_top_p,
                           max_new_tokens=c.eval_max_new_tokens or c.max_completion_length,
                           prompt_style=STYLE_FOR_TEMPLATE[c.template], prefill=c.prefill,
                           batch_size=max(1, c.per_device_train_batch_size // c.eval_num_samples),
-                          seed=c.seed + run.rank, sampler=eval_sampler)
+                          seed=c.seed + run.rank, sampler=eval_sampler(s, step))
     records = run.gather_objects(records)
     summary = summarize(records, c.eval_num_samples)
     if run.is_main:

@@ -33,10 +33,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor
 from transformers import PreTrainedTokenizerBase
 
 from .errors import ConfigError, EngineError
 from .rollout import Rollout, encode_prompts
+from .weights import merged_named_weights
 from .vllm_engine import TORCH_DTYPES, Sample, rollout_from_samples, unpadded_prompts, weight_buckets
 
 SERVER_RANK, TRAINER_RANK = 0, 1  # in the two-rank weight group
@@ -120,6 +122,9 @@ class VLLMClient:
             return 0
         self.policy_version = policy_version
         if not self.is_main:  # the main process pushes; this one's /generate waits for the version
+            if any(isinstance(p, DTensor) for p in policy.parameters()):
+                for _ in merged_named_weights(policy):  # FSDP2: each gather is a collective, so take part
+                    pass
             return 0
         if self._group is None:
             request(self.base_url, "/init_weight_group", {"port": self.group_port}, timeout=self.timeout)

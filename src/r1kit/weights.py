@@ -8,6 +8,10 @@ Design decisions:
   error in the base.
 - Names are those of the plain model (`model.layers.0.self_attn.q_proj.weight`), with peft's
   `base_model.model.` prefix and `.base_layer` infix removed, so any loader of HF checkpoints accepts them.
+- Under FSDP2 the policy's parameters are DTensors holding one shard each; a copy needs the whole tensor,
+  so each is gathered (`full_tensor()`, an all-gather) as it is sent. That is a collective: every process
+  must sync at the same point, as the trainer does (before each step's rollout). Gathering one tensor at a
+  time keeps the extra memory to the largest weight, where unsharding the whole model would hold it all.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 
 def _lora_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -48,7 +53,12 @@ def merged_named_weights(policy: nn.Module) -> Iterator[tuple[str, Tensor]]:
         name = key.replace(".base_layer.", ".")
         if name in deltas:
             tensor = tensor + deltas[name].to(tensor.dtype)  # out of place: the base stays exact
-        yield name, tensor
+        yield name, full_tensor(tensor)
+
+
+def full_tensor(tensor: Tensor) -> Tensor:
+    """The whole tensor of an FSDP2 shard (a collective), any other tensor as it is."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
 @torch.no_grad()
