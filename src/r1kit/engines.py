@@ -76,7 +76,7 @@ def make_sampler(c: GRPOConfig, policy: nn.Module, dtype: torch.dtype, device,
         reason = unsupported_reason(policy)
         if reason:
             raise ConfigError(f"rollout_engine=fused does not support this model: {reason}; use rollout_engine=hf")
-        return FusedDecoder(policy, rollout_dtype), None
+        return FusedDecoder(policy, rollout_dtype, kernels=c.rollout_kernels), None
     if rollout_dtype == dtype and not sharded:
         return policy, None
     return rollout_copy(policy, rollout_dtype).to(device), None
