@@ -310,3 +310,14 @@ def test_an_unreachable_server_is_one_line_and_a_clean_exit(tiny_model, tmp_path
                       "start it with `r1kit vllm-serve --model MODEL --port PORT` (vllm_server_host / "
                       "vllm_server_port, waited vllm_server_timeout=2 s)"], r.stderr[-2000:]
     assert not (tmp_path / "run" / "checkpoint-2").exists()
+
+
+def test_the_server_client_refuses_a_prompt_longer_than_the_servers_limit(tok):
+    from r1kit.errors import ConfigError
+    from r1kit.vllm_client import VLLMClient
+
+    client = VLLMClient.__new__(VLLMClient)  # no server: the check comes before any request
+    client.max_model_len, client.base_url = 16, "http://127.0.0.1:1"
+    with pytest.raises(ConfigError, match=r"longer than the vLLM server's max_model_len=16: lower max_prompt_length .*"
+                                          r"restart `r1kit vllm-serve` with a larger --max_model_len"):
+        client.generate(tok, ["a prompt longer than sixteen characters"], num_generations=2, max_new_tokens=8)

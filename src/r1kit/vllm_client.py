@@ -39,7 +39,7 @@ from transformers import PreTrainedTokenizerBase
 from .errors import ConfigError, EngineError
 from .rollout import Rollout, encode_prompts
 from .weights import merged_named_weights
-from .vllm_engine import TORCH_DTYPES, Sample, rollout_from_samples, unpadded_prompts, weight_buckets
+from .vllm_engine import TORCH_DTYPES, Sample, check_lengths, rollout_from_samples, unpadded_prompts, weight_buckets
 
 SERVER_RANK, TRAINER_RANK = 0, 1  # in the two-rank weight group
 
@@ -155,11 +155,8 @@ class VLLMClient:
         """The same arguments and Rollout as rollout.generate, sampled by the server."""
         prompt_ids, prompt_mask, prompt_truncated = encode_prompts(tokenizer, prompts, max_prompt_length)  # [B, P]
         token_ids = unpadded_prompts(prompt_ids, prompt_mask)
-        longest = max((len(p) for p in token_ids), default=0)
-        if longest + max_new_tokens > self.max_model_len:
-            raise ConfigError(f"a prompt of {longest} tokens plus max_completion_length={max_new_tokens} is longer "
-                              f"than the vLLM server's max_model_len={self.max_model_len}: lower max_prompt_length or "
-                              "max_completion_length, or restart `r1kit vllm-serve` with a larger --max_model_len")
+        check_lengths([len(p) for p in token_ids], max_new_tokens, self.max_model_len, engine="the vLLM server's",
+                      remedy="restart `r1kit vllm-serve` with a larger --max_model_len")
         answer = request(self.base_url, "/generate", {
             "prompts": token_ids, "n": num_generations, "max_tokens": max_new_tokens, "temperature": temperature,
             "top_p": top_p, "stop": list(stop_strings), "ignore_eos": ignore_eos, "seed": seed,

@@ -106,13 +106,14 @@ def engine_max_model_len(llm: Any, default: int) -> int:
     return n if isinstance(n, int) else default
 
 
-def check_lengths(prompt_lengths: Sequence[int], max_new_tokens: int, max_model_len: int) -> None:
+def check_lengths(prompt_lengths: Sequence[int], max_new_tokens: int, max_model_len: int, *,
+                  engine: str = "the vLLM engine's", remedy: str = "give the engine a longer max_model_len") -> None:
     """Refuse, naming the options, a prompt that cannot get max_new_tokens within max_model_len."""
     longest = max(prompt_lengths, default=0)
     if longest + max_new_tokens > max_model_len:
         raise ConfigError(f"a prompt of {longest} tokens plus max_completion_length={max_new_tokens} is longer than "
-                          f"the vLLM engine's max_model_len={max_model_len}: lower max_prompt_length or "
-                          "max_completion_length, or give the engine a longer max_model_len")
+                          f"{engine} max_model_len={max_model_len}: lower max_prompt_length or "
+                          f"max_completion_length, or {remedy}")
 
 
 def sample_with_llm(llm: Any, prompt_token_ids: list[list[int]], *, num_generations: int, max_new_tokens: int,
