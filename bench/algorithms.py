@@ -62,7 +62,8 @@ def loop_source() -> str:
     import importlib
 
     text = ""
-    for name in ("r1kit.trainer", "r1kit.loop"):
+    for name in ("r1kit.trainers.grpo.setup", "r1kit.trainers.grpo.step", "r1kit.trainers.grpo.scoring",
+                 "r1kit.trainers.grpo.metrics", "r1kit.trainers.loop"):
         try:
             text += inspect.getsource(importlib.import_module(name))
         except ImportError:
@@ -76,7 +77,7 @@ def unwired(overrides: dict, source: str) -> list[str]:
 
 def final_accuracy(checkpoint: Path) -> tuple[float, float]:
     """(mean P(first token = the prompt's digit) at temperature 1, greedy accuracy) over the 10 digits."""
-    from r1kit.models import load_model, load_tokenizer
+    from r1kit.models.loading import load_model, load_tokenizer
 
     model, tok = load_model(str(checkpoint)), load_tokenizer(str(checkpoint))
     model.eval()
@@ -93,9 +94,9 @@ def final_accuracy(checkpoint: Path) -> tuple[float, float]:
 
 
 def run_one(model_dir: str, overrides: dict, seed: int, steps: int, num_iterations: int, out: Path) -> dict:
-    from r1kit.config import make_config
-    from r1kit.data import Example
-    from r1kit.trainer import train
+    from r1kit.data.problems import Example
+    from r1kit.trainers.grpo.config import make_config
+    from r1kit.trainers.grpo.trainer import train
 
     rng = random.Random(0)
     examples = [Example(question=d, answer=d, id=str(i))
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/bench_algorithms")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from r1kit.models import build_tiny_model
+    from r1kit.models.loading import build_tiny_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

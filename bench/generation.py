@@ -37,10 +37,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import QUESTIONS, forward_flops_per_token, matmul_peak_flops, median  # noqa: E402
 
-from r1kit.decoder import FusedDecoder
-from r1kit.models import load_model, load_tokenizer
-from r1kit.rollout import generate, rollout_copy
-from r1kit.templates import build_prompt
+from r1kit.data.templates import build_prompt
+from r1kit.models.loading import load_model, load_tokenizer
+from r1kit.rollout.decoder import FusedDecoder
+from r1kit.rollout.sampling import generate, rollout_copy
 
 
 def run_r1kit(model, tok, prompts, G, new_tokens, natural, seed):
@@ -102,7 +102,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from r1kit.models import resolve_model_path
+    from r1kit.models.loading import resolve_model_path
 
     model_path = resolve_model_path(args.model)
     tok, model = load_tokenizer(model_path), load_model(model_path).eval()

@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from common import peak_rss_mb  # noqa: E402
 
-from r1kit import trainer
-from r1kit.config import make_config
-from r1kit.models import resolve_model_path
+from r1kit.models.loading import resolve_model_path
+from r1kit.trainers.grpo import trainer
+from r1kit.trainers.grpo.config import make_config
 
 QWEN2_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                  num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, rope_theta=1e6,

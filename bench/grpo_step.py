@@ -39,9 +39,9 @@ def r1kit_reward(completions, answers):
 def r1kit_worker(conn, args, rollout_dtype: str = "auto") -> None:
     import torch
 
-    from r1kit.config import make_config
-    from r1kit.data import Example
-    from r1kit.trainer import iter_train
+    from r1kit.data.problems import Example
+    from r1kit.trainers.grpo.config import make_config
+    from r1kit.trainers.grpo.trainer import iter_train
 
     torch.set_num_threads(args.threads)
     examples = [Example(q, "0", str(i)) for i, q in enumerate(QUESTIONS * 50)]
@@ -67,8 +67,8 @@ def trl_worker(conn, args) -> None:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from r1kit.models import load_model, load_tokenizer, resolve_model_path
-    from r1kit.templates import build_prompt
+    from r1kit.data.templates import build_prompt
+    from r1kit.models.loading import load_model, load_tokenizer, resolve_model_path
 
     torch.set_num_threads(args.threads)
     tok = load_tokenizer(args.model)
@@ -137,9 +137,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-
     from common import forward_flops_per_token, matmul_peak_flops
-    from r1kit.models import load_model
+
+    from r1kit.models.loading import load_model
 
     torch.set_num_threads(args.threads)
     peak = matmul_peak_flops()

@@ -37,8 +37,8 @@ def main() -> None:
     from common import QUESTIONS
     from vllm import LLM, SamplingParams
 
-    from r1kit.models import load_tokenizer
-    from r1kit.templates import build_prompt
+    from r1kit.data.templates import build_prompt
+    from r1kit.models.loading import load_tokenizer
 
     tok = load_tokenizer(args.model)
     t = time.perf_counter()

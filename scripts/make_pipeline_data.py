@@ -33,7 +33,7 @@ def main() -> None:
     rng = random.Random(0)
     OUT.mkdir(parents=True, exist_ok=True)
     cold = [worked_addition(rng.randint(10, 99), rng.randint(10, 99)) for _ in range(200)]
-    from r1kit.reward_model import toy_preferences
+    from r1kit.data.preferences import toy_preferences
 
     # general prompts from the reward model's domain, drawn with another seed than its training pairs
     general = [{"prompt": r["prompt"]} for r in toy_preferences(48, seed=1)]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from r1kit.models import build_tiny_model
+from r1kit.models.loading import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("R1KIT_DATA_DIR", REPO.parent / "shared" / "data"))

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from r1kit import trainer
-from r1kit.config import make_config
-from r1kit.rollout import Rollout
-from r1kit.weights import merged_named_weights
+from r1kit.models.weights import merged_named_weights
+from r1kit.rollout.sampling import Rollout
+from r1kit.trainers.grpo import trainer
+from r1kit.trainers.grpo.config import make_config
 
 
 class TextSeededEngine:
-    """A rollout engine (r1kit.engines) whose completions are a function of the prompt text alone."""
+    """A rollout engine (r1kit.rollout.engines) whose completions are a function of the prompt text alone."""
 
     def __init__(self, dump_dir: Path | None = None):
         self.dump_dir = dump_dir

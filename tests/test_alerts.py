@@ -1,11 +1,12 @@
-"""Tests for r1kit.alerts: each alert fires once on a crafted metrics stream, none on a healthy one."""
+"""Tests for r1kit.report.alerts: each alert fires once on a crafted metrics stream, none on a healthy one."""
 
 from __future__ import annotations
 
 import pytest
 
-from r1kit.alerts import Alert, AlertMonitor, check_alerts
-from r1kit.config import ConfigError, GRPOConfig, make_config
+from r1kit.core.errors import ConfigError
+from r1kit.report.alerts import Alert, AlertMonitor, check_alerts
+from r1kit.trainers.grpo.config import GRPOConfig, make_config
 
 
 def healthy(steps: int = 20) -> list[dict]:
@@ -109,9 +110,10 @@ def test_a_training_run_prints_each_alert_once_and_alert_stop_saves_and_stops(tm
     and with alert_stop ends the run there as a SIGTERM would, with a checkpoint to resume from."""
     import pytest
 
-    from r1kit import checkpoint as ckpt
-    from r1kit.config import TrainingStopped, make_config
-    from r1kit.trainer import train
+    from r1kit.core.errors import TrainingStopped
+    from r1kit.trainers import checkpoint as ckpt
+    from r1kit.trainers.grpo.config import make_config
+    from r1kit.trainers.grpo.trainer import train
 
     def config(out, **kw):
         return make_config(overrides=dict(model=tiny_model, output_dir=str(out), num_generations=2,

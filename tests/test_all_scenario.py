@@ -7,11 +7,14 @@ import math
 
 import pytest
 
-from r1kit.config import ConfigError, make_config
-from r1kit.data import Example, general_examples
-from r1kit.readable import to_readable
-from r1kit.rewards import bind_reward_options
-from r1kit.trainer import general_prompts_per_step, score_batch, train
+from r1kit.core.errors import ConfigError
+from r1kit.data.problems import Example
+from r1kit.data.sources import general_examples
+from r1kit.rewards.readable import to_readable
+from r1kit.rewards.registry import bind_reward_options
+from r1kit.trainers.grpo.config import make_config
+from r1kit.trainers.grpo.scoring import general_prompts_per_step, score_batch
+from r1kit.trainers.grpo.trainer import train
 
 
 class LengthJudge:
@@ -75,7 +78,7 @@ def test_bad_all_scenario_options(tmp_path):
                                    per_device_train_batch_size=8))
     bad = tmp_path / "g.jsonl"
     bad.write_text('{"prompt": "hi"}\n{"text": "no prompt"}\n')
-    from r1kit.data import DataError
+    from r1kit.core.errors import DataError
 
     with pytest.raises(DataError, match=r"g.jsonl:2: missing field 'prompt'"):
         general_examples(bad)
@@ -83,7 +86,8 @@ def test_bad_all_scenario_options(tmp_path):
 
 def test_mixed_batches_train_with_a_reward_model(tiny_model, tmp_path):
     """Each step mixes both kinds in the configured share; the reward model's scores drive general groups."""
-    from r1kit.reward_model import make_rm_config, toy_preferences, train_reward_model
+    from r1kit.data.preferences import toy_preferences
+    from r1kit.trainers.reward_model import make_rm_config, train_reward_model
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text("".join(json.dumps(r) + "\n" for r in toy_preferences(64, seed=0)))

@@ -11,11 +11,11 @@ import time
 
 import torch
 
-from r1kit.chat import BOLD, DIM_ITALIC, RESET, ReplyRenderer, answer, stream_reply
-from r1kit.cli import main
-from r1kit.models import load_model, load_tokenizer
-from r1kit.rollout import generate
-from r1kit.templates import build_prompt
+from r1kit.cli.chat import BOLD, DIM_ITALIC, RESET, ReplyRenderer, answer, stream_reply
+from r1kit.cli.main import main
+from r1kit.data.templates import build_prompt
+from r1kit.models.loading import load_model, load_tokenizer
+from r1kit.rollout.sampling import generate
 
 QUESTION = "What is 2+3?"
 

@@ -1,4 +1,4 @@
-"""Tests for r1kit.coldstart: cold-start data from R1-Zero samples, a user's JSONL and a few-shot model."""
+"""Tests for r1kit.pipeline.coldstart: cold-start data from R1-Zero samples, a user's JSONL and a few-shot model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from r1kit.coldstart import (
+from r1kit.core.errors import ConfigError, DataError
+from r1kit.pipeline.coldstart import (
     BUILTIN_FEWSHOT,
     ColdStartConfig,
     build_cold_start,
@@ -16,11 +17,10 @@ from r1kit.coldstart import (
     make_coldstart_config,
     readable_from_tags,
 )
-from r1kit.config import ConfigError
-from r1kit.data import DataError
-from r1kit.readable import DEFAULT_SPECIAL_TOKEN as TOK, parse_readable
-from r1kit.rewards import readable_accuracy_reward
-from r1kit.rollout import Rollout
+from r1kit.rewards.functions import readable_accuracy_reward
+from r1kit.rewards.readable import DEFAULT_SPECIAL_TOKEN as TOK
+from r1kit.rewards.readable import parse_readable
+from r1kit.rollout.sampling import Rollout
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -181,7 +181,7 @@ def test_fewshot_prompt_shape():
 
 def test_cold_start_fewshot_with_scripted_generations(tiny_model, tmp_path, monkeypatch):
     """The few-shot path with the model's output scripted: conversion, cutting and correctness are exact."""
-    import r1kit.rollout
+    import r1kit.rollout.sampling
 
     scripted = [
         "I add 0 and 1.|special_token|The answer is 1.\n\nQuestion: What",  # stop string cut off: kept
@@ -198,7 +198,7 @@ def test_cold_start_fewshot_with_scripted_generations(tiny_model, tmp_path, monk
         return Rollout(prompt_ids=None, prompt_mask=None, completion_ids=None, completion_mask=None, logprobs=None,
                        completions=texts, truncated=torch.tensor([i % 4 == 3 for i in range(n)]))
 
-    monkeypatch.setattr(r1kit.rollout, "generate", fake_generate)
+    monkeypatch.setattr(r1kit.rollout.sampling, "generate", fake_generate)
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"question": "What is 0 + 1?", "answer": "1"}])
     out = tmp_path / "out"
     build_cold_start(ColdStartConfig(fewshot_model=tiny_model, prompts_dataset=str(prompts), num_samples=4,
@@ -277,13 +277,13 @@ def test_bad_input(tmp_path, zero_run, tiny_model, monkeypatch):
     with pytest.raises(DataError, match=r"user3.jsonl:2: missing field 'answer' while other records"):
         build_cold_start(ColdStartConfig(user_dataset=str(user), output_dir=out))
     # a bad source is reported before any model loads
-    import r1kit.models
+    import r1kit.models.loading
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded before the sources were checked")
 
-    monkeypatch.setattr(r1kit.models, "load_model", no_load)
-    monkeypatch.setattr(r1kit.models, "load_tokenizer", no_load)
+    monkeypatch.setattr(r1kit.models.loading, "load_model", no_load)
+    monkeypatch.setattr(r1kit.models.loading, "load_tokenizer", no_load)
     zero = write_jsonl(tmp_path / "samples.jsonl", [{"prompt_id": "p", "question": "Q?", "answer": "1",
                                                      "completion": "<think>a</think><answer>1</answer>"},
                                                     {"prompt_id": "p", "question": "Q?", "answer": "1"}])

@@ -2,7 +2,8 @@
 
 import pytest
 
-from r1kit.config import ConfigError, make_config
+from r1kit.core.errors import ConfigError
+from r1kit.trainers.grpo.config import make_config
 
 
 def test_yaml_then_overrides(tmp_path):

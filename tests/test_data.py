@@ -2,7 +2,11 @@
 
 import pytest
 
-from r1kit.data import DataError, arithmetic_examples, gsm8k_gold, jsonl_examples, load_examples, prompt_indices
+from r1kit.core.errors import DataError
+from r1kit.data.arithmetic import arithmetic_examples
+from r1kit.data.order import prompt_indices
+from r1kit.data.problems import gsm8k_gold
+from r1kit.data.sources import jsonl_examples, load_examples
 from tests.conftest import DATA_DIR
 
 

@@ -7,12 +7,13 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
-from r1kit.config import ConfigError, GRPOConfig
-from r1kit.decoder import FusedDecoder, unsupported_reason
-from r1kit.models import add_lora, load_model, load_tokenizer
-from r1kit.logprobs import completion_logprobs
-from r1kit.rollout import generate
-from r1kit.trainer import make_sampler
+from r1kit.algorithms.logprobs import completion_logprobs
+from r1kit.core.errors import ConfigError
+from r1kit.models.loading import add_lora, load_model, load_tokenizer
+from r1kit.rollout.decoder import FusedDecoder, unsupported_reason
+from r1kit.rollout.engines import make_sampler
+from r1kit.rollout.sampling import generate
+from r1kit.trainers.grpo.config import GRPOConfig
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +151,8 @@ def test_unsupported_models_fall_back_to_hf_or_fail_clearly(tiny, tiny_model):
 def test_trainer_sampler_tracks_the_policy_through_updates(tmp_path, tiny_model, lora):
     """With the default engine (the fused decoder, a copy of the weights) the sampler's log-probs equal
     pi_old's at every step, even as large updates move the policy: the copy is refreshed each step."""
-    from r1kit.config import make_config
-    from r1kit.trainer import train
+    from r1kit.trainers.grpo.config import make_config
+    from r1kit.trainers.grpo.trainer import train
 
     kw = dict(model=tiny_model, max_steps=3, save_steps=0, num_generations=4, per_device_train_batch_size=8,
               max_completion_length=8, learning_rate=3e-2, log_completions_steps=0, reward_funcs=["tag_count"],

@@ -9,7 +9,7 @@ from pathlib import Path
 import sympy
 from math_verify import parse
 
-from r1kit.rewards import answers_match
+from r1kit.rewards.answers import answers_match
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-from r1kit.config import ConfigError
-from r1kit.distill import make_student, student_layers, token_agreement
-from r1kit.models import ModelError, build_tiny_model, load_model, load_tokenizer
-from r1kit.rollout import generate
-from r1kit.sft import sft_loss
+from r1kit.core.errors import ConfigError, ModelError
+from r1kit.models.loading import build_tiny_model, load_model, load_tokenizer
+from r1kit.pipeline.distill import make_student, student_layers, token_agreement
+from r1kit.rollout.sampling import generate
+from r1kit.trainers.sft import sft_loss
 
 
 @pytest.fixture(scope="module")

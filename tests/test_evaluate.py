@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from r1kit.data import DataError
-from r1kit.evaluate import (BENCHMARKS, extract_final_answer, load_benchmark, majority_vote, pass_at_k,
-                            select_problems, summarize)
-from r1kit.rewards import answers_match
+from r1kit.core.errors import DataError
+from r1kit.evaluation.benchmarks import BENCHMARKS, load_benchmark, select_problems
+from r1kit.evaluation.evaluate import majority_vote, pass_at_k, summarize
+from r1kit.rewards.answers import answers_match, extract_final_answer
 from tests.conftest import DATA_DIR, run_cli
 
 HAS_DATA = (DATA_DIR / "gsm8k" / "test.jsonl").is_file()
@@ -96,7 +96,7 @@ def test_builtin_benchmarks_load_with_their_fields(name, count):
 
 
 def test_select_problems_first_and_seeded_random():
-    from r1kit.evaluate import Problem
+    from r1kit.evaluation.benchmarks import Problem
     ps = [Problem(str(i), "q", "1") for i in range(20)]
     assert [p.id for p in select_problems(ps, 3)] == ["0", "1", "2"]
     a = select_problems(ps, 5, "random", seed=1)
@@ -150,8 +150,8 @@ def test_every_builtin_benchmark_is_documented():
 
 
 def test_evaluation_during_training_is_logged_with_the_metrics(tmp_path, tiny_model):
-    from r1kit.config import make_config
-    from r1kit.trainer import train
+    from r1kit.trainers.grpo.config import make_config
+    from r1kit.trainers.grpo.trainer import train
 
     out = tmp_path / "run"
     config = make_config(overrides=dict(

@@ -16,9 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from r1kit.errors import ConfigError
-from r1kit.sharding import FULL_BY_NAME, check_fsdp_request, check_optimizer_format
-
+from r1kit.core.errors import ConfigError
+from r1kit.trainers.sharding import FULL_BY_NAME, check_fsdp_request, check_optimizer_format
 from tests.conftest import assert_same_run, metric_lines
 
 REPO = Path(__file__).resolve().parents[1]

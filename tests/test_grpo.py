@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from r1kit.grpo import group_advantages, grpo_loss, kl_k3
+from r1kit.algorithms.advantages import group_advantages
+from r1kit.algorithms.losses import grpo_loss, kl_k3
 
 
 def reference_objective(logp, old, ref, adv, lengths, beta, eps_low, eps_high, loss_type, max_len=None, w=None):
@@ -161,11 +162,16 @@ def test_micro_batches_sum_to_the_whole_batch_loss():
 
 from types import SimpleNamespace  # noqa: E402
 
-from r1kit.config import ConfigError, make_config  # noqa: E402
-from r1kit.grpo import (ADVANTAGE_ESTIMATORS, LOSS_TYPES, LOSSES, advantages_for, informative_rows,  # noqa: E402
-                        loss_options, mask_truncated_completions, policy_ratio, register_advantage_estimator,
-                        register_loss,
-                        rollout_importance_weights, soft_overlong_penalty, top_entropy_threshold)
+from r1kit.algorithms.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    advantages_for,
+    informative_rows,
+    register_advantage_estimator,
+)
+from r1kit.algorithms.corrections import mask_truncated_completions, rollout_importance_weights, soft_overlong_penalty
+from r1kit.algorithms.losses import LOSS_TYPES, LOSSES, loss_options, policy_ratio, register_loss, top_entropy_threshold
+from r1kit.core.errors import ConfigError
+from r1kit.trainers.grpo.config import make_config  # noqa: E402
 
 
 def frozen_grpo_loss(logprobs, old_logprobs, ref_logprobs, advantages, mask, *, beta=0.001, epsilon=0.2,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from r1kit import trainer
-from r1kit.config import make_config
-from r1kit.data import Example
+from r1kit.data.problems import Example
+from r1kit.trainers.grpo import step, trainer
+from r1kit.trainers.grpo.config import make_config
 
 G = 4
 
@@ -41,13 +41,13 @@ def _samples(out: Path) -> list[dict]:
 
 def _record_loss_calls(monkeypatch) -> list[dict]:
     calls = []
-    real = trainer.grpo_loss
+    real = step.grpo_loss
 
     def recording(*args, **kwargs):
         calls.append({"advantages": args[3].detach().clone(), "mask": args[4].clone(), **kwargs})
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "grpo_loss", recording)
+    monkeypatch.setattr(step, "grpo_loss", recording)
     return calls
 
 

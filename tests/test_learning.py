@@ -3,9 +3,9 @@ steps. A flipped sign in the loss or a zero gradient leaves reward at chance and
 
 import random
 
-from r1kit.config import make_config
-from r1kit.data import Example
-from r1kit.trainer import train
+from r1kit.data.problems import Example
+from r1kit.trainers.grpo.config import make_config
+from r1kit.trainers.grpo.trainer import train
 
 
 def copy_reward(completions: list[str], answers: list[str]) -> list[float]:
@@ -31,8 +31,8 @@ def _held_out_accuracy(model_dir: str, examples: list[Example], samples: int = 8
     """Share of sampled first tokens (temperature 1) that are the right digit, over prompts never trained on."""
     import torch
 
-    from r1kit.models import load_model, load_tokenizer
-    from r1kit.rollout import generate
+    from r1kit.models.loading import load_model, load_tokenizer
+    from r1kit.rollout.sampling import generate
 
     model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
     rollout = generate(model, tokenizer, [e.question for e in examples], num_generations=samples, max_new_tokens=1,

@@ -1,4 +1,4 @@
-"""The shared training loop (r1kit.loop) keeps every trainer's runs safe, not only GRPO's: for SFT and reward-model
+"""The shared training loop (r1kit.trainers.loop) keeps every trainer's runs safe, not only GRPO's: for SFT and reward-model
 training as for GRPO, a SIGKILL between checkpoints then --resume ends bitwise equal to an uninterrupted run,
 SIGTERM finishes the step, saves and resumes, a second signal stops at once, and a non-finite update is skipped
 without moving the schedule.
@@ -22,14 +22,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from r1kit import checkpoint as ckpt
-from r1kit import reward_model, sft
-from r1kit.config import TrainingError
-from r1kit.reward_model import make_rm_config, train_reward_model
-from r1kit.sft import make_sft_config, sft_train
-from tests.conftest import assert_same_run
+from r1kit.core.errors import TrainingError
+from r1kit.trainers import checkpoint as ckpt
+from r1kit.trainers import reward_model, sft
+from r1kit.trainers.reward_model import make_rm_config, train_reward_model
+from r1kit.trainers.sft import make_sft_config, sft_train
+from tests.conftest import assert_same_run, started
 from tests.conftest import metric_lines as _metric_lines
-from tests.conftest import started
 from tests.conftest import wait_for as _wait_for
 
 MAX_STEPS = 6
@@ -38,7 +37,7 @@ DRIVER = """
 import signal, sys, time
 signal.signal(signal.SIGINT, signal.SIG_DFL)   # whatever the test runner's shell left them as
 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-from r1kit import reward_model, sft
+from r1kit.trainers import reward_model, sft
 
 def slowed(fn):
     def wrapper(*args, **kwargs):

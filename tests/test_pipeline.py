@@ -10,9 +10,9 @@ import pytest
 import yaml
 from safetensors import safe_open
 
-from r1kit.config import ConfigError
-from r1kit.pipeline import PipelineError, load_pipeline, run_pipeline
-from r1kit.readable import parse_readable
+from r1kit.core.errors import ConfigError, PipelineError
+from r1kit.pipeline.pipeline import load_pipeline, run_pipeline
+from r1kit.rewards.readable import parse_readable
 
 from .conftest import REPO, run_cli
 
@@ -198,9 +198,9 @@ def test_student_weights_are_the_teachers_kept_layers(tiny_run):
 @pytest.fixture(scope="module")
 def arithmetic_teacher(tmp_path_factory):
     """A tiny model SFT-trained to answer 8 one-digit additions in the readable format, and those prompts."""
-    from r1kit.models import build_tiny_model
-    from r1kit.readable import to_readable
-    from r1kit.sft import final_model_dir, make_sft_config, sft_train
+    from r1kit.models.loading import build_tiny_model
+    from r1kit.rewards.readable import to_readable
+    from r1kit.trainers.sft import final_model_dir, make_sft_config, sft_train
 
     root = tmp_path_factory.mktemp("teacher")
     pairs = [(a, b) for a, b in ((1, 2), (3, 4), (2, 5), (6, 1), (4, 4), (7, 2), (3, 3), (5, 2))]
@@ -258,8 +258,8 @@ def _stop_once(completions, answers):
 
 
 def test_interrupted_training_stage_resumes_and_matches_an_uninterrupted_run(tmp_path):
-    from r1kit.config import TrainingStopped
-    from r1kit.rewards import REWARDS
+    from r1kit.core.errors import TrainingStopped
+    from r1kit.rewards.registry import REWARDS
 
     REWARDS.setdefault("test_stop_once", _stop_once)
     config = tmp_path / "p.yaml"

@@ -1,11 +1,11 @@
-"""Tests for r1kit.readable (the R1 readable format, language consistency), its rewards and r1kit.filters."""
+"""Tests for r1kit.rewards.readable (the R1 readable format, language consistency), its rewards and r1kit.pipeline.filters."""
 
 from __future__ import annotations
 
 import pytest
 
-from r1kit.config import ConfigError
-from r1kit.filters import (
+from r1kit.core.errors import ConfigError
+from r1kit.pipeline.filters import (
     FilterSettings,
     cap_per_prompt,
     count_code_blocks,
@@ -21,8 +21,9 @@ from r1kit.filters import (
     keep_summary,
     repetition_fraction,
 )
-from r1kit.readable import (
-    DEFAULT_SPECIAL_TOKEN as TOK,
+from r1kit.rewards.functions import language_consistency_reward, readable_accuracy_reward, readable_format_reward
+from r1kit.rewards.readable import DEFAULT_SPECIAL_TOKEN as TOK
+from r1kit.rewards.readable import (
     final_answer,
     language_consistency,
     parse_readable,
@@ -30,14 +31,8 @@ from r1kit.readable import (
     to_readable,
     word_languages,
 )
-from r1kit.rewards import (
-    REWARDS,
-    bind_reward_options,
-    language_consistency_reward,
-    readable_accuracy_reward,
-    readable_format_reward,
-    score_completions,
-)
+from r1kit.rewards.registry import REWARDS, bind_reward_options
+from r1kit.rewards.scoring import score_completions
 
 RULE_ORDER = ["correct", "reasoning", "summary", "length", "repetition", "language", "code_blocks",
               "deduplicate", "max_per_prompt"]

@@ -7,14 +7,23 @@ import re
 import pytest
 import torch
 
-import r1kit.rejection as rejection
-from r1kit.config import ConfigError
-from r1kit.data import DataError
-from r1kit.filters import FilterSettings
-from r1kit.models import load_model, load_tokenizer
-from r1kit.readable import DEFAULT_SPECIAL_TOKEN as T, parse_readable, to_readable
-from r1kit.rejection import (Judge, RejectionConfig, check_correct, gold_is_checkable, make_rejection_config,
-                             non_reasoning_records, rejection_sample, sample_responses, select)
+import r1kit.pipeline.rejection as rejection
+from r1kit.core.errors import ConfigError, DataError
+from r1kit.models.loading import load_model, load_tokenizer
+from r1kit.pipeline.filters import FilterSettings
+from r1kit.pipeline.rejection import (
+    Judge,
+    RejectionConfig,
+    check_correct,
+    gold_is_checkable,
+    make_rejection_config,
+    non_reasoning_records,
+    rejection_sample,
+    sample_responses,
+    select,
+)
+from r1kit.rewards.readable import DEFAULT_SPECIAL_TOKEN as T
+from r1kit.rewards.readable import parse_readable, to_readable
 
 
 def readable(cot: str, summary: str) -> str:

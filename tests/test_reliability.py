@@ -21,20 +21,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from r1kit import checkpoint as ckpt
-from r1kit import trainer
-from r1kit.cli import main
-from r1kit.config import ConfigError, TrainingError, make_config
-from r1kit.data import DataError, Example, jsonl_examples, load_examples
-from r1kit.files import truncate_jsonl
-from r1kit.models import ModelError, load_model
-from r1kit.rewards import REWARDS, RewardError, close_reward_worker, score_completions
-from r1kit.trainer import train
+from r1kit.cli.main import main
+from r1kit.core.errors import ConfigError, DataError, ModelError, RewardError, TrainingError
+from r1kit.core.files import truncate_jsonl
+from r1kit.data.problems import Example
+from r1kit.data.sources import jsonl_examples, load_examples
+from r1kit.models.loading import load_model
+from r1kit.rewards.registry import REWARDS
+from r1kit.rewards.scoring import score_completions
+from r1kit.rewards.worker import close_reward_worker
+from r1kit.trainers import checkpoint as ckpt
+from r1kit.trainers.grpo import step, trainer
+from r1kit.trainers.grpo.config import make_config
+from r1kit.trainers.grpo.trainer import train
 from tests.conftest import assert_same_run
 from tests.conftest import metric_lines as _metric_lines
 from tests.conftest import started as _started
 from tests.conftest import wait_for as _wait_for
-
 
 DRIVER = """
 import signal, sys, time
@@ -294,7 +297,7 @@ class _InfGrad(torch.autograd.Function):
 
 def _poison_steps(monkeypatch, bad_steps: set[int], mode: str) -> None:
     """Make the loss (mode "loss") or only its gradient (mode "grad") non-finite on the given steps."""
-    real = trainer.grpo_loss
+    real = step.grpo_loss
     calls = [0]
 
     def loss_fn(*args, **kwargs):
@@ -304,7 +307,7 @@ def _poison_steps(monkeypatch, bad_steps: set[int], mode: str) -> None:
             loss = loss * float("nan") if mode == "loss" else _InfGrad.apply(loss)
         return loss, stats
 
-    monkeypatch.setattr(trainer, "grpo_loss", loss_fn)
+    monkeypatch.setattr(step, "grpo_loss", loss_fn)
 
 
 def _nan_config(model: str, out: Path, **kw):

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from r1kit import aha
-from r1kit.cli import main
-from r1kit.data import DataError
-from r1kit.report import figure_specs, write_report
-from r1kit.tracking import make_trackers
+from r1kit.cli.main import main
+from r1kit.core.errors import DataError
+from r1kit.core.tracking import make_trackers
+from r1kit.report import aha
+from r1kit.report.html import write_report
+from r1kit.report.plots import figure_specs
 
 RECORDED = Path(__file__).parent / "data" / "demo_run_small"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -335,8 +336,8 @@ def test_report_from_recorded_run_loads_in_headless_chromium(tmp_path, chromium)
 
 def test_report_of_a_fresh_training_run_via_the_cli(tmp_path, tiny_model, capsys):
     """The trainer's files as written today (with evaluation) render; guards the report against drift."""
-    from r1kit.config import make_config
-    from r1kit.trainer import train
+    from r1kit.trainers.grpo.config import make_config
+    from r1kit.trainers.grpo.trainer import train
 
     run = tmp_path / "run"
     config = make_config(overrides=dict(

@@ -9,8 +9,8 @@ import shutil
 import torch
 from safetensors.torch import load_file
 
-from r1kit.config import make_config
-from r1kit.trainer import train
+from r1kit.trainers.grpo.config import make_config
+from r1kit.trainers.grpo.trainer import train
 
 VOLATILE = {"step_time", "generation_time", "tokens_per_second", "generated_tokens_per_second"}
 

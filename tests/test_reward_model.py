@@ -7,16 +7,10 @@ import re
 import pytest
 import torch
 
-from r1kit.config import ConfigError
-from r1kit.data import DataError
-from r1kit.models import ModelError
-from r1kit.reward_model import (
-    bradley_terry_loss,
-    load_reward_model,
-    make_rm_config,
-    toy_preferences,
-    train_reward_model,
-)
+from r1kit.core.errors import ConfigError, DataError, ModelError
+from r1kit.data.preferences import toy_preferences
+from r1kit.models.reward_model import load_reward_model
+from r1kit.trainers.reward_model import bradley_terry_loss, make_rm_config, train_reward_model
 
 
 def test_bradley_terry_loss_matches_hand_computation_and_pushes_chosen_up():

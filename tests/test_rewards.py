@@ -8,23 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r1kit.rewards import (
-    REWARDS,
-    TEMPLATE_EXAMPLES,
-    RewardError,
-    accuracy_reward,
-    answers_match,
-    compute_rewards,
-    extract_answer,
-    format_reward,
-    normalize_number,
-    register_reward,
-    is_template_example,
-    tag_count_reward,
-    template_copy_rate,
-    template_penalty_reward,
-)
-from r1kit.templates import R1_ZERO_TEMPLATE
+from r1kit.core.errors import RewardError
+from r1kit.data.templates import R1_ZERO_TEMPLATE
+from r1kit.rewards.answers import answers_match, extract_answer, normalize_number
+from r1kit.rewards.functions import accuracy_reward, format_reward, tag_count_reward, template_penalty_reward
+from r1kit.rewards.registry import REWARDS, register_reward
+from r1kit.rewards.scoring import compute_rewards
+from r1kit.rewards.tags import TEMPLATE_EXAMPLES, is_template_example, template_copy_rate
 
 PERFECT = "<think>\nLet me add 2 and 2.\n</think>\n<answer>4</answer>"
 
@@ -324,7 +314,7 @@ def test_answers_match(pred: str, gold: str, expected: bool) -> None:
 
 
 def test_answers_match_swallows_math_verify_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    import r1kit.answers as answers  # where answers_match and its math_verify calls live
+    import r1kit.rewards.answers as answers  # where answers_match and its math_verify calls live
 
     def boom(*args: object, **kwargs: object) -> bool:
         raise RuntimeError("sympy exploded")

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from r1kit.logprobs import completion_logprobs
-from r1kit.models import load_model, load_tokenizer
-from r1kit.rollout import generate, sample_tokens
+from r1kit.algorithms.logprobs import completion_logprobs
+from r1kit.models.loading import load_model, load_tokenizer
+from r1kit.rollout.sampling import generate, sample_tokens
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_sampling_draws_from_the_tempered_distribution():
 
 
 def test_growing_cache_layer_equals_concatenation():
-    from r1kit.rollout import GrowingLayer
+    from r1kit.rollout.sampling import GrowingLayer
 
     layer = GrowingLayer(capacity=3)  # smaller than what is written: growth is exercised
     parts = [torch.randn(2, 2, n, 4) for n in (2, 1, 1, 3)]

@@ -16,12 +16,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from r1kit.config import ConfigError
-from r1kit.data import DataError
-from r1kit.models import load_model, load_tokenizer
-from r1kit.rollout import generate
-from r1kit.sft import (IGNORE_INDEX, _tokenize_all, final_model_dir, length_grouped_batches, make_sft_config,
-                       padding_fraction, sft_loss, sft_train, shuffled_batches, tokenize_example)
+from r1kit.core.errors import ConfigError, DataError
+from r1kit.models.loading import load_model, load_tokenizer
+from r1kit.rollout.sampling import generate
+from r1kit.trainers.sft import (
+    IGNORE_INDEX,
+    final_model_dir,
+    length_grouped_batches,
+    make_sft_config,
+    padding_fraction,
+    sft_loss,
+    sft_train,
+    shuffled_batches,
+    tokenize_all,
+    tokenize_example,
+)
 
 VOLATILE = {"step_time", "tokens_per_second"}
 
@@ -117,7 +126,7 @@ def test_tokenize_example_masks_prompt_and_appends_eos(tiny_model):
     assert tokenize_example(tok, "Q: 12+30=", "42 <answer>42</answer>", max_length=n - 1, append_eos=True) is None
     # the batched path used by sft_train gives the same examples
     prompts, responses = ["1+2=", "Q: 12+30=", "a"], ["3", "42 <answer>42</answer>", "b" * 40]
-    assert _tokenize_all(tok, prompts, responses, 20, True) == [
+    assert tokenize_all(tok, prompts, responses, 20, True) == [
         tokenize_example(tok, p, r, 20, True) for p, r in zip(prompts, responses)]
 
 
@@ -223,7 +232,7 @@ def test_resume_matches_uninterrupted_run(tiny_model, tmp_path, use_lora):
 
 DIST_SCRIPT = """
 import random, sys
-from r1kit.sft import make_sft_config, sft_train
+from r1kit.trainers.sft import make_sft_config, sft_train
 model, out, accum = sys.argv[1], sys.argv[2], int(sys.argv[3])
 rng = random.Random(5)
 records = [{"prompt": f"{rng.randint(0, 999)}*{rng.randint(0, 99)}=", "response": "x" * rng.randint(1, 12)}

@@ -5,10 +5,10 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from r1kit.config import make_config
-from r1kit.models import load_tokenizer
-from r1kit.templates import build_prompt
-from r1kit.trainer import train
+from r1kit.data.templates import build_prompt
+from r1kit.models.loading import load_tokenizer
+from r1kit.trainers.grpo.config import make_config
+from r1kit.trainers.grpo.trainer import train
 
 PAPER_TABLE_1 = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The "

@@ -1,4 +1,4 @@
-"""The real trackers, offline: what r1kit.tracking logs is read back from each one's own files
+"""The real trackers, offline: what r1kit.core.tracking logs is read back from each one's own files
 (TensorBoard event files, a W&B offline run, trackio's local database)."""
 
 import json
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from r1kit.tracking import make_trackers
+from r1kit.core.tracking import make_trackers
 
 # two metrics lines as the trainer writes them: non-numbers, booleans and NaN are not plotted
 LINES = [{"step": 1, "reward": 0.5, "rewards/format": 1, "kl": float("nan"), "note": "text", "ok": True},

@@ -9,12 +9,16 @@ import pytest
 
 datasets = pytest.importorskip("datasets")
 
-from r1kit.cli import build_parser  # noqa: E402
-from r1kit.config import FIELDS, ConfigError, make_config  # noqa: E402
-from r1kit.data import DataError, load_examples  # noqa: E402
-from r1kit.rewards import score_completions  # noqa: E402
-from r1kit.templates import build_prompt  # noqa: E402
-from r1kit.trainer import train  # noqa: E402
+from r1kit.cli.main import build_parser  # noqa: E402
+from r1kit.core.errors import (
+    ConfigError,  # noqa: E402
+    DataError,
+)
+from r1kit.data.sources import load_examples  # noqa: E402
+from r1kit.data.templates import build_prompt  # noqa: E402
+from r1kit.rewards.scoring import score_completions  # noqa: E402
+from r1kit.trainers.grpo.config import FIELDS, make_config
+from r1kit.trainers.grpo.trainer import train  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 
 ROWS = {"problem": ["What is 2 + 3?", "What is 7 + 1?", "What is 4 + 4?", "What is 9 + 0?"],
@@ -127,10 +131,10 @@ def test_a_trl_jsonl_with_a_prompt_column_needs_no_question_field(tmp_path):
 
 
 def test_the_same_loader_serves_evaluation_sft_rejection_and_reward_model_data(tmp_path):
-    from r1kit.evaluate import load_benchmark
-    from r1kit.rejection import load_prompts, make_rejection_config
-    from r1kit.reward_model import read_preference_pairs
-    from r1kit.sft import load_pairs, make_sft_config
+    from r1kit.data.preferences import read_preference_pairs
+    from r1kit.evaluation.benchmarks import load_benchmark
+    from r1kit.pipeline.rejection import load_prompts, make_rejection_config
+    from r1kit.trainers.sft import load_pairs, make_sft_config
 
     datasets.Dataset.from_dict(ROWS).to_parquet(str(tmp_path / "math.parquet"))
     problems = load_benchmark(str(tmp_path / "math.parquet"), question_field="problem", answer_field="solution")
@@ -191,7 +195,7 @@ def test_trl_style_reward_on_a_conversational_batch_gets_message_completions():
 
 
 def test_reward_keywords_lay_out_prompts_columns_and_ids_per_completion():
-    from r1kit.data import Example, reward_keywords
+    from r1kit.data.problems import Example, reward_keywords
 
     chat = [{"role": "user", "content": "b?"}]
     batch = [Example("a?", "1", "a", columns={"answer": "1", "level": 3}),
@@ -244,7 +248,7 @@ def test_bad_reward_specs_are_refused_in_one_line(user_rewards, tmp_path):
 
 
 def test_a_trl_reward_reading_a_column_trains(tmp_path, tiny_model):
-    from r1kit.rewards import RewardError
+    from r1kit.core.errors import RewardError
 
     datasets.Dataset.from_dict(ROWS).to_parquet(str(tmp_path / "train.parquet"))
     c = _tiny(tiny_model, tmp_path / "run", dataset=str(tmp_path / "train.parquet"), question_field="problem",
@@ -328,7 +332,7 @@ def test_open_r1_demo_recipe_loads_with_its_keys_mapped(tmp_path, capsys):
     notice = capsys.readouterr().err
     assert "push_to_hub" in notice and "gradient_checkpointing" in notice and len(notice.splitlines()) == 1
     # max_steps -1: one pass over 1000 prompts, 16 x 4 / 16 = 4 prompts per process per step, 8 processes
-    from r1kit.config import training_steps
+    from r1kit.trainers.grpo.config import training_steps
 
     assert training_steps(c, 1000, 8) == (math.ceil(1000 / 32), math.ceil(0.1 * math.ceil(1000 / 32)))
 

@@ -13,10 +13,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from r1kit.models import add_lora, load_model, load_tokenizer
-from r1kit.rollout import generate
-from r1kit.vllm_engine import INSTALL_HINT, VLLMEngine, weight_buckets
-
+from r1kit.models.loading import add_lora, load_model, load_tokenizer
+from r1kit.rollout.sampling import generate
+from r1kit.rollout.vllm_engine import INSTALL_HINT, VLLMEngine, weight_buckets
 
 # --- a fake vLLM: the LLM surface VLLMEngine uses, with RequestOutput-shaped answers
 
@@ -313,8 +312,8 @@ def test_an_unreachable_server_is_one_line_and_a_clean_exit(tiny_model, tmp_path
 
 
 def test_the_server_client_refuses_a_prompt_longer_than_the_servers_limit(tok):
-    from r1kit.errors import ConfigError
-    from r1kit.vllm_client import VLLMClient
+    from r1kit.core.errors import ConfigError
+    from r1kit.rollout.vllm_client import VLLMClient
 
     client = VLLMClient.__new__(VLLMClient)  # no server: the check comes before any request
     client.max_model_len, client.base_url = 16, "http://127.0.0.1:1"

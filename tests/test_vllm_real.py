@@ -14,7 +14,6 @@ agree; a stale copy after an update shows as ~1e-2 and more):
   after every push; a server killed mid-run stops the trainer with one line and its checkpoint intact.
 """
 
-import json
 import os
 import signal
 import socket
@@ -35,11 +34,11 @@ except ImportError:
         raise
     pytest.skip("vLLM is not installed here (bash scripts/setup.sh --vllm makes .venv-vllm)", allow_module_level=True)
 
-from r1kit import trainer
-from r1kit.config import make_config
-from r1kit.errors import ConfigError
-from r1kit.models import load_tokenizer, resolve_model_path
-from r1kit.vllm_engine import VLLMEngine, build_llm
+from r1kit.core.errors import ConfigError
+from r1kit.models.loading import load_tokenizer, resolve_model_path
+from r1kit.rollout.vllm_engine import VLLMEngine, build_llm
+from r1kit.trainers.grpo import trainer
+from r1kit.trainers.grpo.config import make_config
 
 pytestmark = pytest.mark.slow
 MODEL = resolve_model_path("embedded")

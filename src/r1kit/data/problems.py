@@ -1,0 +1,57 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Example:
+    question: str
+    answer: str
+    id: str
+    kind: str = "reasoning"  # "reasoning": scored by rule rewards; "general": scored by reward models (stage 4)
+    # chat messages [{"role", "content"}, ...] of a conversational record (question: the last user turn)
+    messages: list[dict] | None = field(default=None, hash=False)
+    # the record's other columns (the gold answer's column included), passed by name to TRL-style rewards
+    columns: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+def default_data_dir() -> str:
+    """R1KIT_DATA_DIR if set, else ../shared/data (relative to the working directory)."""
+    return os.environ.get("R1KIT_DATA_DIR", "../shared/data")
+
+
+GSM8K_GOLD = re.compile(r"####\s*(.+?)\s*$", re.S)
+
+
+def gsm8k_gold(solution: str) -> str | None:
+    """The number after '####' in a GSM8K worked solution, commas removed."""
+    m = GSM8K_GOLD.search(solution)
+    return m.group(1).replace(",", "").strip() if m else None
+
+
+def reward_keywords(batch: list[Example], num_generations: int, completion_ids: list[list[int]] | None = None,
+                    rows: list[int] | None = None) -> dict[str, Any]:
+    """The keyword data TRL-style rewards get, for ``score_completions(..., **reward_keywords(...))``.
+
+    Completions are prompt-major (rows [b*G, (b+1)*G) continue batch[b]). ``prompts``: each prompt as the
+    dataset gave it (chat messages, or the question text), as TRL passes them; ``columns``: every column of
+    any example in the batch, None where an example lacks it; ``completion_ids`` as given (unpadded token
+    ids). ``rows`` keeps only those completions (e.g. the reasoning rows of a mixed batch).
+    """
+    per_row = [e for e in batch for _ in range(num_generations)]
+    keep = range(len(per_row)) if rows is None else rows
+    names = list(dict.fromkeys(k for e in batch for k in e.columns))
+    out: dict[str, Any] = {
+        "prompts": [per_row[i].messages if per_row[i].messages is not None else per_row[i].question for i in keep],
+        "columns": {k: [per_row[i].columns.get(k) for i in keep] for k in names},
+    }
+    if completion_ids is not None:
+        out["completion_ids"] = [completion_ids[i] for i in keep]
+    return out
+
+

@@ -1,0 +1,158 @@
+"""Alerts when a GRPO run goes wrong: pure functions over the stream of per-step metrics (metrics.jsonl).
+
+Each kind of alert fires at most once per run, with the metric and the value that triggered it and a
+one-line message. The loop calls ``AlertMonitor.update`` once per step with the step's metrics and
+prints what comes back; the report calls ``check_alerts`` on the whole history, so both see the same
+alerts at the same steps.
+
+Design decisions:
+
+* Thresholds come from the run's config (the ``alert_*`` options of ``GRPOConfig``); any object with
+  those attributes, or a plain dict such as a run's ``config.json``, will do, and a missing option takes
+  the ``GRPOConfig`` default. A threshold of 0 turns its alert off.
+* Conditions that a single noisy step could meet (entropy, zero-std groups, format without accuracy)
+  must hold for ``alert_patience`` logged steps in a row; a KL or clip fraction over its limit is
+  reported at once, because one such step is already an update far from the sampling policy.
+* Reward timeouts are counted over the whole run, per reward: a timed-out sample scores 0, so a reward
+  that keeps timing out quietly trains on zeros.
+* Rows without the training metrics (the step-0 evaluation line) are skipped, and a metric a row lacks
+  (no ``template_copy_rate`` in an old run) never fires; so old metrics.jsonl files can be checked too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Iterable
+
+from r1kit.trainers.grpo.config import FIELDS
+
+# The GRPOConfig options that set the thresholds (alert_stop is the loop's business, not the checks').
+ALERT_OPTIONS = ("alert_entropy_min", "alert_zero_std_max", "alert_format_rate", "alert_template_copy_max",
+                 "alert_kl_max", "alert_clip_max", "alert_timeouts_max", "alert_patience")
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert: which kind, at which step, the metric and its value that triggered it, and why."""
+
+    kind: str
+    step: int
+    metric: str
+    value: float
+    message: str
+
+    def line(self) -> str:
+        """The one line the loop prints."""
+        return f"r1kit: alert at step {self.step}: {self.kind}: {self.message}"
+
+
+def alert_thresholds(config: Any = None) -> SimpleNamespace:
+    """The alert options of ``config`` (a GRPOConfig, any object with alert_* attributes, or a dict such
+    as a run's config.json); options it lacks take GRPOConfig's defaults, the one table of them."""
+    get = config.get if isinstance(config, dict) else lambda k, d: getattr(config, k, d)
+    return SimpleNamespace(**{name: get(name, FIELDS[name].default) for name in ALERT_OPTIONS})
+
+
+def _number(metrics: dict, key: str) -> float | None:
+    value = metrics.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+@dataclass
+class AlertMonitor:
+    """Alerts over a run's metrics, one step at a time: ``update(metrics)`` returns the new alerts only.
+
+    Feed it the metrics dict of each step in order (as the loop writes them to metrics.jsonl); it keeps
+    the streaks and counts it needs, so each call is O(1).
+    """
+
+    config: Any = None
+    thresholds: SimpleNamespace = field(init=False)
+    fired: set[str] = field(default_factory=set, init=False)
+    _streaks: dict[str, int] = field(default_factory=dict, init=False)
+    _timeouts: dict[str, int] = field(default_factory=dict, init=False)
+    _first_format: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.thresholds = alert_thresholds(self.config)
+
+    def _streak(self, name: str, condition: bool) -> int:
+        """Logged steps in a row on which `condition` held, this one included."""
+        self._streaks[name] = self._streaks.get(name, 0) + 1 if condition else 0
+        return self._streaks[name]
+
+    def _fire(self, found: list[Alert], kind: str, step: int, metric: str, value: float, message: str) -> None:
+        if kind not in self.fired:
+            self.fired.add(kind)
+            found.append(Alert(kind, step, metric, value, message))
+
+    def update(self, metrics: dict) -> list[Alert]:
+        """The alerts that this step's metrics raise for the first time (empty for most steps)."""
+        t = self.thresholds
+        step = int(metrics.get("step", 0))
+        found: list[Alert] = []
+        patience = max(1, int(t.alert_patience))
+
+        entropy = _number(metrics, "entropy")
+        if entropy is not None and t.alert_entropy_min > 0 and \
+                self._streak("entropy", entropy < t.alert_entropy_min) >= patience:
+            self._fire(found, "entropy_collapsed", step, "entropy", entropy,
+                       f"entropy {entropy:.3g} nats/token < {t.alert_entropy_min:g} for {patience} steps: the policy "
+                       f"samples almost one completion per prompt and stops exploring")
+
+        zero_std = _number(metrics, "frac_reward_zero_std")
+        if zero_std is not None and t.alert_zero_std_max > 0 and \
+                self._streak("zero_std", zero_std >= t.alert_zero_std_max) >= patience:
+            self._fire(found, "no_learning_signal", step, "frac_reward_zero_std", zero_std,
+                       f"{zero_std:.0%} of groups have zero reward spread for {patience} steps: no advantage, "
+                       f"no learning signal")
+
+        fmt, acc = _number(metrics, "format_rate"), _number(metrics, "accuracy")
+        if fmt is not None and acc is not None:
+            if self._first_format is None:
+                self._first_format = fmt
+            rising = t.alert_format_rate > 0 and fmt >= t.alert_format_rate and fmt > self._first_format
+            if self._streak("format_no_accuracy", acc == 0.0) >= patience and rising:
+                self._fire(found, "format_without_accuracy", step, "format_rate", fmt,
+                           f"format rate rose to {fmt:.2f} (from {self._first_format:.2f}) while accuracy stayed 0 "
+                           f"for {patience} steps: the rewards pay for the form, not the task")
+
+        copies = _number(metrics, "template_copy_rate")
+        if copies is not None and t.alert_template_copy_max > 0 and copies > t.alert_template_copy_max:
+            self._fire(found, "template_copies", step, "template_copy_rate", copies,
+                       f"{copies:.0%} of completions copy the template's example text "
+                       f"(> {t.alert_template_copy_max:g})")
+
+        kl = _number(metrics, "kl")
+        if kl is not None and t.alert_kl_max > 0 and kl > t.alert_kl_max:
+            self._fire(found, "kl_exploding", step, "kl", kl,
+                       f"KL to the reference {kl:.3g} > {t.alert_kl_max:g} per token: the policy has moved far; "
+                       f"lower the learning rate or raise beta")
+
+        clip = _number(metrics, "clip_ratio")
+        if clip is not None and t.alert_clip_max > 0 and clip > t.alert_clip_max:
+            self._fire(found, "clip_exploding", step, "clip_ratio", clip,
+                       f"{clip:.0%} of tokens clipped (> {t.alert_clip_max:g}): updates leave the trust region")
+
+        if t.alert_timeouts_max > 0:
+            for key in sorted(k for k in metrics if k.startswith("rewards/") and k.endswith("/timeouts")):
+                count = _number(metrics, key)
+                if count is None:
+                    continue
+                total = self._timeouts[key] = self._timeouts.get(key, 0) + int(count)
+                if total >= t.alert_timeouts_max:
+                    name = key[len("rewards/"):-len("/timeouts")]
+                    self._fire(found, f"reward_timeouts:{name}", step, key, float(total),
+                               f"reward {name!r} timed out on {total} samples so far (>= {t.alert_timeouts_max}); "
+                               f"each scored 0 (see reward_failures.jsonl)")
+        return found
+
+
+def check_alerts(history: Iterable[dict], config: Any = None) -> list[Alert]:
+    """All alerts of a run's metrics history (metrics.jsonl rows in step order), as the loop raised them."""
+    monitor = AlertMonitor(config)
+    return [alert for metrics in history for alert in monitor.update(metrics)]

@@ -1,0 +1,158 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from r1kit.core.errors import ConfigError
+from r1kit.core.files import iter_jsonl
+from r1kit.data.problems import Example
+from r1kit.data.sources import general_examples, load_examples
+from r1kit.evaluation.benchmarks import Problem, held_out_problems
+from r1kit.models.loading import load_model, load_policy, load_tokenizer, resolve_dtype
+from r1kit.report.alerts import AlertMonitor
+from r1kit.report.html import write_report_safely
+from r1kit.rewards.registry import bind_reward_options
+from r1kit.rollout.decoder import unsupported_reason
+from r1kit.rollout.engines import LocalEngine, RolloutEngine, make_engine
+from r1kit.trainers.grpo.config import GRPOConfig, training_steps
+from r1kit.trainers.loop import Run
+
+
+def sampling_seed(seed: int, step: int, rank: int) -> int:
+    """Seed of the sampling generator for one step on one process."""
+    return (seed * 1_000_003 + step * 1_009 + rank) % (2**63)
+
+
+def load_run_examples(c: GRPOConfig, skipped: list[str] | None = None) -> list[Example]:
+    """The training examples; with a `skipped` list, bad lines are recorded there instead of raising."""
+    return load_examples(c.dataset, data_dir=c.data_dir, split=c.dataset_split, config=c.dataset_config,
+                         question_field=c.question_field,
+                         answer_field=c.answer_field, seed=c.seed, num_examples=c.arithmetic_examples,
+                         num_terms=c.arithmetic_terms, max_value=c.arithmetic_max_value, ops=c.arithmetic_ops,
+                         skipped=skipped)
+
+
+def load_eval_problems(c: GRPOConfig) -> list[Problem]:
+    """The held-out set for evaluation during training."""
+    return held_out_problems(c.eval_benchmark, c.eval_limit, c.seed, c.data_dir, question_field=c.question_field,
+                             answer_field=c.answer_field, arithmetic_terms=c.arithmetic_terms,
+                             arithmetic_max_value=c.arithmetic_max_value, arithmetic_ops=c.arithmetic_ops)
+
+
+def bound_rewards(c: GRPOConfig, reward_funcs: list | None) -> list:
+    """The run's rewards: options such as the target language bound to the rewards that take them (once,
+    so the reward worker knows each function by identity); callables as given."""
+    return [bind_reward_options([r], language=c.language, special_token=c.special_token)[0]
+            if isinstance(r, str) else r for r in (reward_funcs or list(c.reward_funcs))]
+
+
+@dataclass
+class GRPOSetup:
+    """Everything a GRPO step reads, built once per run."""
+
+    c: GRPOConfig
+    run: Run
+    model: torch.nn.Module  # the policy as accelerate wraps it (DDP under a multi-process launch)
+    policy: torch.nn.Module  # the same module unwrapped
+    tokenizer: object
+    ref_model: torch.nn.Module | None  # None with LoRA (the adapter is switched off) or beta == 0
+    engine: RolloutEngine
+    rewards: list  # reward names (options bound) or callables
+    judges: dict  # reward models of all-scenario RL, by role
+    reasoning: list[Example]
+    general: list[Example]
+    eval_problems: list[Problem]
+    dtype: torch.dtype
+    skipped_lines: int
+    alerts: AlertMonitor  # fed every step's metrics, in order (replayed from metrics.jsonl on resume)
+
+    @property
+    def G(self) -> int:
+        return self.c.num_generations
+
+    @property
+    def prompts_local(self) -> int:
+        return self.c.completions_per_step // self.c.num_generations
+
+    @property
+    def n_global(self) -> int:
+        """Completions per step over all processes: the loss's sequence normaliser."""
+        return self.prompts_local * self.run.world * self.c.num_generations
+
+
+def load_training_data(c: GRPOConfig, examples: list[Example] | None, run: Run) -> tuple[list[Example], list[Example], int]:
+    """(reasoning examples, general examples, bad lines skipped), checked before any model loads."""
+    skipped: list[str] = []
+    keep = skipped if c.skip_bad_data else None
+    examples = examples if examples is not None else load_run_examples(c, keep)
+    if c.general_dataset:
+        examples = [*examples, *general_examples(c.general_dataset, c.general_prompt_field, keep)]
+    if skipped and run.is_main:
+        out = run.out_dir
+        shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        print(f"r1kit: skip_bad_data: skipped {len(skipped)} bad dataset lines (listed in "
+              f"{out / 'skipped_data.txt'}): {shown}")
+    reasoning = [e for e in examples if e.kind != "general"]
+    general = [e for e in examples if e.kind == "general"]
+    if general and not reasoning:
+        raise ConfigError("all-scenario RL: the batches mix reasoning and general prompts, but there are no reasoning prompts")
+    if general and not c.reward_model:
+        raise ConfigError("general prompts (kind 'general') need reward_model: they have no gold answer to check")
+    return reasoning, general, skipped
+
+
+def setup(c: GRPOConfig, run: Run, examples: list[Example] | None, reward_funcs: list | None,
+          engine: RolloutEngine | None) -> GRPOSetup:
+    """Data, models, reward models, the rollout engine, and the loop's optimizer around the policy."""
+    reasoning, general, skipped = load_training_data(c, examples, run)
+    eval_problems = load_eval_problems(c) if c.eval_steps else []  # checked before any model loads
+    device = run.acc.device
+    torch.manual_seed(c.seed)
+    dtype = resolve_dtype(c.dtype)
+    tokenizer = load_tokenizer(c.model, c.trust_remote_code)
+    model = load_policy(c, run.checkpoint, dtype)
+    ref_model = None
+    if not c.use_lora and c.beta > 0:
+        ref_model = load_model(c.model, dtype, trust_remote_code=c.trust_remote_code).to(device)
+        ref_model.eval().requires_grad_(False)
+    model.config.use_cache = False
+    judges = load_reward_models(c, device)
+    engine = engine if engine is not None else make_engine(c, model, dtype, device, sharded=run.sharded)
+    if run.sharded and c.eval_steps and not isinstance(engine, LocalEngine) and unsupported_reason(model):
+        raise ConfigError(f"eval_steps under FSDP2 with rollout_engine={c.rollout_engine}: the evaluation would "
+                          f"decode with the sharded policy ({unsupported_reason(model)}); use rollout_engine=hf")
+    # max_steps -1: num_train_epochs passes over the prompts; warmup_ratio when warmup_steps is 0 (TRL's names)
+    max_steps, warmup_steps = training_steps(c, len(reasoning), run.world)
+    wrapped, policy = run.start(model, tokenizer, on_close=lambda: _final_report(c, run), max_steps=max_steps,
+                                warmup_steps=warmup_steps)
+    if skipped and run.is_main:
+        (run.out_dir / "skipped_data.txt").write_text("".join(line + "\n" for line in skipped), encoding="utf-8")
+    alerts = AlertMonitor(c)
+    for past in iter_jsonl(run.out_dir / "metrics.jsonl") if run.start_step else ():
+        alerts.update(past)  # those that fired before the resume stay fired, silently
+    return GRPOSetup(c, run, wrapped, policy, tokenizer, ref_model, engine, bound_rewards(c, reward_funcs), judges,
+                     reasoning, general, eval_problems, dtype, len(skipped), alerts)
+
+
+def _final_report(c: GRPOConfig, run: Run) -> None:
+    if c.write_report and run.is_main:
+        path = write_report_safely(run.out_dir, c.report_markers)
+        if path is not None:
+            run.write(f"r1kit: report: {path}")
+
+
+def load_reward_models(c: GRPOConfig, device) -> dict:
+    """The reward models of all-scenario RL: helpfulness (scores the summary) and harmlessness (the whole
+    response); the same model serves both when harmlessness_model is not set. Empty without reward_model."""
+    if not c.reward_model:
+        return {}
+    from r1kit.models.reward_model import load_reward_model
+
+    helpful = load_reward_model(c.reward_model, device=device)
+    harmless = helpful if c.harmlessness_model in (None, c.reward_model) else load_reward_model(c.harmlessness_model, device=device)
+    return {"helpfulness": helpful, "harmlessness": harmless}
+
+
