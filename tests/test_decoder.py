@@ -12,8 +12,8 @@ from r1kit.core.errors import ConfigError
 from r1kit.models.loading import add_lora, load_model, load_tokenizer
 from r1kit.rollout.decoder import FusedDecoder, unsupported_reason
 from r1kit.rollout.engines import make_sampler
+from r1kit.rollout.options import EngineOptions
 from r1kit.rollout.sampling import generate
-from r1kit.trainers.grpo.config import GRPOConfig
 
 
 @pytest.fixture(scope="module")
@@ -135,15 +135,15 @@ def test_unsupported_models_fall_back_to_hf_or_fail_clearly(tiny, tiny_model):
     assert "gpt2" in unsupported_reason(gpt2)
     with pytest.raises(ValueError, match="does not support"):
         FusedDecoder(gpt2)
-    c = GRPOConfig(model=tiny_model, rollout_engine="fused")
+    c = EngineOptions(rollout_engine="fused")
     with pytest.raises(ConfigError, match="rollout_engine=fused"):
         make_sampler(c, gpt2, torch.float32, "cpu")
-    auto = GRPOConfig(model=tiny_model)
-    assert make_sampler(auto, gpt2, torch.float32, "cpu")[0] is gpt2  # auto: the HF forward
+    auto = EngineOptions()
+    assert make_sampler(auto, gpt2, torch.float32, "cpu") is gpt2  # auto: the HF forward
     model, _ = tiny
-    assert isinstance(make_sampler(auto, model, torch.float32, "cpu")[0], FusedDecoder)
-    hf_bf16 = GRPOConfig(model=tiny_model, rollout_engine="hf", rollout_dtype="bfloat16")
-    copy_ = make_sampler(hf_bf16, model, torch.float32, "cpu")[0]
+    assert isinstance(make_sampler(auto, model, torch.float32, "cpu"), FusedDecoder)
+    hf_bf16 = EngineOptions(rollout_engine="hf", rollout_dtype="bfloat16")
+    copy_ = make_sampler(hf_bf16, model, torch.float32, "cpu")
     assert copy_ is not model and next(copy_.parameters()).dtype == torch.bfloat16
 
 

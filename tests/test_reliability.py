@@ -31,7 +31,7 @@ from r1kit.rewards.registry import REWARDS
 from r1kit.rewards.scoring import score_completions
 from r1kit.rewards.worker import close_reward_worker
 from r1kit.trainers import checkpoint as ckpt
-from r1kit.trainers.grpo import step, trainer
+from r1kit.trainers.grpo import step
 from r1kit.trainers.grpo.config import make_config
 from r1kit.trainers.grpo.trainer import train
 from tests.conftest import assert_same_run

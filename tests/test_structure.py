@@ -142,11 +142,16 @@ def test_the_length_check_counts_methods_and_nested_functions(tmp_path):
 def test_every_listed_scheduler_runs_with_the_arguments_r1kit_passes():
     from transformers import get_scheduler
 
+    from r1kit.core.errors import ConfigError
     from r1kit.core.options import SCHEDULERS
-    from r1kit.trainers.reward_model import SCHEDULERS as RM_SCHEDULERS
-    from r1kit.trainers.sft import SCHEDULERS as SFT_SCHEDULERS
+    from r1kit.trainers.grpo.config import GRPOConfig
+    from r1kit.trainers.reward_model import RMConfig
+    from r1kit.trainers.sft import SFTConfig
 
-    assert RM_SCHEDULERS is SCHEDULERS and SFT_SCHEDULERS is SCHEDULERS
+    for cls in (GRPOConfig, SFTConfig, RMConfig):  # every trainer checks the option against the one table
+        with pytest.raises(ConfigError) as err:
+            cls(lr_scheduler_type="cosinus").validate()
+        assert all(name in str(err.value) for name in SCHEDULERS)
     for name in SCHEDULERS:
         param = torch.nn.Parameter(torch.zeros(1))
         optimizer = torch.optim.AdamW([param], lr=1e-3)
@@ -187,13 +192,13 @@ def test_the_command_line_runs_each_stage_command_of_the_stage_table():
     import dataclasses
 
     from r1kit.cli.main import build_parser, cmd_stage
-    from r1kit.pipeline.stages import STAGE_TYPES, config_parts
+    from r1kit.pipeline.stages import STAGE_TYPES, config_class
 
     parser = build_parser()
     commands = [name for name, stype in STAGE_TYPES.items() if stype.command]
     assert {"grpo", "sft", "coldstart", "rejection", "rm"} <= set(commands)
     for name in commands:
         for alias in (name, *STAGE_TYPES[name].aliases):
-            option = next(f.name for f in dataclasses.fields(config_parts(name)[0]) if str(f.type) == "str")
+            option = next(f.name for f in dataclasses.fields(config_class(name)) if str(f.type) == "str")
             args = parser.parse_args([alias, f"--{option}", "x"])
             assert (args.run, args.stage, getattr(args, option)) == (cmd_stage, name, "x")

@@ -1,6 +1,7 @@
 """What a TRL / open-r1 user brings works unchanged: datasets in any format `datasets` reads, TRL-style reward
 functions (by registered name, dotted path or file), recipe YAML keys, dashed command-line options."""
 
+import dataclasses
 import json
 import math
 import os
@@ -17,7 +18,9 @@ from r1kit.core.errors import (
 from r1kit.data.sources import load_examples  # noqa: E402
 from r1kit.data.templates import build_prompt  # noqa: E402
 from r1kit.rewards.scoring import score_completions  # noqa: E402
-from r1kit.trainers.grpo.config import FIELDS, make_config
+from r1kit.trainers.grpo.config import GRPOConfig, make_config  # noqa: E402
+
+FIELDS = {f.name: f for f in dataclasses.fields(GRPOConfig)}
 from r1kit.trainers.grpo.trainer import train  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 

@@ -111,11 +111,11 @@ def informative_rows(zero_std: Tensor, num_generations: int) -> Tensor:
     return keep.nonzero().flatten()
 
 
-def advantages_for(config: Any, rewards: Tensor, num_generations: int) -> tuple[Tensor, Tensor]:
-    """(advantages [N], zero_std [N // G]) by the config's advantage_estimator and scale_rewards."""
-    name = getattr(config, "advantage_estimator", "grpo")
+def advantages_for(o: Any, rewards: Tensor, num_generations: int) -> tuple[Tensor, Tensor]:
+    """(advantages [N], zero_std [N // G]) by the advantage_estimator and scale_rewards of `o` (AlgorithmOptions)."""
+    name = getattr(o, "advantage_estimator", "grpo")
     if name not in ADVANTAGE_ESTIMATORS:
         raise ValueError(f"advantage_estimator={name!r}: choose one of {', '.join(ADVANTAGE_ESTIMATORS)}")
-    return ADVANTAGE_ESTIMATORS[name](rewards, num_generations, scale_mode(getattr(config, "scale_rewards", True)))
+    return ADVANTAGE_ESTIMATORS[name](rewards, num_generations, scale_mode(getattr(o, "scale_rewards", True)))
 
 

@@ -317,21 +317,11 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | Non
 
 
 
-# ---------------------------------------------------------------------------------------------------------
-# what the training loop calls: one line each
-
-
-
-
-_LOSS_KEYWORDS = ("beta", "epsilon", "epsilon_high", "loss_type", "max_completion_length",
-                  "importance_sampling_level", "sapo_temperature_pos", "sapo_temperature_neg",
-                  "top_entropy_quantile", "entropy_coef")
-
-
-def loss_options(config: Any) -> dict[str, Any]:
-    """The grpo_loss keywords a config sets (a field missing from `config` keeps grpo_loss's default);
-    the per-micro-batch ones (normalisers, weights, entropy, threshold) are the loop's."""
-    return {k: getattr(config, k, _LOSS_DEFAULTS[k]) for k in _LOSS_KEYWORDS}
-
-
-_LOSS_DEFAULTS = {k: p.default for k, p in inspect.signature(grpo_loss).parameters.items() if k in _LOSS_KEYWORDS}
+def loss_options(o: Any, **given: Any) -> dict[str, Any]:
+    """The grpo_loss keywords of a run from its AlgorithmOptions (any object with those names; one it lacks
+    keeps grpo_loss's default), `given` on top (max_completion_length, which sampling owns). The
+    per-micro-batch ones (normalisers, weights, entropy, threshold) are the step's."""
+    keys = ("beta", "epsilon", "epsilon_high", "loss_type", "importance_sampling_level", "sapo_temperature_pos",
+            "sapo_temperature_neg", "top_entropy_quantile", "entropy_coef")
+    defaults = inspect.signature(grpo_loss).parameters
+    return {**{k: getattr(o, k, defaults[k].default) for k in keys}, **given}

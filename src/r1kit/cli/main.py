@@ -31,7 +31,7 @@ from typing import Any
 
 from r1kit.core.errors import ConfigError, DataError, ModelError, RewardError, TrainingError, TrainingStopped
 from r1kit.core.options import load_config
-from r1kit.pipeline.stages import config_parts, stage_commands
+from r1kit.pipeline.stages import config_class, stage_commands
 from r1kit.trainers.grpo.config import GRPOConfig
 
 EXPECTED_ERRORS = (ConfigError, DataError, ModelError, RewardError)
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, aliases=list(stype.aliases), help=stype.command,
                             description=stype.description or stype.command)
         sp.add_argument("--config", help="YAML file of options; command-line options override it")
-        _add_config_options(sp, config_parts(name)[0])
+        _add_config_options(sp, config_class(name))
         sp.set_defaults(run=cmd_stage, stage=name)
     ev = sub.add_parser("eval", help="evaluate a model: pass@1 over k samples, pass@k, cons@k",
                         description="Evaluate as the R1 paper reports it: pass@1 averaged over k samples "
@@ -208,9 +208,9 @@ def _accept_dashes(parser: argparse.ArgumentParser) -> None:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     """r1kit grpo / sft / coldstart / rejection / rm: build the stage's config and run it (r1kit.pipeline.stages)."""
-    cls, validate = config_parts(args.stage)
+    cls = config_class(args.stage)
     fields = {f.name for f in dataclasses.fields(cls)}
-    c = load_config(cls, validate, args.config, {k: v for k, v in vars(args).items() if k in fields})
+    c = load_config(cls, None, args.config, {k: v for k, v in vars(args).items() if k in fields})
     _, account = stage_commands()[args.stage].run(c, Path(c.output_dir))
     if account:
         print(f"r1kit: {account}")

@@ -1,27 +1,29 @@
-"""GRPO run configuration: one flat dataclass, read from YAML and then overridden from the command line.
+"""Options: groups of settings owned by the layer that reads them, and how a config is read.
 
-Names follow TRL's GRPOConfig where the meaning is the same (num_generations, beta, epsilon,
-epsilon_high, loss_type, scale_rewards, num_iterations, max_completion_length,
-per_device_train_batch_size, gradient_accumulation_steps, ...), so TRL and open-r1 users can read a
-config at a glance. Defaults follow the DeepSeek-R1 paper where it says (beta 0.001, epsilon 0.2,
-group-std advantages, per-output token mean). Unknown keys are an error, never ignored, and the whole
-config is validated before any model loads. The choice tables that every r1kit config validates
-against (DTYPES, SCHEDULERS) live here, so a new choice is added once.
+A lower layer declares the options it reads as one small `Options` dataclass next to its code (the rollout
+engine's `EngineOptions`, the alerts' `AlertOptions`, ...), with their defaults, help and checks. A
+trainer's config (`GRPOConfig`, `SFTConfig`, `RMConfig`) is the union of the groups it uses, by dataclass
+inheritance over `trainers.base_config.BaseConfig`, so a YAML file and the command line stay flat (TRL's
+names) while each option is declared once. The trainer hands each layer its own group, built by name with
+`Group.from_config(config)`, never its whole config.
+
+Every command reads its config the same way: the YAML file, then the command line on top, then the checks
+of every group (`Options.validate`); unknown keys and ill-typed values are a ConfigError naming the file
+or the option. The choice tables every config validates against (DTYPES, SCHEDULERS) live here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from r1kit.core.errors import ConfigError
 
-# The choices every config validates against, one table each (the commands' configs read them from here).
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DTYPE_HELP = f"weights dtype: auto (bfloat16 on a GPU that supports it, else float32), {', '.join(DTYPES[1:])}"
 # transformers.get_scheduler names that run with the two arguments r1kit passes (warm-up and total steps);
@@ -29,52 +31,46 @@ DTYPE_HELP = f"weights dtype: auto (bfloat16 on a GPU that supports it, else flo
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
               "inverse_sqrt")
 
+G = TypeVar("G", bound="Options")
+
 
 def opt(default: Any, help: str, **kw):
+    """A dataclass field with its help text (shown by `r1kit CMD --help`)."""
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
 
 
+@dataclass
+class Options:
+    """A group of options. Subclasses declare fields with `opt` and may define `check` (their own rules)."""
 
+    @classmethod
+    def from_config(cls: type[G], source: Any, /, **given: Any) -> G:
+        """This group's options taken by name from `source` (a config, any object or a dict that has them; a
+        field it lacks keeps this group's default), with `given` on top."""
+        get = source.get if isinstance(source, dict) else lambda name, default: getattr(source, name, default)
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name in given or not f.init:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            values[f.name] = get(f.name, default)
+        return cls(**values, **given)
 
+    def check(self) -> None:
+        """Raise ConfigError, naming the option, for a setting of this group that cannot work."""
 
-
-# --------------------------------------------------------------------------
-# TRL / open-r1 recipe keys
-# --------------------------------------------------------------------------
-# A TRL or open-r1 GRPO recipe runs once its paths are changed. Each key below is one of:
-#   an alias: its value is an r1kit option under another name (or another spelling of the value);
-#   accepted as a no-op: it changes where/how results are published or how much is printed, never the
-#     training itself, so a recipe that sets it still runs (a note says it has no effect here);
-#   refused: r1kit cannot do what it asks; the error names the key and what to use instead.
-# Keys that are r1kit options with the same name and meaning (learning_rate, beta, num_generations,
-# logging_steps, report_to, seed, ...) need no entry. This is the only table of TRL names.
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+    def validate(self) -> None:
+        """Every group's `check` that this object's class inherits, base groups first."""
+        for klass in reversed(type(self).__mro__):
+            own = vars(klass).get("check")
+            if own is not None:
+                own(self)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping at the top of a YAML file; ConfigError naming the file (and line) otherwise."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path}: not found")
@@ -89,7 +85,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _coerce(name: str, value: Any, source: str, fields: dict[str, dataclasses.Field]) -> Any:
+def coerce(name: str, value: Any, source: str, fields: dict[str, dataclasses.Field]) -> Any:
     """Check a YAML value against the field's type (YAML already parsed numbers and booleans)."""
     ftype = str(fields[name].type)
     if value is None:
@@ -135,21 +131,21 @@ def build_dataclass(cls: type, sources: list[tuple[str, dict[str, Any]]]) -> Any
                 close = difflib.get_close_matches(key, fields, n=1)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise ConfigError(f"{source}: unknown option '{key}'{hint}")
-            values[key] = _coerce(key, value, source, fields)
+            values[key] = coerce(key, value, source, fields)
     return cls(**values)
 
 
-def load_config(cls: type, validate_fn, yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                translate=None):
+def load_config(cls: type, validate_fn=None, yaml_path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None, translate=None):
     """A config of dataclass `cls`: the YAML file first, then overrides (from the command line) on top,
-    then `validate_fn`; unknown keys and bad values are a ConfigError. Every r1kit command builds its
-    config this way. `translate(data, source)` rewrites the YAML's keys first (GRPO: TRL recipe keys)."""
+    then its checks (`validate_fn`, or the groups' own `validate`); unknown keys and bad values are a
+    ConfigError. `translate(data, source)` rewrites the YAML's keys first (GRPO: TRL recipe keys)."""
     sources = [(str(yaml_path), read_yaml(yaml_path))] if yaml_path else []
     if translate is not None:
         sources = [(source, translate(data, source)) for source, data in sources]
     sources.append(("command line", overrides or {}))
     config = build_dataclass(cls, sources)
-    validate_fn(config)
+    (validate_fn or cls.validate)(config)
     return config
 
 
@@ -162,9 +158,3 @@ def need(ok: bool, message: str) -> None:
 def need_choice(name: str, value: Any, choices) -> None:
     """Raise ConfigError unless `value` is one of `choices` (a table), naming the option and the choices."""
     need(value in choices, f"{name}={value!r}: choose {', '.join(choices)}")
-
-
-
-
-
-

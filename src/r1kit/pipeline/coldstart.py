@@ -44,7 +44,7 @@ from typing import Any
 
 from r1kit.core.errors import ConfigError, DataError
 from r1kit.core.files import jsonl_text, write_atomic, write_json
-from r1kit.core.options import DTYPE_HELP, DTYPES, load_config, need, need_choice, opt
+from r1kit.core.options import DTYPE_HELP, DTYPES, Options, load_config, need, need_choice, opt
 from r1kit.data.problems import Example
 from r1kit.data.sources import load_examples, read_jsonl
 from r1kit.pipeline.filters import (
@@ -81,7 +81,7 @@ BUILTIN_FEWSHOT = [
 
 
 @dataclass
-class ColdStartConfig:
+class ColdStartConfig(Options):
     # sources (at least one)
     user_dataset: str | None = opt(None, "a .jsonl of your own samples: a readable 'response', or 'reasoning' and 'summary' fields")
     question_field: str = opt("question", "JSONL field holding the question (user_dataset, fewshot_examples, prompts_dataset)")
@@ -124,34 +124,34 @@ class ColdStartConfig:
     seed: int = opt(42, "seed for sampling and the max_examples subset")
     overwrite_output_dir: bool = opt(False, "replace a cold-start set already in output_dir")
 
-
-def validate_coldstart(c: ColdStartConfig) -> None:
-    """Reject settings that cannot work, naming the option."""
-    need(any(getattr(c, s) for s in SOURCES),
-         f"no cold-start source: set at least one of {', '.join(SOURCES)}")
-    need(not c.fewshot_model or bool(c.prompts_dataset), "fewshot_model needs prompts_dataset (the questions to answer)")
-    need(c.fewshot_examples in ("builtin", "user_dataset") or c.fewshot_examples.endswith((".jsonl", ".json")),
-         f"fewshot_examples={c.fewshot_examples!r}: choose builtin, user_dataset or a .jsonl file")
-    need(c.fewshot_examples != "user_dataset" or bool(c.user_dataset),
-         "fewshot_examples=user_dataset needs user_dataset")
-    need("{answer}" in c.zero_summary_template, "zero_summary_template must contain {answer}")
-    try:
-        c.zero_summary_template.format(answer="1")
-    except (KeyError, IndexError, ValueError) as e:
-        raise ConfigError(f"zero_summary_template: bad template ({e}); only {{answer}} may be filled in") from None
-    for name in ("num_fewshot", "num_prompts", "num_samples", "max_new_tokens", "generation_batch_size"):
-        need(getattr(c, name) >= 1, f"{name}={getattr(c, name)}: must be >= 1")
-    need(c.temperature >= 0, f"temperature={c.temperature}: must be >= 0")
-    need(0 < c.top_p <= 1, f"top_p={c.top_p}: must be in (0, 1]")
-    need(c.max_examples >= 0, f"max_examples={c.max_examples}: must be >= 0 (0: keep all)")
-    need(c.zero_min_step >= 0, f"zero_min_step={c.zero_min_step}: must be >= 0")
-    need_choice("dtype", c.dtype, DTYPES)
-    validate_filter_settings(settings_from(c))
+    def check(self) -> None:
+        """Reject settings that cannot work, naming the option."""
+        c = self
+        need(any(getattr(c, s) for s in SOURCES),
+             f"no cold-start source: set at least one of {', '.join(SOURCES)}")
+        need(not c.fewshot_model or bool(c.prompts_dataset), "fewshot_model needs prompts_dataset (the questions to answer)")
+        need(c.fewshot_examples in ("builtin", "user_dataset") or c.fewshot_examples.endswith((".jsonl", ".json")),
+             f"fewshot_examples={c.fewshot_examples!r}: choose builtin, user_dataset or a .jsonl file")
+        need(c.fewshot_examples != "user_dataset" or bool(c.user_dataset),
+             "fewshot_examples=user_dataset needs user_dataset")
+        need("{answer}" in c.zero_summary_template, "zero_summary_template must contain {answer}")
+        try:
+            c.zero_summary_template.format(answer="1")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(f"zero_summary_template: bad template ({e}); only {{answer}} may be filled in") from None
+        for name in ("num_fewshot", "num_prompts", "num_samples", "max_new_tokens", "generation_batch_size"):
+            need(getattr(c, name) >= 1, f"{name}={getattr(c, name)}: must be >= 1")
+        need(c.temperature >= 0, f"temperature={c.temperature}: must be >= 0")
+        need(0 < c.top_p <= 1, f"top_p={c.top_p}: must be in (0, 1]")
+        need(c.max_examples >= 0, f"max_examples={c.max_examples}: must be >= 0 (0: keep all)")
+        need(c.zero_min_step >= 0, f"zero_min_step={c.zero_min_step}: must be >= 0")
+        need_choice("dtype", c.dtype, DTYPES)
+        validate_filter_settings(settings_from(c))
 
 
 def make_coldstart_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ColdStartConfig:
     """Config file first, then overrides (from the command line); unknown keys are an error."""
-    return load_config(ColdStartConfig, validate_coldstart, yaml_path, overrides)
+    return load_config(ColdStartConfig, None, yaml_path, overrides)
 
 
 # --------------------------------------------------------------------------
@@ -411,7 +411,7 @@ def build_cold_start(config: ColdStartConfig) -> dict:
     """
     c = config
     start = time.perf_counter()
-    validate_coldstart(c)
+    c.validate()
     out = _check_output_dir(c)
     if c.fewshot_model:
         from r1kit.models.loading import EMBEDDED_NAMES, resolve_model_path

@@ -43,7 +43,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from r1kit.core.errors import ConfigError, DataError
 from r1kit.core.files import jsonl_text, write_atomic, write_json
-from r1kit.core.options import DTYPE_HELP, DTYPES, load_config, need, need_choice, opt
+from r1kit.core.options import DTYPE_HELP, DTYPES, Options, load_config, need, need_choice, opt
 from r1kit.data.problems import Example
 from r1kit.data.sources import load_examples, read_jsonl
 from r1kit.data.templates import TEMPLATES, build_prompt
@@ -64,7 +64,7 @@ OUTPUT_FILES = ("data.jsonl", "samples.jsonl", "counts.json")
 
 
 @dataclass
-class RejectionConfig:
+class RejectionConfig(Options):
     # model
     model: str = opt("embedded", "the checkpoint to sample from: a model folder (the stage-2 RL checkpoint), a cached hub id or 'embedded'")
     trust_remote_code: bool = opt(False, "allow model code from the model folder to run")
@@ -113,26 +113,26 @@ class RejectionConfig:
     output_dir: str = opt("runs/rejection", "folder for data.jsonl, samples.jsonl and counts.json")
     overwrite_output_dir: bool = opt(False, "replace the outputs of an earlier run in output_dir")
 
+    def check(self) -> None:
+        """Reject settings that cannot work, naming the option."""
+        c = self
+        need_choice("dtype", c.dtype, DTYPES)
+        need(c.template in TEMPLATES, f"template={c.template!r}: choose {', '.join(TEMPLATES)}")
+        need(c.max_prompts is None or c.max_prompts >= 1, f"max_prompts={c.max_prompts}: must be >= 1 (or unset for all)")
+        need(c.num_samples >= 1, f"num_samples={c.num_samples}: must be >= 1")
+        need(c.max_new_tokens >= 1, f"max_new_tokens={c.max_new_tokens}: must be >= 1")
+        need(c.max_prompt_length >= 1, f"max_prompt_length={c.max_prompt_length}: must be >= 1")
+        need(c.temperature >= 0, f"temperature={c.temperature}: must be >= 0 (0: greedy)")
+        need(0 < c.top_p <= 1, f"top_p={c.top_p}: must be in (0, 1]")
+        need(c.batch_size >= 1, f"batch_size={c.batch_size}: must be >= 1")
+        need(c.judge_batch_size >= 1, f"judge_batch_size={c.judge_batch_size}: must be >= 1")
+        validate_filter_settings(settings_from(c))  # the filter options, named as FilterSettings names them
+        need(c.simple_max_words >= 0, f"simple_max_words={c.simple_max_words}: must be >= 0")
+
 
 def make_rejection_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RejectionConfig:
     """Config file first, then overrides on top; unknown keys and bad values are a ConfigError."""
-    return load_config(RejectionConfig, validate_rejection, yaml_path, overrides)
-
-
-def validate_rejection(c: RejectionConfig) -> None:
-    """Reject settings that cannot work, naming the option."""
-    need_choice("dtype", c.dtype, DTYPES)
-    need(c.template in TEMPLATES, f"template={c.template!r}: choose {', '.join(TEMPLATES)}")
-    need(c.max_prompts is None or c.max_prompts >= 1, f"max_prompts={c.max_prompts}: must be >= 1 (or unset for all)")
-    need(c.num_samples >= 1, f"num_samples={c.num_samples}: must be >= 1")
-    need(c.max_new_tokens >= 1, f"max_new_tokens={c.max_new_tokens}: must be >= 1")
-    need(c.max_prompt_length >= 1, f"max_prompt_length={c.max_prompt_length}: must be >= 1")
-    need(c.temperature >= 0, f"temperature={c.temperature}: must be >= 0 (0: greedy)")
-    need(0 < c.top_p <= 1, f"top_p={c.top_p}: must be in (0, 1]")
-    need(c.batch_size >= 1, f"batch_size={c.batch_size}: must be >= 1")
-    need(c.judge_batch_size >= 1, f"judge_batch_size={c.judge_batch_size}: must be >= 1")
-    validate_filter_settings(settings_from(c))  # the filter options, named as FilterSettings names them
-    need(c.simple_max_words >= 0, f"simple_max_words={c.simple_max_words}: must be >= 0")
+    return load_config(RejectionConfig, None, yaml_path, overrides)
 
 
 # --------------------------------------------------------------------------
@@ -445,7 +445,7 @@ def rejection_sample(config: RejectionConfig, examples: list[Example] | None = N
     raise ConfigError / DataError before any model loads.
     """
     c = config
-    validate_rejection(c)
+    c.validate()
     out_dir = Path(c.output_dir)
     existing = [f for f in OUTPUT_FILES if (out_dir / f).exists()]
     if existing and not c.overwrite_output_dir:

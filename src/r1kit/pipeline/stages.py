@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from r1kit.core.options import build_dataclass, opt
+from r1kit.core.options import Options, build_dataclass, opt
 
 # what a stage can leave behind: a model folder, a dataset file, a run folder
 ARTIFACTS = ("model", "data", "run")
@@ -33,7 +33,7 @@ ARTIFACTS = ("model", "data", "run")
 
 
 @dataclass
-class TinyModelConfig:
+class TinyModelConfig(Options):
     alphabet: str | None = opt(None, "characters of the tiny character-level model (default: digits, letters, math)")
     hidden_size: int = opt(64, "hidden size")
     num_layers: int = opt(2, "decoder layers")
@@ -41,12 +41,12 @@ class TinyModelConfig:
 
 
 @dataclass
-class ModelStageConfig:
+class ModelStageConfig(Options):
     model: str = opt("embedded", "an existing model: local HF folder, cached hub id or 'embedded'")
 
 
 @dataclass
-class StudentConfig:
+class StudentConfig(Options):
     model: str = opt("embedded", "the model the student is cut from")
     num_layers: int = opt(2, "decoder layers the student keeps (evenly spaced, first and last included)")
 
@@ -126,7 +126,7 @@ def _run_rm(c, stage_dir: Path) -> tuple[dict, str]:
 
 @dataclass(frozen=True)
 class StageType:
-    config: tuple[str, str, str | None]  # (module, config class, validator), imported when needed
+    config: tuple[str, str]  # (module, config class), imported when needed
     run: Callable[[Any, Path], tuple[dict, str]]
     default_artifact: str  # what "@stage" means
     output_dir: bool = True  # the config has an output_dir the pipeline sets
@@ -138,42 +138,36 @@ class StageType:
 
 
 STAGE_TYPES: dict[str, StageType] = {
-    "tiny_model": StageType((__name__, "TinyModelConfig", None), _run_tiny, "model", output_dir=False),
-    "model": StageType((__name__, "ModelStageConfig", None), _run_model, "model", output_dir=False),
-    "student": StageType((__name__, "StudentConfig", None), _run_student, "model", output_dir=False),
-    "grpo": StageType(("r1kit.trainers.grpo.config", "GRPOConfig", "validate"), _run_grpo, "model", resumable=True,
+    "tiny_model": StageType((__name__, "TinyModelConfig"), _run_tiny, "model", output_dir=False),
+    "model": StageType((__name__, "ModelStageConfig"), _run_model, "model", output_dir=False),
+    "student": StageType((__name__, "StudentConfig"), _run_student, "model", output_dir=False),
+    "grpo": StageType(("r1kit.trainers.grpo.config", "GRPOConfig"), _run_grpo, "model", resumable=True,
                       command="train with GRPO (R1-Zero: RL straight from a model)", aliases=("zero",),
                       description="Train a model with GRPO and rule-based rewards."),
-    "sft": StageType(("r1kit.trainers.sft", "SFTConfig", "validate_sft"), _run_sft, "model", resumable=True,
+    "sft": StageType(("r1kit.trainers.sft", "SFTConfig"), _run_sft, "model", resumable=True,
                      command="supervised fine-tuning on prompt/response JSONL, loss on response tokens only"),
-    "coldstart": StageType(("r1kit.pipeline.coldstart", "ColdStartConfig", "validate_coldstart"), _run_coldstart, "data",
+    "coldstart": StageType(("r1kit.pipeline.coldstart", "ColdStartConfig"), _run_coldstart, "data",
                            evaluate=False,
                            command="build cold-start long chain-of-thought data in R1's readable format"),
-    "rejection": StageType(("r1kit.pipeline.rejection", "RejectionConfig", "validate_rejection"), _run_rejection, "data",
+    "rejection": StageType(("r1kit.pipeline.rejection", "RejectionConfig"), _run_rejection, "data",
                            evaluate=False, command="rejection sampling: sample from a checkpoint, keep correct "
                                                    "readable answers, add non-reasoning data"),
-    "rm": StageType(("r1kit.trainers.reward_model", "RMConfig", "validate_rm_config"), _run_rm, "model", evaluate=False,
+    "rm": StageType(("r1kit.trainers.reward_model", "RMConfig"), _run_rm, "model", evaluate=False,
                     resumable=True,
                     command="train a reward model (Bradley-Terry on chosen/rejected pairs)"),
 }
 
 
-def config_parts(kind: str) -> tuple[type, Callable[[Any], None]]:
-    """A stage type's config dataclass and its validator (a no-op for the small stage types)."""
-    module, cls, validator = STAGE_TYPES[kind].config
-    mod = importlib.import_module(module)
-    return getattr(mod, cls), (getattr(mod, validator) if validator else lambda c: None)
-
-
 def config_class(kind: str) -> type:
-    return config_parts(kind)[0]
+    """A stage type's config dataclass (an Options: `validate()` runs its checks)."""
+    module, cls = STAGE_TYPES[kind].config
+    return getattr(importlib.import_module(module), cls)
 
 
 def make_stage_config(kind: str, values: dict, source: str) -> Any:
     """A stage's config from its options; ConfigError names `source` and the option."""
-    cls, validate = config_parts(kind)
-    c = build_dataclass(cls, [(source, values)])
-    validate(c)
+    c = build_dataclass(config_class(kind), [(source, values)])
+    c.validate()
     return c
 
 

@@ -7,9 +7,9 @@ alerts at the same steps.
 
 Design decisions:
 
-* Thresholds come from the run's config (the ``alert_*`` options of ``GRPOConfig``); any object with
+* Thresholds are ``AlertOptions`` (report/options.py); any object with
   those attributes, or a plain dict such as a run's ``config.json``, will do, and a missing option takes
-  the ``GRPOConfig`` default. A threshold of 0 turns its alert off.
+  the ``AlertOptions`` default. A threshold of 0 turns its alert off.
 * Conditions that a single noisy step could meet (entropy, zero-std groups, format without accuracy)
   must hold for ``alert_patience`` logged steps in a row; a KL or clip fraction over its limit is
   reported at once, because one such step is already an update far from the sampling policy.
@@ -23,14 +23,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any, Iterable
 
-from r1kit.trainers.grpo.config import FIELDS
-
-# The GRPOConfig options that set the thresholds (alert_stop is the loop's business, not the checks').
-ALERT_OPTIONS = ("alert_entropy_min", "alert_zero_std_max", "alert_format_rate", "alert_template_copy_max",
-                 "alert_kl_max", "alert_clip_max", "alert_timeouts_max", "alert_patience")
+from r1kit.report.options import AlertOptions
 
 
 @dataclass(frozen=True)
@@ -48,11 +43,10 @@ class Alert:
         return f"r1kit: alert at step {self.step}: {self.kind}: {self.message}"
 
 
-def alert_thresholds(config: Any = None) -> SimpleNamespace:
-    """The alert options of ``config`` (a GRPOConfig, any object with alert_* attributes, or a dict such
-    as a run's config.json); options it lacks take GRPOConfig's defaults, the one table of them."""
-    get = config.get if isinstance(config, dict) else lambda k, d: getattr(config, k, d)
-    return SimpleNamespace(**{name: get(name, FIELDS[name].default) for name in ALERT_OPTIONS})
+def alert_thresholds(config: Any = None) -> AlertOptions:
+    """The alert options of ``config`` (AlertOptions, any object with alert_* attributes, or a dict such as a
+    run's config.json); options it lacks take AlertOptions' defaults, the one table of them."""
+    return config if isinstance(config, AlertOptions) else AlertOptions.from_config(config or {})
 
 
 def _number(metrics: dict, key: str) -> float | None:
@@ -71,7 +65,7 @@ class AlertMonitor:
     """
 
     config: Any = None
-    thresholds: SimpleNamespace = field(init=False)
+    thresholds: AlertOptions = field(init=False)
     fired: set[str] = field(default_factory=set, init=False)
     _streaks: dict[str, int] = field(default_factory=dict, init=False)
     _timeouts: dict[str, int] = field(default_factory=dict, init=False)

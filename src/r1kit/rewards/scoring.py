@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from r1kit.core.errors import RewardError
+from r1kit.rewards.options import FAILURE_POLICIES
 from r1kit.rewards.registry import RewardFn, extra_rows, invoke_reward, is_trl_style, resolve_rewards
 from r1kit.rewards.worker import call_in_worker
-
-FAILURE_POLICIES = ("zero", "abort")
 
 
 @dataclass(frozen=True)

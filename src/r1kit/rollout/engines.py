@@ -27,8 +27,8 @@ from r1kit.core.errors import ConfigError
 from r1kit.models.loading import resolve_model_path
 from r1kit.models.weights import copy_weights_into
 from r1kit.rollout.decoder import FusedDecoder, unsupported_reason
+from r1kit.rollout.options import EngineOptions
 from r1kit.rollout.sampling import Rollout, generate, rollout_copy
-from r1kit.trainers.grpo.config import GRPOConfig
 
 
 class RolloutEngine(Protocol):
@@ -58,49 +58,50 @@ class LocalEngine:
         return generate(self.sampler, tokenizer, prompts, generator=gen, **kw)
 
 
-def make_sampler(c: GRPOConfig, policy: nn.Module, dtype: torch.dtype, device,
-                 sharded: bool = False) -> tuple[object, object]:
-    """(what `rollout.generate` samples from, vLLM engine or None): a FusedDecoder (Llama-family models),
-    the policy itself, or a plain copy in another dtype. Called before accelerate wraps the policy.
+def make_sampler(o: EngineOptions, policy: nn.Module, dtype: torch.dtype, device,
+                 sharded: bool = False) -> object:
+    """What `rollout.generate` samples from: a FusedDecoder (Llama-family models), the policy itself,
+    or a plain copy in another dtype, as `o.rollout_engine` and `o.rollout_dtype` ask. Called before
+    accelerate wraps the policy.
 
     `sharded` (FSDP2): never the policy itself. Each forward of a sharded module all-gathers its weights
     with the other processes, and processes decode different numbers of tokens (their rows finish at
     different steps), so they would wait on each other forever; a full copy decodes alone."""
-    if c.rollout_engine == "vllm":
-        return None, make_vllm_engine(c)
-    rollout_dtype = dtype if c.rollout_dtype == "auto" else getattr(torch, c.rollout_dtype)
-    engine = c.rollout_engine
+    rollout_dtype = dtype if o.rollout_dtype == "auto" else getattr(torch, o.rollout_dtype)
+    engine = o.rollout_engine
     if engine == "auto":
         engine = "hf" if unsupported_reason(policy) else "fused"
     if engine == "fused":
         reason = unsupported_reason(policy)
         if reason:
             raise ConfigError(f"rollout_engine=fused does not support this model: {reason}; use rollout_engine=hf")
-        return FusedDecoder(policy, rollout_dtype, kernels=c.rollout_kernels), None
+        return FusedDecoder(policy, rollout_dtype, kernels=o.rollout_kernels)
     if rollout_dtype == dtype and not sharded:
-        return policy, None
-    return rollout_copy(policy, rollout_dtype).to(device), None
+        return policy
+    return rollout_copy(policy, rollout_dtype).to(device)
 
 
-def make_vllm_engine(c: GRPOConfig) -> RolloutEngine:
-    """rollout_engine=vllm: a colocated VLLMEngine, or a client of a `r1kit vllm-serve` process."""
-    if c.vllm_mode == "server":
-        from r1kit.rollout.vllm_client import VLLMClient
+def make_vllm_engine(o: EngineOptions, model: str, max_model_len: int, seed: int) -> RolloutEngine:
+    """rollout_engine=vllm: a colocated VLLMEngine of `model`, or a client of a `r1kit vllm-serve` process."""
+    if o.vllm_mode == "server":
+        from r1kit.rollout.vllm_client import VLLMClient  # needs no vLLM in this process
 
-        return VLLMClient(c.vllm_server_host, c.vllm_server_port, group_port=c.vllm_group_port,
-                          timeout=c.vllm_server_timeout, dtype=c.vllm_dtype)
-    if c.vllm_enable_sleep_mode and not torch.cuda.is_available():
+        return VLLMClient(o.vllm_server_host, o.vllm_server_port, group_port=o.vllm_group_port,
+                          timeout=o.vllm_server_timeout, dtype=o.vllm_dtype)
+    if o.vllm_enable_sleep_mode and not torch.cuda.is_available():
         raise ConfigError("vllm_enable_sleep_mode: vLLM's CPU backend has no sleep mode (it releases GPU memory "
                           "only); remove the option")
     from r1kit.rollout.vllm_engine import VLLMEngine
 
-    return VLLMEngine(resolve_model_path(c.model), dtype=c.vllm_dtype, gpu_memory_utilization=c.vllm_gpu_memory_utilization,
-                      max_model_len=c.max_prompt_length + c.max_completion_length, seed=c.seed,
-                      enable_sleep_mode=c.vllm_enable_sleep_mode, enforce_eager=c.vllm_enforce_eager,
-                      kv_cache_memory_bytes=c.vllm_kv_cache_memory_bytes)
+    return VLLMEngine(resolve_model_path(model), dtype=o.vllm_dtype, gpu_memory_utilization=o.vllm_gpu_memory_utilization,
+                      max_model_len=max_model_len, seed=seed, enable_sleep_mode=o.vllm_enable_sleep_mode,
+                      enforce_eager=o.vllm_enforce_eager, kv_cache_memory_bytes=o.vllm_kv_cache_memory_bytes)
 
 
-def make_engine(c: GRPOConfig, policy: nn.Module, dtype: torch.dtype, device, sharded: bool = False) -> RolloutEngine:
-    """The engine `c.rollout_engine` names, holding (a copy of) `policy`; `sharded`: see make_sampler."""
-    sampler, vllm = make_sampler(c, policy, dtype, device, sharded)
-    return vllm if vllm is not None else LocalEngine(sampler, device)
+def make_engine(o: EngineOptions, policy: nn.Module, dtype: torch.dtype, device, *, model: str, max_model_len: int,
+                seed: int, sharded: bool = False) -> RolloutEngine:
+    """The engine `o.rollout_engine` names, holding (a copy of) `policy`, the model named `model` (vLLM loads
+    it by name); `sharded`: see make_sampler."""
+    if o.rollout_engine == "vllm":
+        return make_vllm_engine(o, model, max_model_len, seed)
+    return LocalEngine(make_sampler(o, policy, dtype, device, sharded), device)

@@ -52,6 +52,7 @@ from r1kit.core.files import append_jsonl, truncate_jsonl, write_json
 from r1kit.core.tracking import make_trackers
 from r1kit.models.loading import default_threads
 from r1kit.models.weights import full_tensor
+from r1kit.trainers.base_config import BaseConfig
 from r1kit.trainers.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
@@ -74,38 +75,20 @@ from r1kit.trainers.sharding import (
 
 
 @dataclass
-class LoopOptions:
-    """What the loop needs of a trainer's config. `from_config` takes every field of that name from the
-    config (GRPOConfig, SFTConfig, RMConfig); the rest are given by the trainer or keep these defaults."""
+class LoopOptions(BaseConfig):
+    """What the loop reads: a trainer config's BaseConfig options, taken by name (`from_config`), plus what
+    the trainer gives itself."""
 
-    name: str  # "GRPO", "SFT", "RM": the progress bar and messages
-    output_dir: str
-    max_steps: int
+    name: str = "train"  # "GRPO", "SFT", "RM": the progress bar and messages
     updates_per_step: int = 1  # optimizer updates per step (GRPO's num_iterations): the schedule's length
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    lr_scheduler_type: str = "linear"
-    warmup_steps: int = 0  # optimizer updates of linear warm-up
-    max_grad_norm: float = 1.0
-    max_consecutive_nonfinite: int = 3
-    save_steps: int = 0  # 0: a checkpoint only at the end (and on a stop signal)
-    save_total_limit: int | None = None
-    logging_steps: int = 1
-    resume: bool = False
-    overwrite_output_dir: bool = False
-    torch_threads: int | None = None
-    report_to: list[str] = field(default_factory=list)
     logs: tuple[str, ...] = ("metrics.jsonl",)  # JSONL logs made empty on a fresh start, cut back on resume
     run_markers: tuple[str, ...] = ("metrics.jsonl",)  # files whose presence means the folder holds a run
     config: dict = field(default_factory=dict)  # written to config.json and each checkpoint, given to trackers
 
     @classmethod
-    def from_config(cls, c: Any, **given: Any) -> "LoopOptions":
+    def from_config(cls, c: Any, /, **given: Any) -> "LoopOptions":
         given.setdefault("config", dataclasses.asdict(c))
-        names = {f.name for f in dataclasses.fields(cls)} - set(given)
-        return cls(**{n: getattr(c, n) for n in names if hasattr(c, n)}, **given)
+        return super().from_config(c, **given)
 
 
 # --------------------------------------------------------------------------

@@ -52,83 +52,56 @@ from transformers import (
 
 from r1kit.core.errors import DataError, TrainingError
 from r1kit.core.files import jsonl_text, write_atomic, write_json
-from r1kit.core.options import SCHEDULERS, load_config, need, need_choice, opt
-from r1kit.core.tracking import check_trackers
+from r1kit.core.options import load_config, need, opt
 from r1kit.data.order import prompt_indices
 from r1kit.data.preferences import check_pair, read_preference_pairs, toy_preferences
 from r1kit.data.templates import TEMPLATES
 from r1kit.models.reward_model import RM_INFO, encode_texts, forward_scores, load_sequence_classifier, scored_text
+from r1kit.trainers.base_config import BaseConfig
 
 
 @dataclass
-class RMConfig:
+class RMConfig(BaseConfig):
     # model
-    model: str = opt("embedded", "local causal-LM or sequence-classification folder, or 'embedded' (SmolLM2-135M-Instruct); a causal LM gets a new score head")
+    model: str = opt("embedded", "local causal-LM or sequence-classification folder, or 'embedded' "
+                                 "(SmolLM2-135M-Instruct); a causal LM gets a new score head")
     trust_remote_code: bool = opt(False, "allow model code from the model folder to run")
     # data
-    dataset: str = opt("toy", "a .jsonl of preference pairs (prompt, chosen, rejected) or 'toy' (r1kit's synthetic politeness set)")
+    dataset: str = opt("toy", "a .jsonl of preference pairs (prompt, chosen, rejected) or 'toy' (r1kit's synthetic "
+                              "politeness set)")
     prompt_field: str = opt("prompt", "JSONL field holding the prompt")
     chosen_field: str = opt("chosen", "JSONL field holding the preferred response")
     rejected_field: str = opt("rejected", "JSONL field holding the dispreferred response")
     toy_examples: int = opt(2000, "dataset=toy: number of synthetic pairs")
     template: str = opt("plain", "how the prompt is written before the response: plain, chat or r1zero (as for GRPO)")
-    max_length: int = opt(512, "pairs whose chosen or rejected text is longer than this many tokens are dropped (and counted)")
+    max_length: int = opt(512, "pairs whose chosen or rejected text is longer than this many tokens are dropped "
+                               "(and counted)")
     eval_fraction: float = opt(0.1, "fraction of pairs held out (seeded split) and scored before and after training")
-    # optimisation (TRL RewardConfig names)
-    num_train_epochs: float = opt(1.0, "passes over the training pairs (ignored when max_steps > 0)")
-    max_steps: int = opt(-1, "optimizer steps; -1: num_train_epochs")
-    per_device_train_batch_size: int = opt(8, "pairs per micro-batch per process")
-    gradient_accumulation_steps: int = opt(1, "micro-batches per process per optimizer step")
-    learning_rate: float = opt(1e-5, "AdamW learning rate (the new score head and the body alike)")
-    lr_scheduler_type: str = opt("linear", f"transformers scheduler name: {', '.join(SCHEDULERS)}")
-    warmup_ratio: float = opt(0.0, "fraction of the steps with linear warm-up")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
-    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)")
-    center_rewards_coefficient: float | None = opt(None, "TRL's centering term: adds coef * mean((r_chosen + r_rejected)^2), keeping scores near 0")
-    seed: int = opt(42, "seed for the split, the pair order and the new score head")
-    # output
-    output_dir: str = opt("runs/rm", "folder for metrics.jsonl, rm_summary.json and the trained model (output_dir/model)")
-    save_steps: int = opt(0, "save a checkpoint every N steps (and always at the end); 0: only at the end")
-    save_total_limit: int | None = opt(None, "keep only the last N checkpoints")
-    logging_steps: int = opt(1, "write a metrics line every N steps (and at the last step)")
-    resume: bool = opt(False, "resume from the last checkpoint in output_dir")
-    overwrite_output_dir: bool = opt(False, "replace a run already in output_dir")
-    torch_threads: int | None = opt(None, "CPU threads per process (default: cores / processes)")
-    max_consecutive_nonfinite: int = opt(3, "stop the run after this many NaN/inf updates in a row (each is skipped)")
-    report_to: list[str] = opt([], "also log metrics to tensorboard, wandb and/or trackio (each needs its package); all, none")
+    center_rewards_coefficient: float | None = opt(None, "TRL's centering term: adds coef * mean((r_chosen + "
+                                                         "r_rejected)^2), keeping scores near 0")
+    # BaseConfig's, with the reward model's defaults
+    output_dir: str = opt("runs/rm", "folder for metrics.jsonl, rm_summary.json and the trained model "
+                                     "(output_dir/model)")
+
+    def check(self) -> None:
+        need(self.template in TEMPLATES, f"template={self.template!r}: choose {', '.join(TEMPLATES)}")
+        need(self.max_length >= 2, f"max_length={self.max_length}: must be >= 2")
+        need(0 <= self.eval_fraction < 1, f"eval_fraction={self.eval_fraction}: must be in [0, 1)")
+        need(self.toy_examples >= 2, f"toy_examples={self.toy_examples}: must be >= 2")
+        need(self.num_train_epochs > 0 and math.isfinite(self.num_train_epochs),
+             f"num_train_epochs={self.num_train_epochs}: must be > 0")
+        need(self.max_steps == -1 or self.max_steps >= 1,
+             f"max_steps={self.max_steps}: must be >= 1, or -1 for num_train_epochs")
+        need(self.center_rewards_coefficient is None or self.center_rewards_coefficient >= 0,
+             "center_rewards_coefficient must be >= 0 (or null)")
+        need(bool(self.dataset), "dataset: give a .jsonl of prompt/chosen/rejected pairs or 'toy'")
+        for name in ("prompt_field", "chosen_field", "rejected_field"):
+            need(bool(getattr(self, name)), f"{name} must not be empty")
 
 
 def make_rm_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RMConfig:
     """Config file first, then overrides (from the command line) on top; unknown keys are an error."""
-    return load_config(RMConfig, validate_rm_config, yaml_path, overrides)
-
-
-def validate_rm_config(c: RMConfig) -> None:
-    """Reject settings that cannot work, naming the option."""
-    check_trackers(c.report_to)  # a missing tracker package is named before any model loads
-    need(c.template in TEMPLATES, f"template={c.template!r}: choose {', '.join(TEMPLATES)}")
-    need(c.max_length >= 2, f"max_length={c.max_length}: must be >= 2")
-    need(0 <= c.eval_fraction < 1, f"eval_fraction={c.eval_fraction}: must be in [0, 1)")
-    need(c.toy_examples >= 2, f"toy_examples={c.toy_examples}: must be >= 2")
-    need(c.num_train_epochs > 0 and math.isfinite(c.num_train_epochs), f"num_train_epochs={c.num_train_epochs}: must be > 0")
-    need(c.max_steps == -1 or c.max_steps >= 1, f"max_steps={c.max_steps}: must be >= 1, or -1 for num_train_epochs")
-    need(c.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
-    need(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
-    need(c.learning_rate >= 0 and math.isfinite(c.learning_rate), "learning_rate must be a finite number >= 0")
-    need_choice("lr_scheduler_type", c.lr_scheduler_type, SCHEDULERS)
-    need(0 <= c.warmup_ratio <= 1, f"warmup_ratio={c.warmup_ratio}: must be in [0, 1]")
-    need(c.weight_decay >= 0, "weight_decay must be >= 0")
-    need(c.max_grad_norm >= 0, "max_grad_norm must be >= 0")
-    need(c.center_rewards_coefficient is None or c.center_rewards_coefficient >= 0,
-         "center_rewards_coefficient must be >= 0 (or null)")
-    need(c.torch_threads is None or c.torch_threads >= 1, "torch_threads must be >= 1")
-    need(c.save_steps >= 0 and c.logging_steps >= 1, "save_steps must be >= 0 and logging_steps >= 1")
-    need(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit must be >= 1")
-    need(c.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite must be >= 1")
-    need(not (c.resume and c.overwrite_output_dir), "resume and overwrite_output_dir: choose one")
-    need(bool(c.dataset), "dataset: give a .jsonl of prompt/chosen/rejected pairs or 'toy'")
-    for name in ("prompt_field", "chosen_field", "rejected_field"):
-        need(bool(getattr(c, name)), f"{name} must not be empty")
+    return load_config(RMConfig, None, yaml_path, overrides)
 
 
 def bradley_terry_loss(chosen_scores: Tensor, rejected_scores: Tensor,
@@ -253,7 +226,7 @@ def train_reward_model(config: RMConfig, pairs: list[dict] | None = None, show_p
                                                     new_head=run.checkpoint is None, seed=c.seed)
         data = prepare_rm_data(c, records, tokenizer, model.config.pad_token_id, run.world, run.is_main)
         model, body = run.start(model, tokenizer, extra_state={"data_fingerprint": data.fingerprint},
-                                max_steps=data.steps, warmup_steps=math.ceil(c.warmup_ratio * data.steps))
+                                max_steps=data.steps, warmup_steps=c.warmup(data.steps))
         if run.is_main and run.start_step == 0:
             (run.out_dir / "rm_summary.json").unlink(missing_ok=True)  # an overwritten run's
         # the untrained head's held-out scores, kept in each checkpoint so a resumed run reports them

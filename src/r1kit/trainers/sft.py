@@ -45,10 +45,11 @@ from torch import Tensor
 
 from r1kit.core.errors import ConfigError, DataError
 from r1kit.core.files import iter_jsonl, write_json
-from r1kit.core.options import DTYPE_HELP, DTYPES, SCHEDULERS, load_config, need, need_choice, opt
-from r1kit.core.tracking import check_trackers
+from r1kit.core.options import load_config, need, opt
 from r1kit.data.sources import read_records
 from r1kit.data.templates import TEMPLATES, build_prompt
+from r1kit.models.options import LoraOptions, ModelOptions
+from r1kit.trainers.base_config import BaseConfig
 from r1kit.trainers.checkpoint import latest_checkpoint
 
 IGNORE_INDEX = -100  # label of tokens that are not trained on (prompt and padding)
@@ -56,79 +57,34 @@ MEGA_BATCHES = 50  # length grouping sorts within chunks of this many batches
 
 
 @dataclass
-class SFTConfig:
-    # model
-    model: str = opt("embedded", "local HF model folder, a hub id in the local cache, or 'embedded' (SmolLM2-135M-Instruct)")
-    trust_remote_code: bool = opt(False, "allow model code from the model folder to run")
-    dtype: str = opt("auto", DTYPE_HELP)
-    use_lora: bool = opt(False, "train a LoRA adapter (checkpoints then hold the adapter, not a full model)")
-    lora_r: int = opt(16, "LoRA rank")
-    lora_alpha: int = opt(32, "LoRA alpha")
-    lora_dropout: float = opt(0.0, "LoRA dropout")
-    lora_target_modules: list[str] = opt(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "modules that get LoRA adapters")
+class SFTConfig(LoraOptions, ModelOptions, BaseConfig):
     # data
-    dataset: str | None = opt(None, "prompt/response records: a .jsonl/.json/.parquet/.csv/.arrow file, a folder of them, a save_to_disk folder or a cached hub dataset id")
+    dataset: str | None = opt(None, "prompt/response records: a .jsonl/.json/.parquet/.csv/.arrow file, a folder "
+                                    "of them, a save_to_disk folder or a cached hub dataset id")
     prompt_field: str = opt("prompt", "JSONL field holding the prompt (the question)")
     response_field: str = opt("response", "JSONL field holding the target response")
-    template: str = opt("plain", "how the prompt is rendered: 'plain' (as it is), 'r1zero' (the paper's template) or 'chat' (the model's chat template)")
+    template: str = opt("plain", "how the prompt is rendered: 'plain' (as it is), 'r1zero' (the paper's template) "
+                                 "or 'chat' (the model's chat template)")
     max_length: int = opt(1024, "most prompt + response tokens; longer examples are dropped (counted), not truncated")
     append_eos: bool = opt(True, "end each response with the tokenizer's EOS so the model learns to stop")
     group_by_length: bool = opt(True, "batch examples of similar length together (less padding)")
-    # optimisation
+    # BaseConfig's, with SFT's defaults
     num_train_epochs: int = opt(1, "passes over the data (when max_steps is -1)")
-    max_steps: int = opt(-1, "optimizer steps; -1: num_train_epochs passes over the data")
-    per_device_train_batch_size: int = opt(8, "examples per micro-batch per process")
-    gradient_accumulation_steps: int = opt(1, "micro-batches per process per optimizer step")
     learning_rate: float = opt(2e-5, "AdamW learning rate")
-    lr_scheduler_type: str = opt("linear", f"transformers scheduler name: {', '.join(SCHEDULERS)}")
-    warmup_ratio: float = opt(0.0, "fraction of the steps spent in linear warm-up")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
-    adam_beta1: float = opt(0.9, "AdamW beta1")
-    adam_beta2: float = opt(0.999, "AdamW beta2")
-    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)")
-    seed: int = opt(42, "seed for data order and initialisation")
-    # output
     output_dir: str = opt("runs/sft", "folder for metrics.jsonl, sft_summary.json and checkpoints")
-    save_steps: int = opt(0, "save a checkpoint every N steps (and always at the end); 0: only at the end")
-    save_total_limit: int | None = opt(None, "keep only the last N checkpoints")
-    logging_steps: int = opt(1, "write a metrics line every N steps (and at the last step)")
-    resume: bool = opt(False, "resume from the last checkpoint in output_dir")
-    overwrite_output_dir: bool = opt(False, "start afresh even if output_dir already holds a run (its checkpoints are deleted)")
-    torch_threads: int | None = opt(None, "CPU threads per process (default: cores / processes)")
-    max_consecutive_nonfinite: int = opt(3, "stop the run after this many NaN/inf updates in a row (each is skipped)")
-    report_to: list[str] = opt([], "also log metrics to tensorboard, wandb and/or trackio (each needs its package); all, none")
+
+    def check(self) -> None:
+        need(self.template in TEMPLATES, f"template={self.template!r}: choose {', '.join(TEMPLATES)}")
+        need(bool(self.prompt_field) and bool(self.response_field), "prompt_field and response_field must be non-empty")
+        need(self.max_length >= 2, f"max_length={self.max_length}: must be >= 2 (a prompt token and a response token)")
+        need(self.num_train_epochs >= 1, f"num_train_epochs={self.num_train_epochs}: must be >= 1")
+        need(self.max_steps == -1 or self.max_steps >= 1,
+             f"max_steps={self.max_steps}: must be >= 1, or -1 (from num_train_epochs)")
 
 
 def make_sft_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SFTConfig:
     """Config file first, then overrides (from the command line) on top; unknown keys are an error."""
-    return load_config(SFTConfig, validate_sft, yaml_path, overrides)
-
-
-def validate_sft(c: SFTConfig) -> None:
-    """Reject settings that cannot work, naming the option."""
-    check_trackers(c.report_to)  # a missing tracker package is named before any model loads
-    need_choice("dtype", c.dtype, DTYPES)
-    need(c.template in TEMPLATES, f"template={c.template!r}: choose {', '.join(TEMPLATES)}")
-    need(bool(c.prompt_field) and bool(c.response_field), "prompt_field and response_field must be non-empty")
-    need(c.max_length >= 2, f"max_length={c.max_length}: must be >= 2 (a prompt token and a response token)")
-    need(c.num_train_epochs >= 1, f"num_train_epochs={c.num_train_epochs}: must be >= 1")
-    need(c.max_steps == -1 or c.max_steps >= 1, f"max_steps={c.max_steps}: must be >= 1, or -1 (from num_train_epochs)")
-    need(c.per_device_train_batch_size >= 1, "per_device_train_batch_size must be >= 1")
-    need(c.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1")
-    need(math.isfinite(c.learning_rate) and c.learning_rate >= 0, f"learning_rate={c.learning_rate}: must be a finite number >= 0")
-    need_choice("lr_scheduler_type", c.lr_scheduler_type, SCHEDULERS)
-    need(0 <= c.warmup_ratio < 1, f"warmup_ratio={c.warmup_ratio}: must be in [0, 1)")
-    need(c.weight_decay >= 0, f"weight_decay={c.weight_decay}: must be >= 0")
-    need(0 <= c.adam_beta1 < 1 and 0 <= c.adam_beta2 < 1, "adam_beta1 and adam_beta2 must be in [0, 1)")
-    need(c.max_grad_norm >= 0, f"max_grad_norm={c.max_grad_norm}: must be >= 0")
-    need(c.save_steps >= 0, f"save_steps={c.save_steps}: must be >= 0 (0: only at the end)")
-    need(c.logging_steps >= 1, f"logging_steps={c.logging_steps}: must be >= 1")
-    need(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit must be >= 1")
-    need(c.torch_threads is None or c.torch_threads >= 1, "torch_threads must be >= 1")
-    need(c.lora_r >= 1 and c.lora_alpha >= 1 and 0 <= c.lora_dropout < 1,
-         "lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1)")
-    need(not (c.resume and c.overwrite_output_dir), "resume and overwrite_output_dir: choose one")
-    need(c.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite must be >= 1")
+    return load_config(SFTConfig, None, yaml_path, overrides)
 
 
 # ---------------------------------------------------------------- data
@@ -327,16 +283,16 @@ def sft_train(config: SFTConfig, records: list[dict] | None = None, show_progres
     from r1kit.trainers.loop import LoopOptions, open_run
 
     c = config
-    validate_sft(c)
+    c.validate()
     t_begin = time.perf_counter()
     options = LoopOptions.from_config(c, name="SFT", max_steps=0, config={"stage": "sft", **asdict(c)})
     with open_run(options, show_progress) as run:
         data = prepare_sft_data(c, records, run.world, run.is_main)
         torch.manual_seed(c.seed)
-        model = load_policy(c, run.checkpoint, resolve_dtype(c.dtype))
+        model = load_policy(ModelOptions.from_config(c), LoraOptions.from_config(c), run.checkpoint, resolve_dtype(c.dtype))
         model.config.use_cache = False
         model, _ = run.start(model, data.tokenizer, extra_state={"data_fingerprint": data.fingerprint},
-                             max_steps=data.max_steps, warmup_steps=math.ceil(c.warmup_ratio * data.max_steps))
+                             max_steps=data.max_steps, warmup_steps=c.warmup(data.max_steps))
         if run.is_main and run.start_step == 0:
             (run.out_dir / "sft_summary.json").unlink(missing_ok=True)  # an overwritten run's
         history: list[dict] = []

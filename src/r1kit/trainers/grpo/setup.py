@@ -6,17 +6,21 @@ from dataclasses import dataclass
 
 import torch
 
+from r1kit.algorithms.options import AlgorithmOptions
 from r1kit.core.errors import ConfigError
 from r1kit.core.files import iter_jsonl
 from r1kit.data.problems import Example
 from r1kit.data.sources import general_examples, load_examples
 from r1kit.evaluation.benchmarks import Problem, held_out_problems
 from r1kit.models.loading import load_model, load_policy, load_tokenizer, resolve_dtype
+from r1kit.models.options import LoraOptions, ModelOptions
 from r1kit.report.alerts import AlertMonitor
 from r1kit.report.html import write_report_safely
+from r1kit.report.options import AlertOptions
 from r1kit.rewards.registry import bind_reward_options
 from r1kit.rollout.decoder import unsupported_reason
 from r1kit.rollout.engines import LocalEngine, RolloutEngine, make_engine
+from r1kit.rollout.options import EngineOptions
 from r1kit.trainers.grpo.config import GRPOConfig, training_steps
 from r1kit.trainers.loop import Run
 
@@ -54,6 +58,7 @@ class GRPOSetup:
     """Everything a GRPO step reads, built once per run."""
 
     c: GRPOConfig
+    algo: AlgorithmOptions  # what the loss, the advantages and the corrections read
     run: Run
     model: torch.nn.Module  # the policy as accelerate wraps it (DDP under a multi-process launch)
     policy: torch.nn.Module  # the same module unwrapped
@@ -113,14 +118,16 @@ def setup(c: GRPOConfig, run: Run, examples: list[Example] | None, reward_funcs:
     torch.manual_seed(c.seed)
     dtype = resolve_dtype(c.dtype)
     tokenizer = load_tokenizer(c.model, c.trust_remote_code)
-    model = load_policy(c, run.checkpoint, dtype)
+    model = load_policy(ModelOptions.from_config(c), LoraOptions.from_config(c), run.checkpoint, dtype)
     ref_model = None
     if not c.use_lora and c.beta > 0:
         ref_model = load_model(c.model, dtype, trust_remote_code=c.trust_remote_code).to(device)
         ref_model.eval().requires_grad_(False)
     model.config.use_cache = False
     judges = load_reward_models(c, device)
-    engine = engine if engine is not None else make_engine(c, model, dtype, device, sharded=run.sharded)
+    engine = engine if engine is not None else make_engine(EngineOptions.from_config(c), model, dtype, device, model=c.model,
+                                                               max_model_len=c.max_prompt_length + c.max_completion_length,
+                                                               seed=c.seed, sharded=run.sharded)
     if run.sharded and c.eval_steps and not isinstance(engine, LocalEngine) and unsupported_reason(model):
         raise ConfigError(f"eval_steps under FSDP2 with rollout_engine={c.rollout_engine}: the evaluation would "
                           f"decode with the sharded policy ({unsupported_reason(model)}); use rollout_engine=hf")
@@ -130,10 +137,10 @@ def setup(c: GRPOConfig, run: Run, examples: list[Example] | None, reward_funcs:
                                 warmup_steps=warmup_steps)
     if skipped and run.is_main:
         (run.out_dir / "skipped_data.txt").write_text("".join(line + "\n" for line in skipped), encoding="utf-8")
-    alerts = AlertMonitor(c)
+    alerts = AlertMonitor(AlertOptions.from_config(c))
     for past in iter_jsonl(run.out_dir / "metrics.jsonl") if run.start_step else ():
         alerts.update(past)  # those that fired before the resume stay fired, silently
-    return GRPOSetup(c, run, wrapped, policy, tokenizer, ref_model, engine, bound_rewards(c, reward_funcs), judges,
+    return GRPOSetup(c, AlgorithmOptions.from_config(c), run, wrapped, policy, tokenizer, ref_model, engine, bound_rewards(c, reward_funcs), judges,
                      reasoning, general, eval_problems, dtype, len(skipped), alerts)
 
 

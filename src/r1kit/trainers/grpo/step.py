@@ -27,7 +27,7 @@ def grpo_step(s: GRPOSetup, step: int) -> dict:
     batch, rollout, scores, sampling = sample_batch(s, step)
     t_gen = sampling.pop("generation_time")
     rewards = torch.tensor(scores.totals, dtype=torch.float32)  # [N]
-    advantages, zero_std = advantages_for(s.c, rewards, s.G)  # [N], [N/G]
+    advantages, zero_std = advantages_for(s.algo, rewards, s.G)  # [N], [N/G]
     advantages = advantages.to(s.run.acc.device)
     old_lp, ref_lp, entropy_threshold = frozen_logprobs(s, rollout)
     update = policy_update(s, rollout, advantages, old_lp, ref_lp, entropy_threshold)
@@ -164,7 +164,7 @@ def policy_update(s: GRPOSetup, rollout: Rollout, advantages: Tensor, old_lp: Te
     chunks = micro_batches(len(rollout.completions), c.per_device_train_batch_size)
     n_tokens = run.acc.reduce(loss_mask.sum().float(), reduction="sum").item()
     n_local = loss_mask.sum().float()
-    options = loss_options(c)
+    options = loss_options(s.algo, max_completion_length=c.max_completion_length)
     every_entropy = c.top_entropy_quantile < 1 or c.entropy_coef > 0
     s.model.train()
     sums = dict.fromkeys(("loss", "kl", "clipped_low", "clipped_high", "tokens", "entropy", "is_weight",

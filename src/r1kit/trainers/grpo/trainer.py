@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 from r1kit.data.problems import Example
 from r1kit.models.loading import load_model, load_policy, load_tokenizer, resolve_dtype  # noqa: F401 (resolve_dtype: public here too)
 from r1kit.rewards.worker import close_reward_worker, start_reward_worker
-from r1kit.rollout.engines import LocalEngine, RolloutEngine, make_engine, make_sampler  # noqa: F401 (make_sampler: public)
+from r1kit.rollout.engines import RolloutEngine
 from r1kit.trainers.grpo.config import GRPOConfig
 from r1kit.trainers.grpo.metrics import initial_eval, progress_postfix, raise_alerts
 from r1kit.trainers.grpo.setup import bound_rewards, setup

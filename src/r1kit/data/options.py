@@ -1,0 +1,42 @@
+"""The options of where prompts come from (DataOptions) and how a question becomes a prompt (PromptOptions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from r1kit.core.options import Options, need, need_choice, opt
+
+
+@dataclass
+class DataOptions(Options):
+    dataset: str = opt("arithmetic", "'arithmetic' (synthetic), 'gsm8k' (from data_dir), a .jsonl/.json/.parquet/"
+                                     ".csv/.arrow file, a folder of such files, a save_to_disk folder, or a hub "
+                                     "dataset id in the local HF cache")
+    data_dir: str | None = opt(None, "folder with benchmark data (default: $R1KIT_DATA_DIR or ../shared/data)")
+    dataset_config: str | None = opt(None, "configuration (subset) of a hub or folder dataset")
+    dataset_split: str = opt("train", "split: gsm8k's train or test, or a split of a folder/save_to_disk/hub dataset "
+                                      "(a single file is its own split)")
+    question_field: str = opt("question", "JSONL field holding the question")
+    answer_field: str = opt("answer", "JSONL field holding the gold answer")
+    arithmetic_terms: int = opt(2, "arithmetic task: numbers per question")
+    arithmetic_max_value: int = opt(99, "arithmetic task: largest number (difficulty)")
+    arithmetic_ops: str = opt("+", "arithmetic task: operators to draw from, a subset of '+-*'")
+    arithmetic_examples: int = opt(10000, "arithmetic task: number of distinct questions")
+    skip_bad_data: bool = opt(False, "skip malformed dataset lines (counted, reported, listed in skipped_data.txt) "
+                                     "instead of stopping with an error")
+
+
+@dataclass
+class PromptOptions(Options):
+    template: str = opt("r1zero", "'r1zero' (the paper's Table 1 template), 'chat' (the model's chat template) "
+                                  "or 'plain'")
+    system_prompt: str | None = opt(None, "template=chat: the system message (default: r1kit's R1 instruction); a "
+                                          "conversational dataset's own system turn wins")
+    prefill: str = opt("", "text the response is forced to start with, e.g. '<think>'")
+    max_prompt_length: int = opt(512, "prompts longer than this many tokens are cut from the left")
+
+    def check(self) -> None:
+        from r1kit.data.templates import TEMPLATES
+
+        need_choice("template", self.template, TEMPLATES)
+        need(self.max_prompt_length >= 1, "max_prompt_length must be >= 1")
