@@ -39,6 +39,11 @@ def run_cli(*args: str, cwd: str | Path | None = None, timeout: int = 600) -> su
 VOLATILE = {"step_time", "generation_time", "tokens_per_second", "generated_tokens_per_second", "seconds"}
 
 
+def is_volatile(key: str) -> bool:
+    """A timing metric: the named ones, and every phase timer (timing/<phase>)."""
+    return key in VOLATILE or key.startswith("timing/")
+
+
 def wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     """Poll until predicate() holds, while the run `proc` is still going."""
     deadline = time.monotonic() + timeout
@@ -52,7 +57,7 @@ def metric_lines(out: Path) -> list[dict]:
     """metrics.jsonl without timings; complete lines only (the run may be writing it)."""
     path = Path(out) / "metrics.jsonl"
     lines = path.read_text().split("\n")[:-1] if path.is_file() else []
-    return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE} for line in lines]
+    return [{k: v for k, v in json.loads(line).items() if not is_volatile(k)} for line in lines]
 
 
 def assert_same_run(a: Path, b: Path, step: int) -> None:

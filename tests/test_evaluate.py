@@ -84,20 +84,20 @@ def test_benchmark_answer_quirks_match(pred, gold):
 def test_builtin_benchmarks_load_with_their_fields(name, count):
     problems = load_benchmark(name, str(DATA_DIR))
     assert len(problems) == count
-    assert all(p.question and p.gold for p in problems)
+    assert all(p.question and p.answer for p in problems)
     if name == "gsm8k":
-        assert problems[0].gold == "18"
+        assert problems[0].answer == "18"
     if name == "aime24":
-        assert any(p.gold.startswith("0") for p in problems)  # zero-padded strings kept as given
+        assert any(p.answer.startswith("0") for p in problems)  # zero-padded strings kept as given
     if name == "amc23":
-        assert problems[0].gold == "27.0"
+        assert problems[0].answer == "27.0"
     if name == "math500":
         assert set(problems[0].groups) == {"subject", "level"}
 
 
 def test_select_problems_first_and_seeded_random():
     from r1kit.evaluation.benchmarks import Problem
-    ps = [Problem(str(i), "q", "1") for i in range(20)]
+    ps = [Problem("q", "1", str(i)) for i in range(20)]
     assert [p.id for p in select_problems(ps, 3)] == ["0", "1", "2"]
     a = select_problems(ps, 5, "random", seed=1)
     assert a == select_problems(ps, 5, "random", seed=1) and a != select_problems(ps, 5, "random", seed=2)

@@ -701,3 +701,24 @@ def test_cli_rejects_a_bad_algorithm_name_with_one_line():
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "advantage_estimator='gae'" in lines[0], result.stderr
+
+
+# --- the paper's loss on one screen (algorithms/reference.py) against the registry-driven loss
+
+
+@pytest.mark.parametrize("beta,epsilon", [(0.001, 0.2), (0.04, 0.1), (0.0, 0.3)])
+def test_the_one_screen_reference_loss_equals_the_library_loss(beta, epsilon):
+    from r1kit.algorithms.advantages import group_advantages
+    from r1kit.algorithms.reference import compute_pg_loss
+
+    logp, old, ref, _, mask, _ = make_batch(seed=7)
+    rewards = torch.tensor([1.0, 0.0, 0.5, 2.0, 2.0, 2.0])  # two groups of 3; the second has no spread
+    lp_a, lp_b = logp.clone().requires_grad_(), logp.clone().requires_grad_()
+    ours = compute_pg_loss(lp_a, old, ref, rewards, mask, group_size=3, beta=beta, epsilon=epsilon)
+    adv, _ = group_advantages(rewards, 3)
+    lib, _ = grpo_loss(lp_b, old, ref, adv, mask, beta=beta, epsilon=epsilon)
+    ours.backward()
+    lib.backward()
+    assert torch.allclose(ours, lib, atol=1e-6), (ours, lib)
+    assert torch.allclose(lp_a.grad, lp_b.grad, atol=1e-6)
+    assert lp_a.grad[mask == 0].abs().max() == 0  # padding gets no gradient

@@ -11,8 +11,7 @@ from safetensors.torch import load_file
 
 from r1kit.trainers.grpo.config import make_config
 from r1kit.trainers.grpo.trainer import train
-
-VOLATILE = {"step_time", "generation_time", "tokens_per_second", "generated_tokens_per_second"}
+from tests.conftest import is_volatile
 
 
 def _config(model, out, **kw):
@@ -24,7 +23,7 @@ def _config(model, out, **kw):
 
 
 def _metrics(path):
-    return [{k: v for k, v in json.loads(line).items() if k not in VOLATILE}
+    return [{k: v for k, v in json.loads(line).items() if not is_volatile(k)}
             for line in path.read_text().splitlines()]
 
 

@@ -492,3 +492,16 @@ def test_rewards_and_helpers_are_total(completion: str, gold: str) -> None:
     assert isinstance(answers_match(completion, gold), bool)
     if extracted is not None:
         assert isinstance(answers_match(extracted, gold), bool)
+
+
+def test_every_builtin_reward_has_a_doctest_and_the_doctests_pass():
+    import doctest
+
+    import r1kit.rewards.functions as functions
+    from r1kit.rewards.registry import REWARDS
+
+    with_examples = {t.name.rsplit(".", 1)[-1] for t in doctest.DocTestFinder().find(functions) if t.examples}
+    builtin = {fn.__name__ for fn in REWARDS.values() if getattr(fn, "__module__", None) == functions.__name__}
+    assert builtin and builtin <= with_examples, builtin - with_examples
+    result = doctest.testmod(functions)
+    assert result.attempted >= len(builtin) and result.failed == 0

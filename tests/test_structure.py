@@ -1,5 +1,7 @@
-"""The code's shape: no import cycle among r1kit's modules (imports inside functions count), no function
-longer than 150 lines, and the tables that several modules read (stages, schedulers, dtypes, loss types)."""
+"""The code's shape: role folders that import only downward, no import cycle among r1kit's modules (imports
+inside functions count), no module below the trainers that imports a trainer or its config, no module over
+500 lines, no function over 100, and the tables that several modules read (stages, schedulers, dtypes, loss
+types, option groups)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,11 @@ import pytest
 import torch
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-MAX_FUNCTION_LINES = 150
+MAX_FUNCTION_LINES = 100
+MAX_MODULE_LINES = 500
+# the role folders, lowest first: a module imports only from its own folder or one listed before it
+LAYERS = ("core", "data", "models", "rewards", "algorithms", "rollout", "evaluation", "report", "trainers",
+          "pipeline", "cli")
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -125,15 +131,93 @@ def test_the_walker_sees_imports_in_functions_and_relative_imports(tmp_path):
     assert find_cycle(import_graph(tmp_path)) is None
 
 
-def test_no_function_is_longer_than_150_lines():
+def test_no_function_is_longer_than_100_lines():
     long = long_functions(SRC)
-    assert not long, "functions over 150 lines: " + ", ".join(f"{name} ({n} lines)" for name, n in long)
+    assert not long, "functions over 100 lines: " + ", ".join(f"{name} ({n} lines)" for name, n in long)
 
 
 def test_the_length_check_counts_methods_and_nested_functions(tmp_path):
-    body = "".join(f"        x{i} = {i}\n" for i in range(150))
+    body = "".join(f"        x{i} = {i}\n" for i in range(100))
     (tmp_path / "m.py").write_text(f"class A:\n    def short(self):\n        pass\n\n    def long(self):\n{body}")
-    assert long_functions(tmp_path) == [("m.py:A.long", 151)]
+    assert long_functions(tmp_path) == [("m.py:A.long", 101)]
+
+
+def test_no_module_is_longer_than_500_lines():
+    long = {str(p.relative_to(SRC)): n for p in sorted((SRC / "r1kit").rglob("*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def layer_of(module: str) -> int | None:
+    """The index in LAYERS of a module's role folder; None for the package's top (r1kit, its shims)."""
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a role folder into a folder above it, as "importer -> imported"."""
+    bad = []
+    for name, deps in sorted(graph.items()):
+        mine = layer_of(name)
+        for dep in sorted(deps):
+            theirs = layer_of(dep)
+            if mine is not None and (theirs is None or theirs > mine):
+                bad.append(f"{name} -> {dep}")
+    return bad
+
+
+def test_every_module_lives_in_a_role_folder_that_imports_only_downward():
+    graph = import_graph(SRC)
+    folders = {p.name for p in (SRC / "r1kit").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == set(LAYERS), f"role folders {sorted(folders)} and LAYERS {LAYERS} differ"
+    top = sorted(name for name in graph if layer_of(name) is None)
+    assert top == ["r1kit", "r1kit.config", "r1kit.grpo", "r1kit.trainer"], top  # the public API and old paths
+    assert not upward_imports(graph), "imports into a higher folder: " + "; ".join(upward_imports(graph))
+
+
+def test_the_layer_check_sees_an_upward_import():
+    graph = {"r1kit.rewards.functions": {"r1kit.trainers.grpo.config"}, "r1kit.trainers.sft": {"r1kit.core.errors"},
+             "r1kit.core.files": {"r1kit"}}
+    assert upward_imports(graph) == ["r1kit.core.files -> r1kit", "r1kit.rewards.functions -> r1kit.trainers.grpo.config"]
+
+
+def test_no_module_below_the_trainers_imports_a_trainers_config():
+    """Lower layers get narrow option groups (core.options), never GRPOConfig, SFTConfig or RMConfig."""
+    configs = {"r1kit.trainers.grpo.config", "r1kit.trainers.sft", "r1kit.trainers.reward_model", "r1kit.config"}
+    below = LAYERS.index("trainers")
+    graph = import_graph(SRC)
+    bad = [f"{name} -> {dep}" for name, deps in graph.items() for dep in deps & configs
+           if layer_of(name) is not None and layer_of(name) < below]
+    assert not bad, bad
+    for path in (SRC / "r1kit").rglob("*.py"):  # nor names one in a signature or annotation
+        layer = layer_of(module_name(path, SRC))
+        if layer is not None and layer < below:
+            text = path.read_text(encoding="utf-8")
+            assert not any(cls in text for cls in ("GRPOConfig", "SFTConfig", "RMConfig")), path
+
+
+def test_each_option_is_declared_once_in_the_trainer_configs():
+    """A trainer config is its option groups and its own fields; a field it redeclares from a group only
+    changes the default (the same type), so YAML, the command line and the groups read one option."""
+    import dataclasses
+
+    from r1kit.core.options import Options
+    from r1kit.trainers.grpo.config import GRPOConfig
+    from r1kit.trainers.reward_model import RMConfig
+    from r1kit.trainers.sft import SFTConfig
+
+    for cls in (GRPOConfig, SFTConfig, RMConfig):
+        groups = [base for base in cls.__mro__[1:] if issubclass(base, Options) and base is not Options]
+        owner: dict[str, type] = {}
+        for group in reversed(groups):
+            for f in dataclasses.fields(group):
+                owner.setdefault(f.name, group)
+        for f in dataclasses.fields(cls):
+            if f.name in owner:
+                original = {g.name: g for g in dataclasses.fields(owner[f.name])}[f.name]
+                assert str(original.type) == str(f.type) or (cls, f.name) == (SFTConfig, "num_train_epochs"), \
+                    (cls.__name__, f.name, original.type, f.type)
+        assert all(f.metadata.get("help") for f in dataclasses.fields(cls)), f"{cls.__name__}: an option without help"
 
 
 # --- the tables

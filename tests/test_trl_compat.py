@@ -141,7 +141,7 @@ def test_the_same_loader_serves_evaluation_sft_rejection_and_reward_model_data(t
 
     datasets.Dataset.from_dict(ROWS).to_parquet(str(tmp_path / "math.parquet"))
     problems = load_benchmark(str(tmp_path / "math.parquet"), question_field="problem", answer_field="solution")
-    assert [(p.question, p.gold) for p in problems] == list(zip(ROWS["problem"], ROWS["solution"]))
+    assert [(p.question, p.answer) for p in problems] == list(zip(ROWS["problem"], ROWS["solution"]))
     pairs = {"prompt": ["p1", "p2"], "response": ["r1", "r2"], "chosen": ["good", "fine"], "rejected": ["bad", ""]}
     datasets.Dataset.from_dict(pairs).to_parquet(str(tmp_path / "pairs.parquet"))
     sft = make_sft_config(overrides=dict(dataset=str(tmp_path / "pairs.parquet"), output_dir=str(tmp_path / "sft")))

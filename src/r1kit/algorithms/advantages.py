@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Advantage estimators in a registry: rewards [N] of groups of G -> advantages [N] and which groups have
+no reward spread. `grpo` (the group mean as baseline, the paper's), `rloo`, `reinforce_plus_plus`; users
+add their own with `register_advantage_estimator`."""
 
 from __future__ import annotations
 
@@ -117,5 +119,3 @@ def advantages_for(o: Any, rewards: Tensor, num_generations: int) -> tuple[Tenso
     if name not in ADVANTAGE_ESTIMATORS:
         raise ValueError(f"advantage_estimator={name!r}: choose one of {', '.join(ADVANTAGE_ESTIMATORS)}")
     return ADVANTAGE_ESTIMATORS[name](rewards, num_generations, scale_mode(getattr(o, "scale_rewards", True)))
-
-

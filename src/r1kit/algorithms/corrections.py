@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Corrections and shaping around the loss: importance weights for a rollout engine whose weights differ
+from the policy's (TIS, IcePop, per token or per sequence), no loss on truncated completions (DAPO), and
+DAPO's soft overlong penalty."""
 
 from __future__ import annotations
 
@@ -54,5 +56,3 @@ def soft_overlong_penalty(lengths: list[int] | Tensor, max_completion_length: in
         else:
             out.append(-1.0)
     return out
-
-

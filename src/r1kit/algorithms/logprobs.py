@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache
 
+from r1kit.models.cache import cache_kwargs, returned_cache
+
 
 def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                         completion_mask: Tensor, row_to_prompt: Tensor, temperature: float = 1.0,
@@ -35,14 +37,14 @@ def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completi
     T = completion_ids.shape[1]
     prompt_pos = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)  # [b, P]
     out = prefix_model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos,
-                       past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+                       logits_to_keep=1, **cache_kwargs(DynamicCache()))
+    cache = returned_cache(out)
     cache.batch_select_indices(row_to_prompt)  # [n, heads, P, d] per layer: each row gets its prompt's K/V
     first_logits = out.logits[row_to_prompt, -1:]  # [n, 1, V] predicts completion token 0
     attn = torch.cat([prompt_mask[row_to_prompt], completion_mask], dim=1)  # [n, P+T]
     positions = prompt_pos[row_to_prompt, -1:] + 1 + torch.arange(T, device=attn.device)[None]  # [n, T]
-    out = model(input_ids=completion_ids, attention_mask=attn, position_ids=positions, past_key_values=cache,
-                use_cache=True, logits_to_keep=T)
+    out = model(input_ids=completion_ids, attention_mask=attn, position_ids=positions, logits_to_keep=T,
+                **cache_kwargs(cache))
     # completion token t is predicted at prompt end (t = 0) or at completion position t-1; the two parts are
     # scored separately rather than concatenated, which would copy the [n, T, V] logits once more
     parts = ((first_logits, completion_ids[:, :1]),

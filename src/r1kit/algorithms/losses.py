@@ -38,29 +38,6 @@ from torch import Tensor
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 
 # ---------------------------------------------------------------------------------------------------------
-# advantages
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------------------------------------------------
 # per-token policy terms and their aggregation
 
 
@@ -309,12 +286,6 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | Non
 
 # ---------------------------------------------------------------------------------------------------------
 # rollout-engine mismatch, truncation and length shaping
-
-
-
-
-
-
 
 
 def loss_options(o: Any, **given: Any) -> dict[str, Any]:

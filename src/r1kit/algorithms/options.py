@@ -12,6 +12,8 @@ from r1kit.core.options import Options, need, need_choice, opt
 
 @dataclass
 class AlgorithmOptions(Options):
+    """loss, advantages and corrections (the GRPO family)"""
+
     beta: float = opt(0.001, "KL coefficient to the reference model (paper: 0.001); 0 skips the reference")
     epsilon: float = opt(0.2, "clip range: ratio is clipped to [1-epsilon, 1+epsilon_high]")
     epsilon_high: float | None = opt(None, "upper clip range (DAPO clip-higher); default: epsilon")

@@ -20,6 +20,7 @@ from typing import Iterator, TextIO
 import torch
 
 from r1kit.data.templates import build_prompt
+from r1kit.models.cache import cache_kwargs, returned_cache
 from r1kit.rollout.sampling import sample_tokens, stop_token_ids
 
 DIM_ITALIC, BOLD, RESET = "\x1b[2;3m", "\x1b[1m", "\x1b[0m"
@@ -113,8 +114,8 @@ def stream_reply(model, tokenizer, prompt: str, *, max_new_tokens: int = 512, te
     was_training = model.training
     model.eval()
     try:
-        out = model(input_ids=ids, use_cache=True)
-        cache = out.past_key_values
+        out = model(input_ids=ids, **cache_kwargs(None))
+        cache = returned_cache(out)
         logits = out.logits[:, -1]  # [1, V]
         generated: list[int] = []
         shown = ""
@@ -131,8 +132,8 @@ def stream_reply(model, tokenizer, prompt: str, *, max_new_tokens: int = 512, te
                 shown = text
             if any(s in text[-(len(s) + 16):] for s in stop_strings):
                 break
-            out = model(input_ids=token[:, None], past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            out = model(input_ids=token[:, None], **cache_kwargs(cache))
+            cache = returned_cache(out)
             logits = out.logits[:, -1]
     finally:
         model.train(was_training)

@@ -39,9 +39,16 @@ EXPECTED_ERRORS = (ConfigError, DataError, ModelError, RewardError)
 
 def _add_config_options(parser: argparse.ArgumentParser, cls: type = GRPOConfig) -> None:
     """One --option per field of the config dataclass `cls`, spelt --name_with_underscores or
-    --name-with-dashes (TRL's parser takes both); unset options stay absent so the config file's values stand."""
-    group = parser.add_argument_group("training options (also valid as keys of the YAML config)")
+    --name-with-dashes (TRL's parser takes both), shown under the option group that declares it; unset
+    options stay absent so the config file's values stand."""
+    groups: dict[type, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(cls):
+        owner = _declared_by(cls, f.name)
+        if owner not in groups:
+            doc = owner.__doc__ or ""
+            own = owner is cls or doc.startswith(f"{owner.__name__}(")  # no docstring: dataclass's signature
+            groups[owner] = parser.add_argument_group(f"{cls.__name__} options" if own else doc.strip())
+        group = groups[owner]
         ftype, help_text = str(f.type), f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f"{help_text} (default: {default})"}
@@ -64,13 +71,19 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type = GRPOConfig)
         group.add_argument(*names, metavar=f.name.upper(), **kw)
 
 
+def _declared_by(cls: type, name: str) -> type:
+    """The most basic class of `cls` that declares field `name` (its option group)."""
+    return next(k for k in reversed(cls.__mro__) if name in k.__dict__.get("__annotations__", {}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r1kit", description="DeepSeek-R1 style reasoning RL (GRPO) for language models.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, stype in stage_commands().items():
         sp = sub.add_parser(name, aliases=list(stype.aliases), help=stype.command,
                             description=stype.description or stype.command)
-        sp.add_argument("--config", help="YAML file of options; command-line options override it")
+        sp.add_argument("--config", help="YAML file of options (every option below is also one of its keys); "
+                                         "command-line options override it")
         _add_config_options(sp, config_class(name))
         sp.set_defaults(run=cmd_stage, stage=name)
     ev = sub.add_parser("eval", help="evaluate a model: pass@1 over k samples, pass@k, cons@k",

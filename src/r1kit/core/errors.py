@@ -2,8 +2,8 @@
 
 Design decisions:
 - Every module can raise these without importing the module that happens to use them most, so no
-  error class pulls a chain of imports (and an import cycle) behind it. The modules where they used to
-  live re-export them: `from r1kit.trainers.grpo.config import ConfigError` and the like keep working.
+  error class pulls a chain of imports (and an import cycle) behind it. `r1kit` and its old path
+  `r1kit.config` re-export the common ones for users' code.
 - The command line sorts failures by class, not by message: ConfigError, DataError, ModelError and
   RewardError are bad input (one line `r1kit: error: ...`, exit 2); TrainingError is a run that cannot go
   on (exit 1); TrainingStopped is a stop on request after a checkpoint (exit 0 with the `--resume` line).

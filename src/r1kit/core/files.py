@@ -77,5 +77,3 @@ def iter_jsonl(path: Path) -> Iterator[dict]:
                 continue
             if isinstance(record, dict):
                 yield record
-
-

@@ -2,9 +2,8 @@
 
 A lower layer declares the options it reads as one small `Options` dataclass next to its code (the rollout
 engine's `EngineOptions`, the alerts' `AlertOptions`, ...), with their defaults, help and checks. A
-trainer's config (`GRPOConfig`, `SFTConfig`, `RMConfig`) is the union of the groups it uses, by dataclass
-inheritance over `trainers.base_config.BaseConfig`, so a YAML file and the command line stay flat (TRL's
-names) while each option is declared once. The trainer hands each layer its own group, built by name with
+trainer's config is the union of the groups it uses, by dataclass inheritance over the trainers' shared
+base, so a YAML file and the command line stay flat (TRL's names) while each option is declared once. The trainer hands each layer its own group, built by name with
 `Group.from_config(config)`, never its whole config.
 
 Every command reads its config the same way: the YAML file, then the command line on top, then the checks

@@ -9,6 +9,8 @@ from r1kit.core.options import Options, need, need_choice, opt
 
 @dataclass
 class DataOptions(Options):
+    """training data"""
+
     dataset: str = opt("arithmetic", "'arithmetic' (synthetic), 'gsm8k' (from data_dir), a .jsonl/.json/.parquet/"
                                      ".csv/.arrow file, a folder of such files, a save_to_disk folder, or a hub "
                                      "dataset id in the local HF cache")
@@ -28,6 +30,8 @@ class DataOptions(Options):
 
 @dataclass
 class PromptOptions(Options):
+    """prompts"""
+
     template: str = opt("r1zero", "'r1zero' (the paper's Table 1 template), 'chat' (the model's chat template) "
                                   "or 'plain'")
     system_prompt: str | None = opt(None, "template=chat: the system message (default: r1kit's R1 instruction); a "

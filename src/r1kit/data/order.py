@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The seeded prompt order: a fresh permutation per pass over the data, so the prompts of any step are a
+pure function of (seed, step, process rank) and a resumed run draws what the uninterrupted run drew."""
 
 from __future__ import annotations
 
@@ -17,5 +18,3 @@ def prompt_indices(num_examples: int, start: int, count: int, seed: int) -> list
     """Indices of prompts start..start+count of an endless stream of seeded per-epoch shuffles."""
     return [_epoch_permutation(num_examples, seed, pos // num_examples)[pos % num_examples]
             for pos in range(start, start + count)]
-
-

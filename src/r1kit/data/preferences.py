@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Preference pairs (prompt, chosen, rejected) for reward models: read from JSONL, or a synthetic toy set
+(polite, helpful replies preferred to curt ones) for tests and the tiny pipeline."""
 
 from __future__ import annotations
 
@@ -109,5 +110,3 @@ def toy_preferences(n: int, seed: int) -> list[dict]:
     if len(out) < n:
         raise ValueError(f"toy_preferences: only {len(out)} distinct pairs could be drawn, {n} asked")
     return out
-
-

@@ -1,4 +1,10 @@
-"""TODO docstring."""
+"""The one record type of a problem: its question (or chat messages), its gold answer and how it is scored.
+
+Training prompts, held-out evaluation sets and the pipeline's data all use `Problem`: a `kind` of
+"reasoning" is scored by rule rewards against `answer`; "general" (R1 stage 4) by reward models, with no
+gold. The record's other columns travel with it to TRL-style rewards, and `groups` (MATH-500's subject
+and level, say) give per-group pass@1 in evaluation.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,20 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class Example:
+class Problem:
     question: str
-    answer: str
+    answer: str  # the gold answer ("" for general prompts)
     id: str
     kind: str = "reasoning"  # "reasoning": scored by rule rewards; "general": scored by reward models (stage 4)
     # chat messages [{"role", "content"}, ...] of a conversational record (question: the last user turn)
     messages: list[dict] | None = field(default=None, hash=False)
     # the record's other columns (the gold answer's column included), passed by name to TRL-style rewards
     columns: dict[str, Any] = field(default_factory=dict, hash=False)
+    # evaluation: the groups it belongs to, for per-group pass@1 (MATH-500: subject, level)
+    groups: dict[str, str] = field(default_factory=dict, hash=False)
+
+
+Example = Problem  # the name training code used before the two record types were one
 
 
 def default_data_dir() -> str:
@@ -53,5 +64,3 @@ def reward_keywords(batch: list[Example], num_generations: int, completion_ids: 
     if completion_ids is not None:
         out["completion_ids"] = [completion_ids[i] for i in keep]
     return out
-
-

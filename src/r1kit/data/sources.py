@@ -2,10 +2,10 @@
 `datasets` library reads: a .jsonl/.json/.parquet/.csv/.arrow file, a folder of such files, a `save_to_disk`
 folder, or a hub id already in the local Hugging Face cache.
 
-Every source yields `Example(question, answer, id)`; the answer is the gold string the accuracy reward
+Every source yields `Problem(question, answer, id)`; the answer is the gold string the accuracy reward
 compares against. A conversational record (the question field holds chat messages, as TRL's `prompt`
-column does) keeps its messages in `Example.messages`, which `templates.build_prompt` renders with the
-chat template; every column but the question travels in `Example.columns`, for TRL-style rewards.
+column does) keeps its messages in `Problem.messages`, which `templates.build_prompt` renders with the
+chat template; every column but the question travels in `Problem.columns`, for TRL-style rewards.
 
 JSONL files are read by r1kit itself, line by line, so a bad line is reported with its line number and
 skip_bad_data can drop single lines; every other source goes through `datasets` and a bad row is
@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from r1kit.core.errors import DataError
 from r1kit.data.arithmetic import arithmetic_examples
-from r1kit.data.problems import Example, default_data_dir, gsm8k_gold
+from r1kit.data.problems import Problem, default_data_dir, gsm8k_gold
 
 
 def _reject(message: str, lineno: int, bad: list[tuple[int, str]] | None) -> None:
@@ -121,8 +121,8 @@ def _question(rec: dict, field: str, where: str, key: int,
 
 
 def _record_example(rec: dict, key: int, where: str, default_id: str, question_field: str, answer_field: str,
-                    gsm8k_answers: bool, bad: list[tuple[int, str]] | None) -> Example | None:
-    """One record as an Example, or None after raising or recording why it is unusable.
+                    gsm8k_answers: bool, bad: list[tuple[int, str]] | None) -> Problem | None:
+    """One record as an Problem, or None after raising or recording why it is unusable.
 
     A TRL dataset keeps its prompt in a `prompt` column: with question_field left at 'question', a record
     without a 'question' field but with a 'prompt' one has its prompt used.
@@ -139,12 +139,12 @@ def _record_example(rec: dict, key: int, where: str, default_id: str, question_f
             _reject(f"{where}: field '{answer_field}' has no '#### <answer>' line", key, bad)
             return None
     columns = {k: v for k, v in rec.items() if k != question_field}
-    return Example(question=question[0], answer=answer.strip(), messages=question[1], columns=columns,
+    return Problem(question=question[0], answer=answer.strip(), messages=question[1], columns=columns,
                    id=str(rec.get("id", rec.get("unique_id", default_id))))
 
 
 def jsonl_examples(path: str | Path, question_field: str = "question", answer_field: str = "answer",
-                   gsm8k_answers: bool = False, skipped: list[str] | None = None) -> list[Example]:
+                   gsm8k_answers: bool = False, skipped: list[str] | None = None) -> list[Problem]:
     """Examples from a JSONL file with a field mapping; `gsm8k_answers` takes the gold after '####'.
 
     A record without a usable question or gold answer raises DataError naming file and line, or with a
@@ -266,7 +266,7 @@ def _is_json_array(path: Path) -> bool:
 
 def dataset_examples(source: str | Path, question_field: str = "question", answer_field: str = "answer", *,
                      config: str | None = None, split: str = "train",
-                     skipped: list[str] | None = None) -> list[Example]:
+                     skipped: list[str] | None = None) -> list[Problem]:
     """Examples from any source `read_records` takes, with the same field checks as `jsonl_examples`.
 
     With a `skipped` list, unusable rows are recorded and left out.
@@ -290,7 +290,7 @@ def dataset_examples(source: str | Path, question_field: str = "question", answe
 def load_examples(dataset: str, *, data_dir: str | None = None, split: str = "train", config: str | None = None,
                   question_field: str = "question", answer_field: str = "answer", seed: int = 0,
                   num_examples: int = 10000, num_terms: int = 2, max_value: int = 99, ops: str = "+",
-                  skipped: list[str] | None = None) -> list[Example]:
+                  skipped: list[str] | None = None) -> list[Problem]:
     """Resolve the `dataset` option: 'arithmetic', 'gsm8k' (from data_dir), a path to a .jsonl file, or
     any other source `read_records` takes (`config`: the dataset configuration, `split`: its split).
 
@@ -309,10 +309,10 @@ def load_examples(dataset: str, *, data_dir: str | None = None, split: str = "tr
     return dataset_examples(dataset, question_field, answer_field, config=config, split=split, skipped=skipped)
 
 
-def general_examples(path: str | Path, prompt_field: str = "prompt", skipped: list[str] | None = None) -> list[Example]:
+def general_examples(path: str | Path, prompt_field: str = "prompt", skipped: list[str] | None = None) -> list[Problem]:
     """General (non-reasoning) prompts for all-scenario RL: a JSONL of records with a prompt field.
 
-    They have no gold answer; reward models score their responses (Example.kind == "general").
+    They have no gold answer; reward models score their responses (Problem.kind == "general").
     """
     path = Path(path)
     bad: list[tuple[int, str]] | None = None if skipped is None else []
@@ -320,16 +320,10 @@ def general_examples(path: str | Path, prompt_field: str = "prompt", skipped: li
     for lineno, rec in _read_rows(path, bad):
         prompt = _field_text(rec, prompt_field, f"{path}:{lineno}", lineno, bad)
         if prompt is not None:
-            examples.append(Example(question=prompt, answer="", id=str(rec.get("id", f"{path.name}:{lineno}")),
+            examples.append(Problem(question=prompt, answer="", id=str(rec.get("id", f"{path.name}:{lineno}")),
                                     kind="general"))
     if not examples:
         raise _no_usable_records(path, bad or [(0, "no records")])
     if skipped is not None:
         skipped.extend(message for _, message in sorted(bad))
     return examples
-
-
-
-
-
-

@@ -1,13 +1,15 @@
-"""TODO docstring."""
+"""The benchmarks evaluation reads: GSM8K, MATH-500, AIME 2024/2025 and AMC 2023 from the data folder with
+their own field names and answer quirks, any dataset r1kit.data.sources reads, and held-out synthetic
+arithmetic; each problem a `Problem` with its gold answer."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from r1kit.core.errors import DataError
-from r1kit.data.problems import default_data_dir, gsm8k_gold
+from r1kit.data.problems import Problem, default_data_dir, gsm8k_gold
 from r1kit.data.sources import DATA_FILE_BUILDERS, read_records
 
 
@@ -28,14 +30,6 @@ BENCHMARKS = {
     "aime25": Benchmark("aime25/test.jsonl", "problem", "answer", "id"),
     "amc23": Benchmark("amc23/test.jsonl", "problem", "answer", "id"),
 }
-
-
-@dataclass
-class Problem:
-    id: str
-    question: str
-    gold: str
-    groups: dict[str, str] = field(default_factory=dict)
 
 
 def load_benchmark(name: str, data_dir: str | None = None, question_field: str = "question",
@@ -69,7 +63,7 @@ def load_benchmark(name: str, data_dir: str | None = None, question_field: str =
         # a JSONL problem without an id is named by its line, any other by its position
         fallback = where.rsplit(":", 1)[1] if ": row " not in where else str(n)
         problems.append(Problem(id=str(pid if pid is not None else fallback), question=str(rec[bench.question_field]),
-                                gold=gold.strip(), groups={g: str(rec.get(g)) for g in bench.group_fields}))
+                                answer=gold.strip(), groups={g: str(rec.get(g)) for g in bench.group_fields}))
     return problems
 
 
@@ -95,7 +89,5 @@ def held_out_problems(benchmark: str, limit: int, seed: int, data_dir: str | Non
 
         held_out = arithmetic_examples(limit, seed + 7919, num_terms=arithmetic_terms, max_value=arithmetic_max_value,
                                        ops=arithmetic_ops)
-        return [Problem(e.id, e.question, e.answer) for e in held_out]
+        return held_out
     return select_problems(load_benchmark(benchmark, data_dir, question_field, answer_field), limit)
-
-

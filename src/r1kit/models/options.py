@@ -11,6 +11,8 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 @dataclass
 class ModelOptions(Options):
+    """the model"""
+
     model: str = opt("embedded", "local HF model folder, a hub id in the local cache, or 'embedded' "
                                  "(SmolLM2-135M-Instruct)")
     trust_remote_code: bool = opt(False, "allow model code from the model folder to run")
@@ -22,6 +24,8 @@ class ModelOptions(Options):
 
 @dataclass
 class LoraOptions(Options):
+    """LoRA"""
+
     use_lora: bool = opt(False, "train a LoRA adapter (checkpoints then hold the adapter); the reference model "
                                 "is the base with the adapter off")
     lora_r: int = opt(16, "LoRA rank")
@@ -32,5 +36,3 @@ class LoraOptions(Options):
     def check(self) -> None:
         need(self.lora_r >= 1 and self.lora_alpha >= 1 and 0 <= self.lora_dropout < 1,
              "lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1)")
-
-

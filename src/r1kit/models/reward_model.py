@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Reward models as scorers: a one-label sequence-classification head on any model (a causal LM gets a new
+head), the text it scores (prompt and response through a template), and `RewardModel.score` for
+all-scenario RL. Training one is r1kit.trainers.reward_model."""
 
 from __future__ import annotations
 
@@ -158,5 +160,3 @@ def load_reward_model(path: str, device: str | torch.device | None = None,
     info = Path(resolve_model_path(path)) / RM_INFO
     template = json.loads(info.read_text(encoding="utf-8")).get("template", "plain") if info.is_file() else "plain"
     return RewardModel(model.to(device), tokenizer, device, template)
-
-

@@ -45,7 +45,7 @@ from typing import Any
 from r1kit.core.errors import ConfigError, DataError
 from r1kit.core.files import jsonl_text, write_atomic, write_json
 from r1kit.core.options import DTYPE_HELP, DTYPES, Options, load_config, need, need_choice, opt
-from r1kit.data.problems import Example
+from r1kit.data.problems import Problem
 from r1kit.data.sources import load_examples, read_jsonl
 from r1kit.pipeline.filters import (
     FILTER_HELP,
@@ -276,7 +276,7 @@ def read_zero_samples(spec: str, c: ColdStartConfig) -> list[dict]:
     return samples
 
 
-def load_prompts(c: ColdStartConfig) -> list[Example]:
+def load_prompts(c: ColdStartConfig) -> list[Problem]:
     """The first num_prompts questions (with gold answers) of prompts_dataset."""
     examples = load_examples(c.prompts_dataset, data_dir=c.data_dir, split=c.dataset_split,
                              question_field=c.question_field, answer_field=c.answer_field, seed=c.seed,
@@ -342,7 +342,7 @@ def fewshot_examples(c: ColdStartConfig, user_kept: list[dict] | None) -> list[t
     return pairs[: c.num_fewshot]
 
 
-def generate_fewshot(c: ColdStartConfig, prompts: list[Example], shots: list[tuple[str, str]]) -> list[dict]:
+def generate_fewshot(c: ColdStartConfig, prompts: list[Problem], shots: list[tuple[str, str]]) -> list[dict]:
     """num_samples readable answers per question from fewshot_model; None responses did not convert.
 
     The generated text is cut where the model began the next "Question:" block. An answer that ran into
@@ -382,8 +382,6 @@ def generate_fewshot(c: ColdStartConfig, prompts: list[Example], shots: list[tup
 # --------------------------------------------------------------------------
 # The builder
 # --------------------------------------------------------------------------
-
-
 
 
 def _check_output_dir(c: ColdStartConfig) -> Path:

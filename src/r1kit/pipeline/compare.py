@@ -134,4 +134,3 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(text)
     print(f"r1kit: Table 6 comparison in {out / 'table6.md'} (pipeline: {path})")
     return 0
-

@@ -44,7 +44,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from r1kit.core.errors import ConfigError, DataError
 from r1kit.core.files import jsonl_text, write_atomic, write_json
 from r1kit.core.options import DTYPE_HELP, DTYPES, Options, load_config, need, need_choice, opt
-from r1kit.data.problems import Example
+from r1kit.data.problems import Problem
 from r1kit.data.sources import load_examples, read_jsonl
 from r1kit.data.templates import TEMPLATES, build_prompt
 from r1kit.models.loading import load_model, load_tokenizer, resolve_model_path
@@ -266,7 +266,7 @@ class Judge:
 # --------------------------------------------------------------------------
 
 
-def sample_responses(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[Example],
+def sample_responses(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[Problem],
                      config: RejectionConfig, progress: bool = False) -> list[dict]:
     """`num_samples` responses per example, prompt-major; each batch of prompts has its own seed.
 
@@ -424,11 +424,7 @@ def non_reasoning_records(rows: list[tuple[int, dict]], path: str | Path, config
 # --------------------------------------------------------------------------
 
 
-
-
-
-
-def load_prompts(c: RejectionConfig) -> list[Example]:
+def load_prompts(c: RejectionConfig) -> list[Problem]:
     """The reasoning prompts with their gold answers, cut to max_prompts."""
     examples = load_examples(c.dataset, data_dir=c.data_dir, split=c.dataset_split, config=c.dataset_config,
                              question_field=c.question_field,
@@ -437,7 +433,7 @@ def load_prompts(c: RejectionConfig) -> list[Example]:
     return examples[: c.max_prompts] if c.max_prompts else examples
 
 
-def rejection_sample(config: RejectionConfig, examples: list[Example] | None = None,
+def rejection_sample(config: RejectionConfig, examples: list[Problem] | None = None,
                      show_progress: bool = True) -> dict:
     """Sample, grade, filter and merge; write output_dir/{data.jsonl, samples.jsonl, counts.json}.
 

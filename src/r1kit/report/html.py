@@ -44,33 +44,10 @@ MAX_TEXT_CHARS = 6000  # completion characters embedded per sample; the rest is 
 # ----------------------------------------------------------------------------- reading runs
 
 
-
-
-
-
-
-
-
-
-
 # ----------------------------------------------------------------------------- which plots
 
 
-
-
-
-
-
 # ----------------------------------------------------------------------------- drawing
-
-
-
-
-
-
-
-
-
 
 
 # ----------------------------------------------------------------------------- samples for the page
@@ -245,9 +222,6 @@ def _clean(value):
     if isinstance(value, list):
         return [_clean(v) for v in value]
     return value
-
-
-
 
 
 @functools.cache

@@ -14,6 +14,8 @@ THRESHOLDS = ("alert_entropy_min", "alert_zero_std_max", "alert_format_rate", "a
 
 @dataclass
 class AlertOptions(Options):
+    """alerts"""
+
     alert_entropy_min: float = opt(0.05, "alert when the mean entropy (nats per token) stays below this for "
                                          "alert_patience steps")
     alert_zero_std_max: float = opt(0.95, "alert when the share of groups with zero reward spread stays at or above "

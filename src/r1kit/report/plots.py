@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""The report's figures: which metrics go on which panel (FIGURES), and each figure drawn to PNG with
+matplotlib, several runs overlaid."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ FIGURES = [
     ]),
     ("speed", "Time and throughput", [
         ("seconds", [("step_time", "step"), ("generation_time", "generation"), ("eval/seconds", "evaluation")], None),
+        ("seconds per phase of the step", [("timing/*", "")], None),
         ("tokens per second", [("tokens_per_second", "all tokens"),
                                ("generated_tokens_per_second", "generated")], None),
     ]),
@@ -199,5 +201,3 @@ def render_aha_figure(runs: list[dict]) -> bytes | None:
                        "series": [(f"aha/marker/{m}", m) for m in markers]})
     return render_figure({"name": "aha", "title": "Reflection markers over training (the \"aha moment\")",
                           "panels": panels}, pseudo)
-
-

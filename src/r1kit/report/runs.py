@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Reading a run folder back for the report: its metrics (metrics.jsonl, sorted by step), its config, and
+display names that tell runs apart."""
 
 from __future__ import annotations
 
@@ -64,5 +65,3 @@ def numeric_keys(runs: list[dict]) -> list[str]:
                 if k != "step" and is_number(v):
                     keys.setdefault(k, None)
     return list(keys)
-
-

@@ -1,32 +1,13 @@
-"""Rule-based rewards for GRPO training.
+"""The built-in rule rewards: what is scored, as small pure functions over a batch.
 
-A reward is a plain function ``fn(completions, answers) -> list[float]`` that
-scores a whole batch at once; ``completions[i]`` is judged against
-``answers[i]``. Completions already start with whatever the prompt prefilled
-(typically ``"<think>"``), so the format checks look at the completion alone.
+A reward is ``fn(completions, answers) -> list[float]``: ``completions[i]`` (the prefill included, so it
+starts with ``<think>`` when the prompt prefilled one) is judged against the gold ``answers[i]``. Each is
+registered by name (``register_reward``), so configs name them; a user's reward is registered, or named by
+a dotted path or a file, the same way (rewards/registry.py). How scoring runs (the worker, the time
+limit, the failure policy) is rewards/worker.py and rewards/scoring.py.
 
-Design decisions:
-
-* Rewards live in a module-level registry (``REWARDS``) filled by the
-  ``register_reward`` decorator. Config files can then name rewards by string,
-  and users add their own without subclassing anything.
-* Answer extraction and matching (``extract_answer``, ``normalize_number``,
-  ``answers_match``) live in ``r1kit.rewards.answers`` and are re-exported here.
-  Matching never raises: a grader crash costs one sample its reward, not a run.
-  A *user* reward that raises or returns garbage is a bug. ``score_completions``
-  either fails loudly, naming the reward and the sample (policy "abort", the
-  library default), or scores that sample 0.0 and reports it (policy "zero",
-  the training default, so one odd sample does not end a long run).
-* math_verify's alarms cannot stop code that hangs inside C (sympy, regex, gmpy), and a
-  thread cannot be interrupted at all, so a time limit (``timeout`` of
-  ``score_completions``) runs the rewards in a forked worker process that is
-  killed and replaced when a call overruns. Fork, not spawn: rewards
-  registered or defined in the parent need no pickling or importing. The
-  worker stays up between calls, so the normal case costs one pipe round trip
-  per reward and batch. On a failure the reward is re-run one sample at a
-  time, so only the samples that fail on their own lose their score, and the
-  scores do not depend on timing unless a reward's scores depend on the batch
-  as a whole.
+Answer extraction and equivalence are ``rewards.answers``; what a tagged response and the template's
+example are, ``rewards.tags``; the readable format and language consistency, ``rewards.readable``.
 """
 
 from __future__ import annotations
@@ -47,26 +28,6 @@ from r1kit.rewards.tags import NUMBER_RE, R1_TAGS, copies_template, is_real_cont
 # --------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 @register_reward("template_penalty")
 def template_penalty_reward(completions: list[str], answers: list[str]) -> list[float]:
     """-1.0 for a completion that copies the template's example (``copies_template``), else 0.0.
@@ -75,6 +36,10 @@ def template_penalty_reward(completions: list[str], answers: list[str]) -> list[
     after "<think> reasoning process here </think>", and a weak model finds that within five steps
     (measured on the embedded model, 1-digit addition). Weighted like ``accuracy``, the penalty makes
     a copied think worth no more than no answer, so the group's advantage goes to real working.
+
+    >>> template_penalty_reward(["<think> reasoning process here </think> <answer>4</answer>",
+    ...                          "<think>2 + 2 = 4</think> <answer>4</answer>"], ["4", "4"])
+    [-1.0, 0.0]
     """
     return [-1.0 if copies_template(c) else 0.0 for c in completions]
 
@@ -91,6 +56,11 @@ def format_reward(completions: list[str], answers: list[str]) -> list[float]:
     and the think block must engage with the question by working with at least two numbers:
     "<think> calculation </think>" was the next cheapest format a policy found once the example paid
     nothing, and "<think>7</think>" (a lone guess) the one after that, in the demo at step 15.
+
+    >>> format_reward(["<think>2 + 2 = 4</think>\\n<answer>4</answer>",  # works with the numbers
+    ...                "<think>4</think><answer>4</answer>",  # a lone guess in the think
+    ...                "<answer>4</answer>"], ["4"] * 3)
+    [1.0, 0.0, 0.0]
     """
     scores = []
     for text, gold in zip(completions, answers, strict=True):
@@ -132,84 +102,28 @@ def _tag_score(text: str) -> float:
 @register_reward("tag_count")
 def tag_count_reward(completions: list[str], answers: list[str]) -> list[float]:
     """Partial format credit in [0, 1], so a weak model gets signal from step one; nothing for blank
-    or template-example blocks (see ``_tag_score``)."""
+    or template-example blocks (see ``_tag_score``).
+
+    >>> tag_count_reward(["<think>2 + 2</think><answer>4</answer>", "</think><answer>4</answer>",
+    ...                   "<think> </think><answer>4</answer>"], ["4"] * 3)
+    [1.0, 0.75, 0.0]
+    """
     return [_tag_score(c) for c in completions]
 
 
 @register_reward("accuracy")
 def accuracy_reward(completions: list[str], answers: list[str]) -> list[float]:
-    """1.0 if the last ``<answer>`` block matches the gold answer, else 0.0."""
+    """1.0 if the last ``<answer>`` block matches the gold answer, else 0.0.
+
+    >>> accuracy_reward(["<think>2 + 2</think><answer>4</answer>", "<answer>4.0</answer>", "<answer>5</answer>",
+    ...                  "The answer is 4."], ["4"] * 4)
+    [1.0, 1.0, 0.0, 0.0]
+    """
     scores = []
     for completion, gold in zip(completions, answers, strict=True):
         pred = extract_answer(completion)
         scores.append(1.0 if pred is not None and answers_match(pred, gold) else 0.0)
     return scores
-
-
-# --------------------------------------------------------------------------
-# Naming rewards
-# --------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------
-# The worker process that runs rewards under a time limit
-# --------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------
-# Combining rewards
-# --------------------------------------------------------------------------
-
-
-
-
-
-
-
-
 
 
 # --------------------------------------------------------------------------
@@ -228,6 +142,9 @@ def language_consistency_reward(completions: list[str], answers: list[str], lang
     the readable format or the ``<think>`` content. A completion without one
     (plain text, a truncated ``<think>``) scores 0.0, as does a chain of thought
     with no language-bearing word (see ``r1kit.rewards.readable``).
+
+    >>> language_consistency_reward(["<think>two plus two is four</think><answer>4</answer>", "4"], ["4", "4"])
+    [1.0, 0.0]
     """
     return [language_consistency(split_reasoning(c, special_token)[0], language) for c in completions]
 
@@ -235,7 +152,12 @@ def language_consistency_reward(completions: list[str], answers: list[str], lang
 @register_reward("readable_format")
 def readable_format_reward(completions: list[str], answers: list[str],
                            special_token: str = DEFAULT_SPECIAL_TOKEN) -> list[float]:
-    """1.0 for exactly ``TOK reasoning TOK summary`` with both parts non-empty, else 0.0."""
+    """1.0 for exactly ``TOK reasoning TOK summary`` with both parts non-empty, else 0.0.
+
+    >>> readable_format_reward(["|special_token|2 + 2 = 4|special_token|The answer is 4.", "The answer is 4."],
+    ...                        ["4", "4"])
+    [1.0, 0.0]
+    """
     return [1.0 if parse_readable(c, special_token) is not None else 0.0 for c in completions]
 
 
@@ -246,11 +168,13 @@ def readable_accuracy_reward(completions: list[str], answers: list[str],
 
     The answer is ``r1kit.readable.final_answer``; matching is ``answers_match``,
     so a numeric gold needs a final number, as for ``accuracy``.
+
+    >>> readable_accuracy_reward(["|special_token|2 + 2 = 4|special_token|The answer is 4.",
+    ...                           "|special_token|2 + 2 = 5|special_token|The answer is 5."], ["4", "4"])
+    [1.0, 0.0]
     """
     scores = []
     for completion, gold in zip(completions, answers, strict=True):
         pred = final_answer(completion, special_token)
         scores.append(1.0 if pred is not None and answers_match(pred, gold) else 0.0)
     return scores
-
-

@@ -13,6 +13,8 @@ FAILURE_POLICIES = ("zero", "abort")
 
 @dataclass
 class RewardOptions(Options):
+    """rewards"""
+
     reward_funcs: list[str] = opt(["format", "accuracy"], "reward functions: registered names (r1kit.rewards.REWARDS), "
                                                           "dotted paths my_pkg.rewards.fn, or path/to/file.py:fn; "
                                                           "r1kit's fn(completions, answers) or TRL's "

@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""Naming rewards: the registry of built-ins (``REWARDS``, ``register_reward``), reward specs (a name,
+a dotted path ``my_pkg.rewards.fn``, or ``path/to/file.py:fn``), TRL's calling convention
+(``fn(completions, **kwargs)`` with prompts, completion ids and dataset columns by keyword), and options
+such as the target language bound to the rewards that take them."""
 
 from __future__ import annotations
 
@@ -167,5 +170,3 @@ def bind_reward_options(names: list[str] | list[Callable], **options) -> list[st
         bound.__name__ = name if isinstance(name, str) else getattr(fn, "__name__", repr(fn))
         bound_rewards.append(bound)
     return bound_rewards
-
-

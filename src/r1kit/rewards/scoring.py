@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""How a batch is scored: every reward called (in the worker under a time limit, or in this process), its
+scores checked (one finite number per completion; None from a TRL-style reward means "does not apply"),
+and a failure policy applied: "abort" raises RewardError naming the reward and the first failing sample,
+"zero" scores that sample 0 and reports it. After a failed batch call the reward is re-run one sample at
+a time, so only the samples that fail on their own lose their score. Matching never raises: a grader
+crash costs one sample its reward, not a run."""
 
 from __future__ import annotations
 
@@ -218,5 +223,3 @@ def compute_rewards(
     totals, per_reward, _ = score_completions(reward_funcs, reward_weights, completions, answers,
                                               timeout=timeout, on_failure=on_failure)
     return totals, per_reward
-
-

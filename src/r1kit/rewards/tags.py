@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""What a tagged response is: ``<think>..</think> <answer>..</answer>``, its parts, and the R1-Zero
+template's own example ("reasoning process here", "answer here"), which the format rewards refuse to pay
+for and the trainer counts as ``template_copy_rate``."""
 
 from __future__ import annotations
 
@@ -103,5 +105,3 @@ def template_copy_rate(completions: list[str]) -> float:
     if not completions:
         return 0.0
     return sum(copies_template(c) for c in completions) / len(completions)
-
-

@@ -1,4 +1,11 @@
-"""TODO docstring."""
+"""Rewards under a time limit: a forked worker process that runs the reward calls and is killed and
+replaced when one overruns.
+
+math_verify's alarms cannot stop code that hangs inside C (sympy, regex, gmpy), and a thread cannot be
+interrupted at all, hence a process. Fork, not spawn: rewards registered or defined in the parent need no
+pickling or importing. The worker stays up between calls, so the normal case costs one pipe round trip
+per reward and batch; it is forked before any model loads, while the parent is small, and dies with its
+parent."""
 
 from __future__ import annotations
 
@@ -142,5 +149,3 @@ def call_in_worker(fn: RewardFn, completions: list[str], answers: list[str], tim
         raise
     close_reward_worker()
     return outcome
-
-

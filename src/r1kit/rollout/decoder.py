@@ -234,4 +234,3 @@ class FusedDecoder:
     def release(self) -> None:
         """Free the cache between rollouts."""
         self.k_cache, self.v_cache, self.length = [], [], 0
-

@@ -12,6 +12,8 @@ VLLM_MODES = ("colocate", "server")
 
 @dataclass
 class SamplingOptions(Options):
+    """sampling completions"""
+
     num_generations: int = opt(8, "G: completions sampled per prompt (a group)")
     max_completion_length: int = opt(256, "most new tokens per completion")
     temperature: float = opt(1.0, "sampling temperature for rollouts")
@@ -28,6 +30,8 @@ class SamplingOptions(Options):
 
 @dataclass
 class EngineOptions(Options):
+    """rollout engine"""
+
     rollout_engine: str = opt("auto", "'fused' (r1kit's fused decoder for Llama-family models), 'hf' (the "
                                       "transformers forward, any model), 'vllm' (vLLM, colocated or as a server, "
                                       "see vllm_mode; CUDA: pip install 'r1kit[vllm]', CPU: setup.sh --vllm), or "

@@ -26,6 +26,7 @@ from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicLayer
 
+from r1kit.models.cache import cache_kwargs
 from r1kit.rollout.decoder import FusedDecoder
 
 
@@ -49,6 +50,19 @@ class Rollout:
     @property
     def num_generations(self) -> int:
         return self.completion_ids.shape[0] // self.prompt_ids.shape[0]
+
+    @classmethod
+    def from_tokens(cls, prompt_ids: Tensor, prompt_mask: Tensor, tokens: Tensor, logprobs: Tensor, lengths: Tensor,
+                    truncated: Tensor, tokenizer: PreTrainedTokenizerBase, prompt_truncated: int = 0) -> "Rollout":
+        """A rollout from sampled tokens [N, >= T] (pad_token_id beyond each row's length), their log-probs
+        [N, >= T] and lengths [N], cut to the longest row; texts decoded without special tokens. Every
+        engine builds its Rollout here, so all share one layout."""
+        T = int(lengths.max()) if len(lengths) else 0
+        mask = (torch.arange(T, device=tokens.device)[None, :] < lengths[:, None]).long()  # [N, T]
+        ids = tokens[:, :T].masked_fill(mask == 0, tokenizer.pad_token_id)  # [N, T]
+        return cls(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=ids, completion_mask=mask,
+                   logprobs=logprobs[:, :T] * mask, completions=tokenizer.batch_decode(ids, skip_special_tokens=True),
+                   truncated=truncated.bool(), prompt_truncated=prompt_truncated)
 
     def to(self, device) -> "Rollout":
         """The same rollout with its tensors on `device` (an engine may sample elsewhere than training)."""
@@ -151,12 +165,12 @@ class HFStepper:
         layers = self.model.config.get_text_config(decoder=True).num_hidden_layers
         self.cache = Cache(layers=[GrowingLayer(capacity) for _ in range(layers)])
         out = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+                         logits_to_keep=1, **cache_kwargs(self.cache))
         return out.logits[:, -1]  # [B, V]
 
     def step(self, tokens: Tensor, attn: Tensor, positions: Tensor) -> Tensor:
         out = self.model(input_ids=tokens[:, None], attention_mask=attn, position_ids=positions,
-                         past_key_values=self.cache, use_cache=True)
+                         **cache_kwargs(self.cache))
         return out.logits[:, -1]  # [A, V]
 
     def repeat_rows(self, repeats: int) -> None:
@@ -275,22 +289,8 @@ def generate(model: "PreTrainedModel | FusedDecoder", tokenizer: PreTrainedToken
     dec.release()
     if was_training:
         model.train()
-    T = int(lengths.max())
-    completion_ids = tokens_out[:, :T]  # [N, T]
-    completion_mask = (torch.arange(T, device=device)[None, :] < lengths[:, None]).long()  # [N, T]
-    logprobs = logprobs_out[:, :T] * completion_mask  # [N, T]
-    texts = tokenizer.batch_decode(completion_ids.masked_fill(completion_mask == 0, pad_id),
-                                   skip_special_tokens=True)
-    return Rollout(
-        prompt_ids=prompt_ids,
-        prompt_mask=prompt_mask,
-        completion_ids=completion_ids,
-        completion_mask=completion_mask,
-        logprobs=logprobs,
-        completions=texts,
-        truncated=~finished,
-        prompt_truncated=prompt_truncated,
-    )
+    return Rollout.from_tokens(prompt_ids, prompt_mask, tokens_out, logprobs_out, lengths, ~finished, tokenizer,
+                               prompt_truncated)
 
 
 def take_groups(r: Rollout, groups: list[int]) -> Rollout:

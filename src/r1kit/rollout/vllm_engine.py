@@ -162,26 +162,15 @@ def rollout_from_samples(groups: Sequence[Sequence[Sample]], prompt_ids: Tensor,
     """Samples (G per prompt, prompt order) -> Rollout in the HF engine's layout: prompt-major rows,
     right-padded completions, EOS counted in the mask, 0 log-prob on padding, text decoded from the ids."""
     rows = [s for group in groups for s in group]
-    pad_id = tokenizer.pad_token_id
     N, T = len(rows), max((len(s.token_ids) for s in rows), default=0)
-    completion_ids = torch.full((N, T), pad_id, dtype=torch.long)  # [N, T]
-    completion_mask = torch.zeros(N, T, dtype=torch.long)  # [N, T]
+    tokens = torch.full((N, T), tokenizer.pad_token_id, dtype=torch.long)  # [N, T]
     logprobs = torch.zeros(N, T)  # [N, T]
     for i, s in enumerate(rows):
-        n = len(s.token_ids)
-        completion_ids[i, :n] = torch.tensor(s.token_ids, dtype=torch.long)
-        completion_mask[i, :n] = 1
-        logprobs[i, :n] = torch.tensor(s.logprobs)
-    return Rollout(
-        prompt_ids=prompt_ids,
-        prompt_mask=prompt_mask,
-        completion_ids=completion_ids,
-        completion_mask=completion_mask,
-        logprobs=logprobs,
-        completions=tokenizer.batch_decode(completion_ids, skip_special_tokens=True),
-        truncated=torch.tensor([s.finish_reason == "length" for s in rows], dtype=torch.bool),  # [N]
-        prompt_truncated=prompt_truncated,
-    )
+        tokens[i, :len(s.token_ids)] = torch.tensor(s.token_ids, dtype=torch.long)
+        logprobs[i, :len(s.token_ids)] = torch.tensor(s.logprobs)
+    lengths = torch.tensor([len(s.token_ids) for s in rows], dtype=torch.long)  # [N]
+    truncated = torch.tensor([s.finish_reason == "length" for s in rows], dtype=torch.bool)  # [N]
+    return Rollout.from_tokens(prompt_ids, prompt_mask, tokens, logprobs, lengths, truncated, tokenizer, prompt_truncated)
 
 
 def rollout_from_outputs(outputs: Sequence[Any], prompt_ids: Tensor, prompt_mask: Tensor,

@@ -16,6 +16,8 @@ from r1kit.core.tracking import TRACKERS, check_trackers
 
 @dataclass
 class BaseConfig(Options):
+    """optimisation, schedule, batch shape, checkpoints and logging (every trainer)"""
+
     seed: int = opt(42, "seed for data order, sampling and initialisation")
     # optimisation
     learning_rate: float = opt(1e-5, "AdamW learning rate")

@@ -121,32 +121,10 @@ def bradley_terry_loss(chosen_scores: Tensor, rejected_scores: Tensor,
 # --- texts and batches ---------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
-
-
 # --- loading -------------------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-
-
 # --- data ----------------------------------------------------------------------------------------------
-
-
-
-
 
 
 def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -158,8 +136,6 @@ def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], l
 
 
 # --- training ------------------------------------------------------------------------------------------
-
-
 
 
 def _save_model_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, target: Path,
@@ -350,8 +326,3 @@ def rm_step(run, c: RMConfig, model: torch.nn.Module, data: RMData, step: int) -
 
 
 # --- a toy preference set ------------------------------------------------------------------------------
-
-
-
-
-

@@ -246,11 +246,6 @@ def sft_loss(logits: Tensor, labels: Tensor, num_tokens: int | Tensor | None = N
 # ---------------------------------------------------------------- outputs
 
 
-
-
-
-
-
 def final_model_dir(output_dir: str | Path) -> Path:
     """The folder of the run's last complete checkpoint (the next stage's model).
 

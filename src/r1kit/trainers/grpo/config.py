@@ -127,5 +127,3 @@ def training_steps(c: GRPOConfig, num_examples: int, num_processes: int = 1) -> 
         steps = max(1, math.ceil(c.num_train_epochs * num_examples / prompts_per_step))
     warmup = c.warmup_steps or math.ceil(c.warmup_ratio * steps)
     return steps, warmup
-
-

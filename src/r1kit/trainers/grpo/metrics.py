@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""What a GRPO step reports: its metrics line (gathered over processes), the alerts it raises, the records
+it writes (samples.jsonl, reward_failures.jsonl, a sample completion now and then, the report every
+report_steps) and the held-out evaluation at step 0, every eval_steps and the end."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from r1kit.core.files import append_jsonl
-from r1kit.data.problems import Example
+from r1kit.data.problems import Problem
 from r1kit.evaluation.evaluate import STYLE_FOR_TEMPLATE, evaluate, summarize
 from r1kit.report.html import write_report_safely
 from r1kit.rewards.tags import copies_template
@@ -94,7 +96,7 @@ def raise_alerts(s: GRPOSetup, metrics: dict) -> None:
             s.run.request_stop(f"alert {alert.kind}")
 
 
-def write_step_records(s: GRPOSetup, step: int, batch: list[Example], rollout: Rollout, scores: Scores,
+def write_step_records(s: GRPOSetup, step: int, batch: list[Problem], rollout: Rollout, scores: Scores,
                        advantages: Tensor) -> None:
     """samples.jsonl (every completion with its rewards and advantage), reward_failures.jsonl, the
     report every report_steps, and a sample completion every log_completions_steps."""
@@ -165,12 +167,8 @@ def run_eval(s: GRPOSetup, step: int) -> dict:
     return {**{f"eval/{k}": summary[k] for k in keep}, "eval/seconds": time.perf_counter() - t0}
 
 
-
-
 @dataclass
 class UpdateStats:
     sums: dict[str, float]  # token sums over the first iteration, this process
     grad_norms: list[float]  # one per optimizer update
     skipped: int  # updates skipped as non-finite
-
-

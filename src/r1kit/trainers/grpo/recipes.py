@@ -1,4 +1,12 @@
-"""TODO docstring."""
+"""TRL / open-r1 recipe keys: the one table of TRL names that are not r1kit options.
+
+A TRL or open-r1 GRPO recipe runs once its paths are changed. Each key below is one of:
+- an alias: its value is an r1kit option under another name (or another spelling of the value);
+- accepted as a no-op: it changes where or how results are published or how much is printed, never the
+  training itself, so a recipe that sets it still runs (a note says it has no effect here);
+- refused: r1kit cannot do what it asks; the error names the key and what to use instead.
+Keys that are r1kit options with the same name and meaning (learning_rate, beta, num_generations,
+logging_steps, report_to, seed, ...) need no entry."""
 
 from __future__ import annotations
 
@@ -160,5 +168,3 @@ def translate_recipe(data: dict[str, Any], source: str, notes: list[str] | None 
                                   f"{out[option]!r}; give one of them")
             out[option] = mapped
     return out
-
-

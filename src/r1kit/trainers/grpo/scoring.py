@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Scoring a GRPO batch: rule rewards on reasoning prompts, reward models on general prompts (R1 stage 4:
+helpfulness on the summary, harmlessness on the whole response), DAPO's soft overlong penalty, and the
+scores of the accuracy and format metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from r1kit.algorithms.corrections import soft_overlong_penalty
-from r1kit.data.problems import Example, reward_keywords
+from r1kit.data.problems import Problem, reward_keywords
 from r1kit.rewards.readable import split_reasoning
 from r1kit.rewards.scoring import RewardFailure, score_completions
 from r1kit.rollout.sampling import Rollout
@@ -29,7 +31,7 @@ class Scores:
     failures: list[RewardFailure]
 
 
-def score_rollout(s: GRPOSetup, batch: list[Example], rollout: Rollout) -> Scores:
+def score_rollout(s: GRPOSetup, batch: list[Problem], rollout: Rollout) -> Scores:
     G = s.G
     texts = [s.c.prefill + comp for comp in rollout.completions]
     answers = [e.answer for e in batch for _ in range(G)]
@@ -90,7 +92,7 @@ def metric_scores(names: tuple[str, ...], per_fn: dict[str, list[float]], texts:
 
 
 def score_batch(c: GRPOConfig, rewards_used: list, texts: list[str], answers: list[str], kinds: list[str],
-                questions: list[str], judges: dict, batch: list[Example] | None = None,
+                questions: list[str], judges: dict, batch: list[Problem] | None = None,
                 completion_ids: list[list[int]] | None = None) -> tuple[list[float], dict[str, list[float]], list[RewardFailure]]:
     """Rewards of one batch: rule rewards for reasoning prompts; for general prompts (R1 stage 4)
     helpfulness of the summary plus harmlessness of the whole response, as reward models judge them.
@@ -128,5 +130,3 @@ def score_batch(c: GRPOConfig, rewards_used: list, texts: list[str], answers: li
                 per_fn[name][i] = float(v)
                 totals[i] += weights[name] * float(v)
     return totals, per_fn, failures
-
-

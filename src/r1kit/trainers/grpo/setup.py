@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""Setting up a GRPO run: its data (checked before any model loads), the policy, the reference model (a
+frozen copy, or with LoRA the base with the adapter off; none with beta 0), the reward models of
+all-scenario RL, the rollout engine, and the loop's optimizer around the policy; all in `GRPOSetup`, what
+every step reads."""
 
 from __future__ import annotations
 
@@ -9,9 +12,9 @@ import torch
 from r1kit.algorithms.options import AlgorithmOptions
 from r1kit.core.errors import ConfigError
 from r1kit.core.files import iter_jsonl
-from r1kit.data.problems import Example
+from r1kit.data.problems import Problem
 from r1kit.data.sources import general_examples, load_examples
-from r1kit.evaluation.benchmarks import Problem, held_out_problems
+from r1kit.evaluation.benchmarks import held_out_problems
 from r1kit.models.loading import load_model, load_policy, load_tokenizer, resolve_dtype
 from r1kit.models.options import LoraOptions, ModelOptions
 from r1kit.report.alerts import AlertMonitor
@@ -30,7 +33,7 @@ def sampling_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 1_009 + rank) % (2**63)
 
 
-def load_run_examples(c: GRPOConfig, skipped: list[str] | None = None) -> list[Example]:
+def load_run_examples(c: GRPOConfig, skipped: list[str] | None = None) -> list[Problem]:
     """The training examples; with a `skipped` list, bad lines are recorded there instead of raising."""
     return load_examples(c.dataset, data_dir=c.data_dir, split=c.dataset_split, config=c.dataset_config,
                          question_field=c.question_field,
@@ -67,8 +70,8 @@ class GRPOSetup:
     engine: RolloutEngine
     rewards: list  # reward names (options bound) or callables
     judges: dict  # reward models of all-scenario RL, by role
-    reasoning: list[Example]
-    general: list[Example]
+    reasoning: list[Problem]
+    general: list[Problem]
     eval_problems: list[Problem]
     dtype: torch.dtype
     skipped_lines: int
@@ -88,7 +91,7 @@ class GRPOSetup:
         return self.prompts_local * self.run.world * self.c.num_generations
 
 
-def load_training_data(c: GRPOConfig, examples: list[Example] | None, run: Run) -> tuple[list[Example], list[Example], int]:
+def load_training_data(c: GRPOConfig, examples: list[Problem] | None, run: Run) -> tuple[list[Problem], list[Problem], int]:
     """(reasoning examples, general examples, bad lines skipped), checked before any model loads."""
     skipped: list[str] = []
     keep = skipped if c.skip_bad_data else None
@@ -109,7 +112,7 @@ def load_training_data(c: GRPOConfig, examples: list[Example] | None, run: Run) 
     return reasoning, general, skipped
 
 
-def setup(c: GRPOConfig, run: Run, examples: list[Example] | None, reward_funcs: list | None,
+def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs: list | None,
           engine: RolloutEngine | None) -> GRPOSetup:
     """Data, models, reward models, the rollout engine, and the loop's optimizer around the policy."""
     reasoning, general, skipped = load_training_data(c, examples, run)
@@ -161,5 +164,3 @@ def load_reward_models(c: GRPOConfig, device) -> dict:
     helpful = load_reward_model(c.reward_model, device=device)
     harmless = helpful if c.harmlessness_model in (None, c.reward_model) else load_reward_model(c.harmlessness_model, device=device)
     return {"helpfulness": helpful, "harmlessness": harmless}
-
-

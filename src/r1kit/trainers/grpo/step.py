@@ -1,4 +1,12 @@
-"""TODO docstring."""
+"""The GRPO step: prompts -> rollout -> rewards -> advantages -> frozen log-probs -> policy update ->
+metrics and records, one named function per arrow, each phase timed (timing/<phase> in the metrics).
+
+Data-parallel: each process owns whole groups (its prompts and their G completions), so advantages need
+no communication; the loss is normalised by whole-batch counts (all processes, all micro-batches), so the
+update equals the single-process update on the same global batch. pi_old: with num_iterations == 1 the
+policy that sampled is the policy being updated, so pi_old = pi_theta.detach() exactly (ratio 1, no extra
+forward); with num_iterations > 1 it is computed once, before the first update, and kept for all of them.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +20,9 @@ from r1kit.algorithms.advantages import advantages_for
 from r1kit.algorithms.corrections import mask_truncated_completions, rollout_importance_weights
 from r1kit.algorithms.logprobs import completion_logprobs
 from r1kit.algorithms.losses import grpo_loss, loss_options, top_entropy_threshold
+from r1kit.core.timing import timer
 from r1kit.data.order import prompt_indices
-from r1kit.data.problems import Example
+from r1kit.data.problems import Problem
 from r1kit.data.templates import build_prompt
 from r1kit.rollout.sampling import Rollout, cat_rollouts, take_groups
 from r1kit.trainers.grpo.metrics import UpdateStats, run_eval, step_metrics, write_step_records
@@ -22,24 +31,31 @@ from r1kit.trainers.grpo.setup import GRPOSetup, sampling_seed
 
 
 def grpo_step(s: GRPOSetup, step: int) -> dict:
-    """One GRPO step (0-based `step`): returns its metrics; samples and reward failures are written."""
-    t_start = time.perf_counter()
-    batch, rollout, scores, sampling = sample_batch(s, step)
-    t_gen = sampling.pop("generation_time")
-    rewards = torch.tensor(scores.totals, dtype=torch.float32)  # [N]
-    advantages, zero_std = advantages_for(s.algo, rewards, s.G)  # [N], [N/G]
-    advantages = advantages.to(s.run.acc.device)
-    old_lp, ref_lp, entropy_threshold = frozen_logprobs(s, rollout)
-    update = policy_update(s, rollout, advantages, old_lp, ref_lp, entropy_threshold)
-    metrics = step_metrics(s, step, rollout, scores, zero_std, update, time.perf_counter() - t_start, t_gen)
+    """One GRPO step (0-based `step`): returns its metrics, with the wall time of each phase under timing/;
+    samples and reward failures are written."""
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    batch, rollout, scores, sampling = sample_batch(s, step, times)  # phases "rollout" and "rewards"
+    with timer(times, "advantages"):
+        rewards = torch.tensor(scores.totals, dtype=torch.float32)  # [N]
+        advantages, zero_std = advantages_for(s.algo, rewards, s.G)  # [N], [N/G]
+        advantages = advantages.to(s.run.acc.device)
+    with timer(times, "logprobs"):  # pi_old (when it differs from the policy) and pi_ref
+        old_lp, ref_lp, entropy_threshold = frozen_logprobs(s, rollout)
+    with timer(times, "update"):
+        update = policy_update(s, rollout, advantages, old_lp, ref_lp, entropy_threshold)
+    metrics = step_metrics(s, step, rollout, scores, zero_std, update, time.perf_counter() - start, times["rollout"])
     metrics.update(sampling)
     if s.c.eval_steps and ((step + 1) % s.c.eval_steps == 0 or step + 1 == s.run.o.max_steps):
-        metrics.update(run_eval(s, step + 1))
-    write_step_records(s, step, batch, rollout, scores, advantages)
+        with timer(times, "eval"):
+            metrics.update(run_eval(s, step + 1))
+    with timer(times, "records"):
+        write_step_records(s, step, batch, rollout, scores, advantages)
+    metrics.update({f"timing/{name}": seconds for name, seconds in times.items()})
     return metrics
 
 
-def select_prompts(s: GRPOSetup, step: int, round_: int = 0) -> list[Example]:
+def select_prompts(s: GRPOSetup, step: int, round_: int = 0) -> list[Problem]:
     """This process's slice of the step's global batch of prompts. Resampling rounds of dynamic sampling
     (round_ > 0) draw from their own seeded order, so a resumed run draws the same prompts."""
     c, rank, world, n = s.c, s.run.rank, s.run.world, s.prompts_local
@@ -54,7 +70,7 @@ def select_prompts(s: GRPOSetup, step: int, round_: int = 0) -> list[Example]:
     return [s.reasoning[i] for i in idx]
 
 
-def generate_rollout(s: GRPOSetup, batch: list[Example], step: int, round_: int = 0) -> Rollout:
+def generate_rollout(s: GRPOSetup, batch: list[Problem], step: int, round_: int = 0) -> Rollout:
     """G completions per prompt from an engine that holds the policy's current weights."""
     c = s.c
     prompts = [build_prompt(e.question, s.tokenizer, c.template, c.prefill, messages=e.messages,
@@ -68,27 +84,29 @@ def generate_rollout(s: GRPOSetup, batch: list[Example], step: int, round_: int 
     return rollout.to(s.run.acc.device)
 
 
-def sample_batch(s: GRPOSetup, step: int) -> tuple[list[Example], Rollout, Scores, dict]:
-    """The step's prompts, their rollout and its scores, plus sampling metrics.
+def sample_batch(s: GRPOSetup, step: int, times: dict[str, float]) -> tuple[list[Problem], Rollout, Scores, dict]:
+    """The step's prompts, their rollout and its scores, plus sampling metrics; `times` gets the phases
+    "rollout" and "rewards".
 
     With dynamic_sampling (DAPO), groups whose rewards are all equal carry no policy gradient: they are
     dropped and more prompts are drawn, up to max_resample_rounds extra rounds, until the step has its
     full number of informative groups. At the limit the step is filled up with dropped groups (they add
     only the KL term), so every step keeps its batch shape, which data-parallel processes need."""
-    t0 = time.perf_counter()
     want = s.prompts_local
     rounds = []  # (examples, rollout, scores, informative group indices)
     for round_ in range(s.c.max_resample_rounds + 1 if s.c.dynamic_sampling else 1):
         batch = select_prompts(s, step, round_)
-        rollout = generate_rollout(s, batch, step, round_)
-        scores = score_rollout(s, batch, rollout)
+        with timer(times, "rollout"):
+            rollout = generate_rollout(s, batch, step, round_)
+        with timer(times, "rewards"):
+            scores = score_rollout(s, batch, rollout)
         grouped = torch.tensor(scores.totals).view(-1, s.G)  # [B, G]
         informative = (grouped != grouped[:, :1]).any(dim=1).nonzero().flatten().tolist()
         rounds.append((batch, rollout, scores, informative))
         if sum(len(r[3]) for r in rounds) >= want:
             break
     if not s.c.dynamic_sampling:
-        return batch, rollout, scores, {"generation_time": time.perf_counter() - t0}
+        return batch, rollout, scores, {}
     chosen = [(k, g) for k, r in enumerate(rounds) for g in r[3]][:want]
     filled = want - len(chosen)
     if filled:  # the limit was reached: fill up with the first round's zero-spread groups
@@ -102,7 +120,6 @@ def sample_batch(s: GRPOSetup, step: int) -> tuple[list[Example], Rollout, Score
     scores = pick_scores([(rounds[k][2], [g * G + j for g in gs for j in range(G)]) for k, gs in enumerate(parts) if gs])
     drawn = sum(len(r[0]) for r in rounds)
     return batch, rollout.to(s.run.acc.device), scores, {
-        "generation_time": time.perf_counter() - t0,
         **s.run.reduce_sums({"dynamic_sampling/prompts_drawn": drawn,
                              "dynamic_sampling/groups_dropped": drawn - want + filled,
                              "dynamic_sampling/rounds": len(rounds),
@@ -150,8 +167,6 @@ def frozen_logprobs(s: GRPOSetup, rollout: Rollout) -> tuple[Tensor | None, Tens
                 ref = s.policy if c.use_lora else s.ref_model
                 ref_lp = torch.cat([rollout_logprobs(ref, rollout, r, c.temperature)[0] for r in chunks])  # [N, T]
     return old_lp, ref_lp, threshold
-
-
 
 
 def policy_update(s: GRPOSetup, rollout: Rollout, advantages: Tensor, old_lp: Tensor | None,
@@ -203,5 +218,3 @@ def policy_update(s: GRPOSetup, rollout: Rollout, advantages: Tensor, old_lp: Te
         grad_norms.append(update.grad_norm)
         skipped += update.skipped
     return UpdateStats(sums, grad_norms, skipped)
-
-

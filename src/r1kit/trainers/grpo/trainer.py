@@ -1,27 +1,12 @@
-"""The GRPO step: prompts -> rollout -> rewards -> advantages -> policy update -> metrics and records.
+"""The GRPO trainer: `train` and `iter_train`, the loop that runs `grpo_step` (trainers/grpo/step.py).
 
-The loop around it (accelerate, run folder, resume, optimizer and schedule, checkpoints, signals, the
-non-finite policy, trackers, progress) is r1kit.trainers.loop's, shared with SFT and reward-model training.
-`grpo_step` below reads top to bottom as the algorithm does; each stage is a named function.
-
-Design decisions:
-- Data-parallel with `accelerate launch --num_processes N`: each process owns whole groups (its prompts
-  and their G completions), so advantages need no communication; the loss is normalised by whole-batch
-  counts (all processes, all micro-batches), so the update equals the single-process update on the same
-  global batch.
-- Prompt order and sampling noise are pure functions of (seed, step, rank): a resumed run draws exactly
-  what the uninterrupted run would have drawn.
-- pi_old: with num_iterations == 1 the policy that sampled is the policy being updated, so
-  pi_old = pi_theta.detach() exactly (ratio 1, no extra forward). With num_iterations > 1, pi_old is
-  recomputed once, before the first update, and kept fixed for all mu updates.
-- The reference model is a frozen copy of the initial policy, or with LoRA the base with the adapter
-  switched off; with beta == 0 it is never loaded or run.
-- Rollouts come from a rollout engine (r1kit.rollout.engines): anything with sync_weights(policy, version) and
-  generate(tokenizer, prompts, ...) -> Rollout; `train(config, engine=...)` takes a user's own.
-- metrics.jsonl (one JSON line per step) is the source of truth; samples.jsonl keeps every completion
-  with its rewards and advantage.
-- Rewards run under a time limit in a forked worker and a failing sample scores 0
-  (reward_failures.jsonl), see docs/reliability.md.
+The loop around the step (accelerate, run folder, resume, optimizer and schedule, checkpoints, signals,
+the non-finite policy, trackers, progress) is r1kit.trainers.loop's, shared with SFT and reward-model
+training. Rollouts come from a rollout engine (r1kit.rollout.engines): anything with
+sync_weights(policy, version) and generate(tokenizer, prompts, ...) -> Rollout; `train(config,
+engine=...)` takes a user's own. metrics.jsonl (one JSON line per step) is the source of truth;
+samples.jsonl keeps every completion with its rewards and advantage; rewards run under a time limit in a
+forked worker and a failing sample scores 0 (reward_failures.jsonl, docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -29,8 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterator
 
-from r1kit.data.problems import Example
-from r1kit.models.loading import load_model, load_policy, load_tokenizer, resolve_dtype  # noqa: F401 (resolve_dtype: public here too)
+from r1kit.data.problems import Problem
 from r1kit.rewards.worker import close_reward_worker, start_reward_worker
 from r1kit.rollout.engines import RolloutEngine
 from r1kit.trainers.grpo.config import GRPOConfig
@@ -42,33 +26,12 @@ from r1kit.trainers.loop import LoopOptions, open_run
 RUN_LOGS = ("metrics.jsonl", "samples.jsonl", "eval_samples.jsonl", "reward_failures.jsonl")
 
 
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------
-# Set-up: what every step reads
-# --------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
 # --------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------
 
 
-def train(config: GRPOConfig, examples: list[Example] | None = None,
+def train(config: GRPOConfig, examples: list[Problem] | None = None,
           reward_funcs: list[str | Callable] | None = None, show_progress: bool = True,
           engine: RolloutEngine | None = None) -> list[dict]:
     """Run GRPO with `config`; returns the metrics of each step (also written to metrics.jsonl).
@@ -81,7 +44,7 @@ def train(config: GRPOConfig, examples: list[Example] | None = None,
     return list(iter_train(config, examples, reward_funcs, show_progress, engine))
 
 
-def iter_train(config: GRPOConfig, examples: list[Example] | None = None,
+def iter_train(config: GRPOConfig, examples: list[Problem] | None = None,
                reward_funcs: list[str | Callable] | None = None, show_progress: bool = True,
                engine: RolloutEngine | None = None) -> Iterator[dict]:
     """The loop behind `train`, one step at a time: yields each step's metrics once the step is complete
@@ -105,61 +68,3 @@ def iter_train(config: GRPOConfig, examples: list[Example] | None = None,
             run.end_step(step + 1, metrics, postfix=progress_postfix(metrics))
             yield metrics
         run.finish()
-
-
-
-
-
-
-# --------------------------------------------------------------------------
-# The stages of a step
-# --------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------
-# Rewards of a batch
-# --------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
