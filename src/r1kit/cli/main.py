@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt_style", default="r1zero", choices=["r1zero", "r1chat", "chat", "fewshot"],
                     help="r1zero (answer in <answer>), chat (chat template + \\boxed{} instruction), fewshot (base models)")
     ev.add_argument("--prefill", default="<think>", help="response prefill for the r1zero style")
+    ev.add_argument("--think_gain", "--think-gain", action=argparse.BooleanOptionalAction, default=True,
+                    help="also sample each problem with the think removed: pass@1_no_think and think_gain "
+                         "(pass@1 - pass@1_no_think) say whether the think does the work (default: on)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only this many problems")
     ev.add_argument("--subset", default="first", choices=["first", "random"], help="which problems --limit keeps")
     ev.add_argument("--seed", type=int, default=0)
@@ -280,7 +283,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                         temperature=args.temperature, top_p=args.top_p,
                                         max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style,
                                         prefill=args.prefill, batch_size=args.batch_size, seed=args.seed,
-                                        pass_k=pass_k, progress=bar.update)
+                                        pass_k=pass_k, think_gain=args.think_gain, progress=bar.update)
         write_outputs(Path(args.output_dir) / label, label, summary, records, settings)
         print(format_table(label, summary))
         print(f"  -> {Path(args.output_dir) / label}/summary.json, samples.jsonl")
