@@ -234,3 +234,29 @@ def test_the_think_removed_prefill_is_read_as_an_answer_in_every_style(style):
                   "readable": "The answer is 4."}[style]
     answer, _ = PromptStyle(style).read(prefill + completion)
     assert answer is not None and answers_match(answer, "4")
+
+
+def test_worked_examples_are_earlier_chat_turns_in_training_and_evaluation_prompts(tmp_path):
+    from r1kit.core.errors import ConfigError, DataError
+    from r1kit.data.sources import read_examples
+    from r1kit.data.templates import build_prompt
+    from r1kit.evaluation.evaluate import PromptStyle
+    from r1kit.models.loading import load_tokenizer
+    from r1kit.trainers.grpo.config import make_config
+
+    path = tmp_path / "ex.jsonl"
+    path.write_text(json.dumps({"question": "What is 6 + 5 - 3?",
+                                "response": "<think> 6 + 5 = 11, 11 - 3 = 8 </think> <answer> 8 </answer>"}) + "\n")
+    examples = read_examples(path)
+    tok = load_tokenizer("embedded")
+    prompt = build_prompt("What is 2 + 2 - 1?", tok, "chat", "<think>", examples=examples)
+    assert prompt.index("What is 6 + 5 - 3?") < prompt.index("11 - 3 = 8") < prompt.index("What is 2 + 2 - 1?")
+    assert prompt.count("<|im_start|>assistant") == 2 and prompt.endswith("<|im_start|>assistant\n<think>")
+    # evaluation renders the same prompt as training
+    assert PromptStyle("r1chat", examples=examples).prompt("What is 2 + 2 - 1?", tok, "<think>") == prompt
+    assert make_config(overrides={"template": "chat", "prompt_examples": str(path)}).prompt_examples == str(path)
+    with pytest.raises(ConfigError, match="need template=chat"):
+        make_config(overrides={"template": "r1zero", "prompt_examples": str(path)})
+    (tmp_path / "bad.jsonl").write_text('{"question": "q"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:1: a worked example needs"):
+        make_config(overrides={"template": "chat", "prompt_examples": str(tmp_path / "bad.jsonl")})

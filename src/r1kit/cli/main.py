@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt_style", default="r1zero", choices=["r1zero", "r1chat", "chat", "fewshot"],
                     help="r1zero (answer in <answer>), chat (chat template + \\boxed{} instruction), fewshot (base models)")
     ev.add_argument("--prefill", default="<think>", help="response prefill for the r1zero style")
+    ev.add_argument("--system_prompt", "--system-prompt", default=None,
+                    help="r1chat style: the system message (default: r1kit's R1 instruction)")
+    ev.add_argument("--prompt_examples", "--prompt-examples", default=None,
+                    help="r1chat style: a .jsonl of worked examples (question, response) shown before each question")
     ev.add_argument("--think_gain", "--think-gain", action=argparse.BooleanOptionalAction, default=True,
                     help="also sample each problem with the think removed: pass@1_no_think and think_gain "
                          "(pass@1 - pass@1_no_think) say whether the think does the work (default: on)")
@@ -252,6 +256,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from r1kit.data.sources import read_examples
     from r1kit.evaluation.benchmarks import BENCHMARKS, load_benchmark, select_problems
     from r1kit.evaluation.evaluate import evaluate, format_table, write_outputs
 
@@ -259,6 +264,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--num_samples and --batch_size must be >= 1")
     if not 0 < args.top_p <= 1 or args.temperature < 0:
         raise ConfigError("--top_p must be in (0, 1] and --temperature >= 0")
+    if args.prompt_examples and args.prompt_style != "r1chat":
+        raise ConfigError(f"--prompt_examples are shown as earlier chat turns: use --prompt_style r1chat, "
+                          f"not {args.prompt_style}")
+    examples = read_examples(args.prompt_examples) if args.prompt_examples else ()
     # every benchmark is read and checked before the model loads
     suites = {name: select_problems(load_benchmark(name, args.data_dir, args.question_field, args.answer_field,
                                                    args.dataset_config, args.dataset_split),
@@ -283,7 +292,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                         temperature=args.temperature, top_p=args.top_p,
                                         max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style,
                                         prefill=args.prefill, batch_size=args.batch_size, seed=args.seed,
-                                        pass_k=pass_k, think_gain=args.think_gain, progress=bar.update)
+                                        pass_k=pass_k, system_prompt=args.system_prompt, examples=examples,
+                                        think_gain=args.think_gain, progress=bar.update)
         write_outputs(Path(args.output_dir) / label, label, summary, records, settings)
         print(format_table(label, summary))
         print(f"  -> {Path(args.output_dir) / label}/summary.json, samples.jsonl")

@@ -146,12 +146,14 @@ class PromptStyle:
     template: str = "plain"  # the readable style's template
     special_token: str = DEFAULT_SPECIAL_TOKEN
     system_prompt: str | None = None  # r1chat: the run's system message (default: r1kit's R1 instruction)
+    examples: tuple[tuple[str, str], ...] = ()  # r1chat: worked (question, response) turns before the question
 
     def prompt(self, question: str, tokenizer, prefill: str) -> str:
         if self.style == "readable":
             return build_prompt(question, tokenizer, self.template, prefill)
         if self.style == "r1chat":
-            return build_prompt(question, tokenizer, "chat", prefill, system_prompt=self.system_prompt)
+            return build_prompt(question, tokenizer, "chat", prefill, system_prompt=self.system_prompt,
+                                examples=self.examples)
         return eval_prompt(question, tokenizer, self.style, prefill)
 
     def read(self, text: str) -> tuple[str | None, bool]:
@@ -201,7 +203,8 @@ def evaluate(model, tokenizer, problems: list[Problem], *, num_samples: int = 4,
              top_p: float = 0.95, max_new_tokens: int = 512, prompt_style: str = "r1zero", prefill: str = "<think>",
              batch_size: int = 8, seed: int = 0, pass_k: tuple[int, ...] = (), progress=None,
              template: str = "plain", special_token: str = DEFAULT_SPECIAL_TOKEN, system_prompt: str | None = None,
-             think_gain: bool = True, sampler=None) -> tuple[dict, list[dict]]:
+             examples: tuple[tuple[str, str], ...] = (), think_gain: bool = True,
+             sampler=None) -> tuple[dict, list[dict]]:
     """Sample `num_samples` completions per problem and score them; returns (summary, per-sample records).
 
     With `think_gain` the same problems are sampled again, with the same budget, with the think removed
@@ -217,7 +220,9 @@ def evaluate(model, tokenizer, problems: list[Problem], *, num_samples: int = 4,
         raise ValueError("num_samples must be >= 1")
     if prompt_style not in PROMPT_STYLES:
         raise ValueError(f"prompt_style={prompt_style!r}: choose one of {', '.join(PROMPT_STYLES)}")
-    ps = PromptStyle(prompt_style, template, special_token, system_prompt)
+    if examples and prompt_style != "r1chat":
+        raise ValueError(f"worked examples are shown as earlier chat turns: prompt_style r1chat, not {prompt_style}")
+    ps = PromptStyle(prompt_style, template, special_token, system_prompt, tuple(examples))
     start = time.perf_counter()
     # Llama-family models decode through the fused decoder (same function, fewer ops per token), on a copy
     # of the weights taken once for the whole evaluation

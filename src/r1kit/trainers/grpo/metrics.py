@@ -176,7 +176,8 @@ def run_eval(s: GRPOSetup, step: int) -> dict:
                           max_new_tokens=c.eval_max_new_tokens or c.max_completion_length,
                           prompt_style=STYLE_FOR_TEMPLATE[c.template], prefill=c.prefill,
                           batch_size=max(1, c.per_device_train_batch_size // c.eval_num_samples),
-                          seed=c.seed + run.rank, system_prompt=c.system_prompt, think_gain=c.eval_think_gain,
+                          seed=c.seed + run.rank, system_prompt=c.system_prompt, examples=s.examples,
+                          think_gain=c.eval_think_gain,
                           sampler=eval_sampler(s, step))
     records = run.gather_objects(records)
     summary = summarize(records, c.eval_num_samples)

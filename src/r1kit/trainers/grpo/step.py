@@ -75,7 +75,7 @@ def generate_rollout(s: GRPOSetup, batch: list[Problem], step: int, round_: int 
     """G completions per prompt from an engine that holds the policy's current weights."""
     c = s.c
     prompts = [build_prompt(e.question, s.tokenizer, c.template, c.prefill, messages=e.messages,
-                            system_prompt=c.system_prompt) for e in batch]
+                            system_prompt=c.system_prompt, examples=s.examples) for e in batch]
     if round_ == 0:
         s.engine.sync_weights(s.policy, step)
     rollout = s.engine.generate(s.tokenizer, prompts, seed=sampling_seed(c.seed + 7919 * round_, step, s.run.rank),
