@@ -43,6 +43,7 @@ def test_healthy_run_raises_no_alert() -> None:
     # accuracy 0 throughout: format passes 0.5 at step 7 (0.1 + 0.06 * 7 = 0.52), accuracy has been 0 for 7 steps
     ({1: {"accuracy": 0.0}}, "format_without_accuracy", 7, "format_rate", 0.1 + 0.06 * 7),
     ({9: {"template_copy_rate": 0.5}}, "template_copies", 9, "template_copy_rate", 0.5),
+    ({6: {"example_copy_rate": 0.3}}, "example_copies", 6, "example_copy_rate", 0.3),
     ({14: {"kl": 3.0}}, "kl_exploding", 14, "kl", 3.0),
     ({4: {"clip_ratio": 0.4}}, "clip_exploding", 4, "clip_ratio", 0.4),
     # 3 timeouts a step from step 11, plus the 1 at step 7: 10 reached at step 13

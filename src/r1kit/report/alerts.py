@@ -116,11 +116,12 @@ class AlertMonitor:
                            f"format rate rose to {fmt:.2f} (from {self._first_format:.2f}) while accuracy stayed 0 "
                            f"for {patience} steps: the rewards pay for the form, not the task")
 
-        copies = _number(metrics, "template_copy_rate")
-        if copies is not None and t.alert_template_copy_max > 0 and copies > t.alert_template_copy_max:
-            self._fire(found, "template_copies", step, "template_copy_rate", copies,
-                       f"{copies:.0%} of completions copy the template's example text "
-                       f"(> {t.alert_template_copy_max:g})")
+        for kind, key, what in (("template_copies", "template_copy_rate", "the template's example text"),
+                                ("example_copies", "example_copy_rate", "the think of a worked example in the prompt")):
+            copies = _number(metrics, key)
+            if copies is not None and t.alert_template_copy_max > 0 and copies > t.alert_template_copy_max:
+                self._fire(found, kind, step, key, copies,
+                           f"{copies:.0%} of completions copy {what} (> {t.alert_template_copy_max:g})")
 
         kl = _number(metrics, "kl")
         if kl is not None and t.alert_kl_max > 0 and kl > t.alert_kl_max:

@@ -23,7 +23,8 @@ class AlertOptions(Options):
     alert_format_rate: float = opt(0.5, "alert when format_rate has risen to at least this while accuracy stayed 0 "
                                         "for alert_patience steps")
     alert_template_copy_max: float = opt(0.2, "alert when template_copy_rate (completions copying the template's "
-                                              "example) exceeds this")
+                                              "example) or example_copy_rate (thinks copying a worked example shown "
+                                              "in the prompt) exceeds this")
     alert_kl_max: float = opt(1.0, "alert when the KL to the reference (per token) exceeds this")
     alert_clip_max: float = opt(0.2, "alert when the share of clipped tokens exceeds this")
     alert_think_gain_min: float = opt(0.02, "alert when held-out think_gain (pass@1 with the think minus without) "

@@ -18,7 +18,8 @@ FIGURES = [
     ("reward", "Reward, accuracy and format rate (training completions)", [
         ("reward (total and per function)", [("reward", "total"), ("rewards/*", "")], None),
         ("accuracy, format rate and template copies", [("accuracy", "accuracy"), ("format_rate", "format rate"),
-                                                      ("template_copy_rate", "template copies")], (0, 1)),
+                                                      ("template_copy_rate", "template copies"),
+                                                      ("example_copy_rate", "worked-example copies")], (0, 1)),
     ]),
     ("eval", "Evaluation on the held-out set (paper, Figure 2)", [
         ("pass@1 (and cons@k), with the think and with it removed",

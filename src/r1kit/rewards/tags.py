@@ -132,3 +132,15 @@ def is_guess(text: str) -> bool:
     """An answer given without a think that closed around some working: the shortcut of a policy that
     learned the think does not pay (an unclosed or empty think, or none, then ``<answer>``)."""
     return extract_answer(text) is not None and think_span(text)[1] != "closed"
+
+
+def copies_example(text: str, examples: tuple[str, ...]) -> bool:
+    """True if the think of ``text`` is, in canonical form, the think of one of the worked example
+    responses shown in the prompt (``prompt_examples``): the example copied instead of the question worked.
+
+    >>> copies_example("<think> 2 + 5 = 7, 7 + 4 = 11 </think> <answer>11</answer>",
+    ...                ("<think>2+5 = 7, 7+4 = 11</think> <answer> 11 </answer>",))
+    True
+    """
+    think, state = think_span(text)
+    return state == "closed" and any(_canonical(think) == _canonical(think_span(ex)[0]) for ex in examples)

@@ -14,7 +14,7 @@ from r1kit.core.files import append_jsonl
 from r1kit.data.problems import Problem
 from r1kit.evaluation.evaluate import STYLE_FOR_TEMPLATE, evaluate, summarize
 from r1kit.report.html import write_report_safely
-from r1kit.rewards.tags import copies_template, is_guess, think_span
+from r1kit.rewards.tags import copies_example, copies_template, is_guess, think_span
 from r1kit.rollout.decoder import FusedDecoder
 from r1kit.rollout.engines import LocalEngine
 from r1kit.rollout.sampling import Rollout
@@ -56,6 +56,9 @@ def step_metrics(s: GRPOSetup, step: int, rollout: Rollout, scores: Scores, zero
         # completions that copy the template's example ("reasoning process here"): a reward that pays for
         # them, or a policy that learned them, is a failure to see at once
         "template_copy_rate": g([float(copies_template(t)) for t in texts]).mean().item(),
+        # thinks that copy a worked example shown in the prompt instead of working the question out
+        **({"example_copy_rate": g([float(copies_example(t, tuple(r for _, r in s.examples))) for t in texts])
+            .mean().item()} if s.examples else {}),
         # an answer after an unclosed or empty think: the policy guesses instead of working it out
         "guess_rate": g([float(is_guess(t)) for t in texts]).mean().item(),
         "think_length": g([_think_tokens(s.tokenizer, t) for t in texts]).mean().item(),
