@@ -14,6 +14,9 @@ from r1kit.evaluation.benchmarks import held_out_problems
 from r1kit.evaluation.evaluate import pass_at_k
 from r1kit.pipeline.evaluation import run_eval
 from r1kit.pipeline.pipeline import load_pipeline, run_pipeline, run_seeds
+from r1kit.pipeline.stages import STAGE_TYPES, make_stage_config
+
+from .conftest import REPO, run_cli
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -91,8 +94,10 @@ def test_summary_carries_pass_at_k_and_think_gain_per_stage_and_draws_the_plot(t
 def test_seeds_run_in_their_own_folders_and_the_summary_gives_the_spread(tmp_path):
     config = _config(tmp_path)
     out = tmp_path / "seeds"
-    manifests = run_seeds(config, [0, 1], output_dir=str(out), log=lambda _: None)
-    assert set(manifests) == {0, 1}
+    # as a user runs it
+    r = run_cli("pipeline", str(config), "--seeds", "0", "1", "--output_dir", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"pipeline done for seeds 0, 1; summary.md and summary.png over the seeds in {out}" in r.stdout
     per_seed = {s: {r["stage"]: r for r in json.loads((out / f"seed{s}" / "summary.json").read_text())}
                 for s in (0, 1)}
     # each seed is its own run: its stages used its seed, and so did its evaluations
@@ -151,3 +156,24 @@ def test_bad_extra_evals_are_one_line_errors(tmp_path):
         config.write_text(yaml.safe_dump(raw))
         with pytest.raises(PipelineError, match=message):
             load_pipeline(config)
+
+
+def test_seeds_must_be_distinct(tmp_path):
+    with pytest.raises(PipelineError, match="--seeds 1 1: seeds must be distinct"):
+        run_seeds(_config(tmp_path), [1, 1], output_dir=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_shipped_route_config_loads_and_its_cold_start_survives_the_filters(tmp_path):
+    """configs/pipeline_route.yaml: SFT and RL evaluated on 64 held-out problems x 4 and on the four-term
+    split; every one of its 64 worked chains is kept by the cold-start filters."""
+    p = load_pipeline(REPO / "configs" / "pipeline_route.yaml", output_dir=str(tmp_path))
+    stages = {s.name: s for s in p.stages}
+    for name in ("sft", "rl"):
+        assert stages[name].eval["limit"] == 64 and stages[name].eval["num_samples"] == 4
+        assert set(stages[name].extra_evals) == {"four_terms"}
+    cold = stages["coldstart"]
+    config = make_stage_config("coldstart", {**cold.options, "output_dir": str(tmp_path / "coldstart")}, "test")
+    artifacts, _ = STAGE_TYPES["coldstart"].run(config, tmp_path / "coldstart")
+    kept = Path(artifacts["data"]).read_text().splitlines()
+    assert len(kept) == 64
