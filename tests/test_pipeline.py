@@ -243,6 +243,27 @@ def test_distill_compare_gives_both_arms_the_same_prompts(arithmetic_teacher, tm
     assert manifest["stages"]["distilled"]["eval"]["pass@1"] > manifest["stages"]["student"]["eval"]["pass@1"] + 0.25
 
 
+def test_distill_compare_over_seeds_gives_each_arms_mean_spread_and_every_seed(arithmetic_teacher, tmp_path):
+    teacher, prompts = arithmetic_teacher
+    out = tmp_path / "t6"
+    r = run_cli("distill-compare", "--teacher", teacher, "--student", teacher, "--student_layers", "2",
+                "--dataset", prompts, "--num_prompts", "2", "--num_samples", "4", "--num_generations", "2",
+                "--prompts_per_step", "2", "--max_new_tokens", "32", "--eval_benchmark", prompts, "--eval_limit", "4",
+                "--eval_num_samples", "2", "--eval_max_new_tokens", "32", "--sft_epochs", "2", "--torch_threads", "1",
+                "--seeds", "0", "1", "--output_dir", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = (out / "table6.md").read_text()
+    evals = {s: json.loads((out / f"seed{s}" / "manifest.json").read_text())["stages"] for s in (0, 1)}
+    assert evals[0]["student_rl"]["eval"]["pass@1"] is not None
+    for name, label in (("teacher", "teacher"), ("distilled", "student distilled from the teacher (2 prompts)"),
+                        ("student_rl", "student trained with GRPO (2 prompts)")):
+        vals = [evals[s][name]["eval"]["pass@1"] for s in (0, 1)]
+        mean, sd = sum(vals) / 2, abs(vals[0] - vals[1]) / math.sqrt(2)
+        assert f"| {label} | {mean:.3f} ± {sd:.3f} |" in table, table
+        assert f"| {label} | {vals[0]:.3f} | {vals[1]:.3f} | {min(vals):.3f} |" in table, table
+    assert "| model | pass@1 | pass@2 | think_gain | format |" in table
+
+
 STOP_AT = {"call": None, "calls": 0}
 
 

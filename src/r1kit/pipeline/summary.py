@@ -105,7 +105,7 @@ def seed_runs(out: Path) -> dict[int, list[dict]]:
     return dict(sorted(runs.items()))
 
 
-def _stats(values: list[float | None]) -> dict | None:
+def spread(values: list[float | None]) -> dict | None:
     xs = [v for v in values if v is not None]
     if not xs:
         return None
@@ -114,7 +114,7 @@ def _stats(values: list[float | None]) -> dict | None:
     return {"mean": mean, "sd": sd, "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
-def _cell(st: dict | None, digits: int = 3, sign: bool = False) -> str:
+def spread_cell(st: dict | None, digits: int = 3, sign: bool = False) -> str:
     if st is None:
         return "-"
     return f"{_f(st['mean'], digits, sign)} ± {st['sd']:.{digits}f}" if st["n"] > 1 else _f(st["mean"], digits, sign)
@@ -129,9 +129,9 @@ def aggregate_rows(runs: dict[int, list[dict]]) -> list[dict]:
         keys = [key for _, key, *_ in COLUMNS] + ["seconds", "eval_seconds"]
         agg = {"stage": stage, "k": next((r.get("k") for r in by_seed.values() if r.get("k")), None),
                "seeds": {key: {s: r.get(key) for s, r in by_seed.items()} for key in keys}}
-        agg.update({key: _stats(list(agg["seeds"][key].values())) for key in keys})
+        agg.update({key: spread(list(agg["seeds"][key].values())) for key in keys})
         extras = sorted({x for r in by_seed.values() for x in r.get("extra_evals", {})})
-        agg["extra_evals"] = {x: {key: _stats([r.get("extra_evals", {}).get(x, {}).get(key) for r in by_seed.values()])
+        agg["extra_evals"] = {x: {key: spread([r.get("extra_evals", {}).get(x, {}).get(key) for r in by_seed.values()])
                                   for key in ("pass@1", "pass@k", "think_tokens")} for x in extras}
         out.append(agg)
     return out
@@ -147,11 +147,11 @@ def format_seed_summary(header: str, runs: dict[int, list[dict]], agg: list[dict
              "| stage | " + " | ".join(heads) + " | stage time (s) | eval time (s) |",
              "| --- | " + " | ".join("---:" for _ in heads) + " | ---: | ---: |"]
     for a in agg:
-        cells = [_cell(a[key], d, s) for _, key, d, s in COLUMNS]
-        cells += [_cell(a["extra_evals"].get(x, {}).get("pass@1")) for x in extras]
-        cells += [_cell(a["extra_evals"].get(x, {}).get("pass@k")) for x in extras]
+        cells = [spread_cell(a[key], d, s) for _, key, d, s in COLUMNS]
+        cells += [spread_cell(a["extra_evals"].get(x, {}).get("pass@1")) for x in extras]
+        cells += [spread_cell(a["extra_evals"].get(x, {}).get("pass@k")) for x in extras]
         lines.append(f"| {a['stage']} | " + " | ".join(cells) +
-                     f" | {_cell(a['seconds'], 0)} | {_cell(a['eval_seconds'], 0)} |")
+                     f" | {spread_cell(a['seconds'], 0)} | {spread_cell(a['eval_seconds'], 0)} |")
     lines += ["", "pass@1 per seed:", "", "| stage | " + " | ".join(f"seed {s}" for s in seeds) + " | min |",
               "| --- | " + " | ".join("---:" for _ in seeds) + " | ---: |"]
     for a in agg:
