@@ -177,3 +177,43 @@ def test_the_shipped_route_config_loads_and_its_cold_start_survives_the_filters(
     artifacts, _ = STAGE_TYPES["coldstart"].run(config, tmp_path / "coldstart")
     kept = Path(artifacts["data"]).read_text().splitlines()
     assert len(kept) == 64
+
+
+def test_a_stage_is_evaluated_with_the_prompt_it_was_trained_with(tmp_path):
+    """An RL stage under the chat template with a system message and a shown worked exchange is evaluated under the same
+    prompt (style auto); a model stage gets them from its eval settings (a base model that answers only after
+    a shown exchange)."""
+    from transformers import AutoTokenizer
+
+    from r1kit.models.loading import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny", num_layers=2, seed=1)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.chat_template = "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}\n{% endfor %}[assistant]"
+    tok.save_pretrained(model)
+    examples = tmp_path / "ex.jsonl"
+    examples.write_text(json.dumps({"question": "What is 2 + 5 + 4?",
+                                    "response": "<think> 2 + 5 = 7, 7 + 4 = 11 </think> <answer> 11 </answer>"}) + "\n")
+    chat = {"system_prompt": "Be brief.", "prompt_examples": str(examples)}
+    raw = {"eval": {"benchmark": str(_sums(tmp_path / "held.jsonl", 3)), "limit": 3, "num_samples": 1,
+                    "max_new_tokens": 8, "think_gain": False},
+           "defaults": {"seed": 0, "torch_threads": 1, "save_steps": 0},
+           "stages": [{"name": "base", "type": "model", "model": str(model),
+                       "eval": {"style": "r1chat", "prefill": "<think>", **chat}},
+                      {"name": "rl", "type": "grpo", "model": "@base", "dataset": str(tmp_path / "held.jsonl"),
+                       "max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 2,
+                       "max_completion_length": 8, "reward_funcs": ["format", "accuracy"], "template": "chat",
+                       "prefill": "<think>", "log_completions_steps": 0, "write_report": False, **chat}]}
+    config = tmp_path / "p.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    manifest = run_pipeline(config, output_dir=str(tmp_path / "run"), log=lambda _: None)
+    for stage in ("base", "rl"):
+        assert manifest["stages"][stage]["eval"]["style"] == "r1chat"
+        for s in _samples(tmp_path / "run", stage):
+            assert s["prompt"].startswith("[system]Be brief.\n[user]What is 2 + 5 + 4?\n[assistant]<think> 2 + 5 = 7")
+            assert s["prompt"].endswith("[assistant]<think>")
+    # prompt_examples under a style with no chat turns is refused when the config is read
+    raw["stages"][0]["eval"]["style"] = "readable"
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(PipelineError, match="stage 'base': eval: prompt_examples are shown as earlier chat turns"):
+        load_pipeline(config)

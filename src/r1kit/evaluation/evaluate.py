@@ -151,12 +151,14 @@ class PromptStyle:
     style: str = "r1zero"
     template: str = "plain"  # the readable style's template
     special_token: str = DEFAULT_SPECIAL_TOKEN
-    system_prompt: str | None = None  # r1chat: the run's system message (default: r1kit's R1 instruction)
-    examples: tuple[tuple[str, str], ...] = ()  # r1chat: worked (question, response) turns before the question
+    system_prompt: str | None = None  # r1chat, readable+chat: the system message (default: r1kit's R1 instruction)
+    examples: tuple[tuple[str, str], ...] = ()  # r1chat, readable+chat: worked (question, response) turns first
 
     def prompt(self, question: str, tokenizer, prefill: str) -> str:
-        if self.style == "readable":
-            return build_prompt(question, tokenizer, self.template, prefill)
+        if self.style == "readable":  # under the chat template, the system message and exchanges it was trained with
+            chat = self.template == "chat"
+            return build_prompt(question, tokenizer, self.template, prefill,
+                                system_prompt=self.system_prompt if chat else None, examples=self.examples if chat else ())
         if self.style == "r1chat":
             return build_prompt(question, tokenizer, "chat", prefill, system_prompt=self.system_prompt,
                                 examples=self.examples)

@@ -39,6 +39,11 @@ class EvalSettings:
     template: str = opt("plain", "prompt template for the readable style when the stage has none")
     prefill: str = opt("", "response prefill when the stage has none")
     special_token: str = opt("|special_token|", "the readable format's separator")
+    system_prompt: str | None = opt(None, "chat template: the system message when the stage has none "
+                                          "(default: r1kit's R1 instruction)")
+    prompt_examples: str | None = opt(None, "chat template: a .jsonl of worked (question, response) exchanges shown "
+                                            "before each question, when the stage has none (e.g. a base model that "
+                                            "answers only after a shown exchange)")
     think_gain: bool = opt(True, "also sample with the think removed: pass@1_no_think and think_gain")
     batch_size: int = opt(8, "problems per generation batch")
     seed: int = opt(0, "sampling seed")
@@ -60,6 +65,13 @@ def eval_settings(raw: dict, where: str) -> EvalSettings:
              "limit, num_samples, batch_size and max_new_tokens must be >= 1")
         need(0 < ev.top_p <= 1, f"top_p={ev.top_p}: must be in (0, 1]")
         need(ev.temperature >= 0, f"temperature={ev.temperature}: must be >= 0")
+        need(not ev.prompt_examples or ev.style in ("auto", "r1chat") or (ev.style == "readable" and ev.template == "chat"),
+             f"prompt_examples are shown as earlier chat turns: style {ev.style} has none (use r1chat, or "
+             f"readable with template chat)")
+        if ev.prompt_examples:
+            from r1kit.data.sources import read_examples
+
+            read_examples(ev.prompt_examples)  # a bad file fails before any stage trains
     except ConfigError as e:
         raise PipelineError(f"{where}: {e}") from None
     return ev
@@ -116,11 +128,15 @@ def eval_plan(stage_eval: dict, config: Any) -> dict:
         prefill = getattr(config, "prefill", None)
         if template is None:
             plan["style"] = "readable"
-        elif template == "r1zero" and "<think>" in (prefill or ""):
-            plan.update(style="r1zero", prefill=prefill)
+        elif template in ("r1zero", "chat") and "<think>" in (prefill or ""):  # the paper's tags
+            plan.update(style="r1zero" if template == "r1zero" else "r1chat", prefill=prefill)
         else:
             plan.update(style="readable", template=template, prefill=prefill or "")
         plan["special_token"] = getattr(config, "special_token", ev.special_token)
+        # the prompt the stage was trained with: its system message and shown exchanges
+        for key in ("system_prompt", "prompt_examples"):
+            if getattr(config, key, None) is not None:
+                plan[key] = getattr(config, key)
     return plan
 
 
@@ -133,6 +149,11 @@ def run_eval(model_dir: str, plan: dict, out_dir: Path, where: str = "evaluation
     from r1kit.models.loading import load_model, load_tokenizer
 
     problems = load_problems(plan, where)
+    examples = ()
+    if plan.get("prompt_examples"):
+        from r1kit.data.sources import read_examples
+
+        examples = read_examples(plan["prompt_examples"])
     tokenizer = load_tokenizer(model_dir)
     model = load_model(model_dir).to("cuda" if torch.cuda.is_available() else "cpu").eval()
     k = plan["num_samples"]
@@ -142,6 +163,7 @@ def run_eval(model_dir: str, plan: dict, out_dir: Path, where: str = "evaluation
                                     prompt_style=plan["style"], prefill=plan["prefill"],
                                     batch_size=plan["batch_size"], seed=plan["seed"], template=plan["template"],
                                     special_token=plan["special_token"], think_gain=plan["think_gain"],
+                                    system_prompt=plan.get("system_prompt"), examples=examples,
                                     pass_k=(k,) if k > 1 else (), progress=bar.update)
     if summary["problems"] != len(problems):  # the guarantee the summary table relies on
         raise PipelineError(f"{where}: evaluated {summary['problems']} problems, {len(problems)} asked for")
