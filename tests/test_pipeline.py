@@ -264,6 +264,37 @@ def test_distill_compare_over_seeds_gives_each_arms_mean_spread_and_every_seed(a
     assert "| model | pass@1 | pass@2 | think_gain | format |" in table
 
 
+def test_distill_compare_gives_the_student_a_prompt_under_which_it_answers(tmp_path):
+    """--student_template/--student_prefill/--student_prompt_examples: the untrained student is evaluated and
+    its RL arm trained under its own prompt (the paper's tags after a shown exchange); the distilled student
+    learns, and is asked in, the teacher's format; both arms keep the same prompt budget."""
+    from r1kit.cli.main import build_parser
+    from r1kit.pipeline.compare import build_config
+
+    examples = tmp_path / "ex.jsonl"
+    examples.write_text(json.dumps({"question": "What is 2 + 5 + 4?", "response": "<think> 2 + 5 = 7, 7 + 4 = 11 "
+                                                                                   "</think> <answer> 11 </answer>"}) + "\n")
+    prompts = tmp_path / "prompts.jsonl"
+    args = build_parser().parse_args(["distill-compare", "--teacher", "embedded", "--student", "embedded",
+                                      "--student_template", "chat", "--student_prefill", "<think>",
+                                      "--student_prompt_examples", str(examples), "--student_system_prompt", "Be brief.",
+                                      "--student_reward_funcs", "format", "accuracy", "--output_dir", str(tmp_path)])
+    config = build_config(args, prompts)
+    stages = {st["name"]: st for st in config["stages"]}
+    chat = {"template": "chat", "prefill": "<think>", "prompt_examples": str(examples), "system_prompt": "Be brief."}
+    assert stages["student"]["eval"] == {**chat, "style": "r1chat"}
+    rl = stages["student_rl"]
+    assert {k: rl[k] for k in chat} == chat and rl["reward_funcs"] == ["format", "accuracy"] and "stop_strings" not in rl
+    assert rl["dataset"] == stages["teacher_data"]["dataset"] == str(prompts)
+    assert stages["distilled"]["template"] == stages["teacher_data"]["template"] == "plain"
+    # the written config is a valid pipeline (every option checked)
+    prompts.write_text(json.dumps({"question": "What is 1 + 2?", "answer": "3"}) + "\n")
+    path = tmp_path / "table6_pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    p = load_pipeline(path)
+    assert next(s for s in p.stages if s.name == "student_rl").options["prompt_examples"] == str(examples)
+
+
 STOP_AT = {"call": None, "calls": 0}
 
 

@@ -46,6 +46,16 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rl_learning_rate", type=float, default=2e-5)
     p.add_argument("--reward_funcs", nargs="+", default=["readable_accuracy", "readable_format"],
                    help="RL rewards (the teacher's data is filtered for correctness and readability)")
+    p.add_argument("--student_template", default=None, help="the untrained student and its RL arm: prompt template "
+                                                                "(default --template)")
+    p.add_argument("--student_prefill", default=None, help="the untrained student and its RL arm: prefill "
+                                                           "(default --prefill)")
+    p.add_argument("--student_prompt_examples", default=None,
+                   help="--student_template chat: worked exchanges shown before each question to the untrained "
+                        "student and its RL arm (a base model that answers only after a shown exchange)")
+    p.add_argument("--student_system_prompt", default=None, help="--student_template chat: the system message")
+    p.add_argument("--student_reward_funcs", nargs="+", default=None,
+                   help="rewards of the RL arm (default --reward_funcs; e.g. format accuracy for the paper's tags)")
     p.add_argument("--eval_benchmark", default="arithmetic")
     p.add_argument("--eval_limit", type=int, default=16)
     p.add_argument("--eval_num_samples", type=int, default=4)
@@ -79,6 +89,16 @@ def build_config(args: argparse.Namespace, prompts: Path) -> dict:
     student = ({"name": "student", "type": "student", "model": args.student, "num_layers": args.student_layers}
                if args.student_layers else {"name": "student", "type": "model", "model": args.student})
     common = {"template": args.template}
+    # the student's own prompt (RL arm and its evaluation before training); the distilled student learns the teacher's
+    prompt = {"template": args.student_template or args.template,
+              "prefill": args.prefill if args.student_prefill is None else args.student_prefill,
+              **({"prompt_examples": str(Path(args.student_prompt_examples).resolve())}
+                 if args.student_prompt_examples else {}),
+              **({"system_prompt": args.student_system_prompt} if args.student_system_prompt is not None else {})}
+    tags = "<think>" in prompt["prefill"] and prompt["template"] in ("r1zero", "chat")
+    student["eval"] = {**prompt, "style": ("r1zero" if prompt["template"] == "r1zero" else "r1chat") if tags
+                       else "readable"}
+    rl_stops = {} if tags else {"stop_strings": []}  # the tags' own stop ("</answer>") ends a tagged answer
     return {
         "output_dir": args.output_dir,
         "eval": {"benchmark": args.eval_benchmark, "limit": args.eval_limit, "num_samples": args.eval_num_samples,
@@ -98,8 +118,8 @@ def build_config(args: argparse.Namespace, prompts: Path) -> dict:
              "num_generations": args.num_generations,
              "per_device_train_batch_size": args.num_generations * args.prompts_per_step,
              "max_steps": args.num_prompts // args.prompts_per_step, "max_completion_length": args.max_new_tokens,
-             "learning_rate": args.rl_learning_rate, "reward_funcs": args.reward_funcs, "prefill": args.prefill,
-             "stop_strings": [], **common},
+             "learning_rate": args.rl_learning_rate, "reward_funcs": args.student_reward_funcs or args.reward_funcs,
+             **rl_stops, **prompt},
         ],
     }
 
