@@ -381,7 +381,6 @@ def _sft_rm(kind: str, model: str, out: Path, data: Path, *extra: str) -> list[s
     return [kind, *common, *own, *extra]
 
 
-@pytest.mark.parametrize("kind", ["sft", "rm"])
 def test_the_resume_tables_name_real_options_and_never_the_runs_identity():
     from dataclasses import fields
 
@@ -397,6 +396,7 @@ def test_the_resume_tables_name_real_options_and_never_the_runs_identity():
     assert not (FREE_ON_RESUME | set(SAFE_ON_RESUME)) & identity
 
 
+@pytest.mark.parametrize("kind", ["sft", "rm"])
 def test_sft_and_reward_model_resumes_refuse_a_changed_run_and_accept_safe_changes(tmp_path, tiny_model, capsys, kind):
     data = _write_data(tmp_path / "pairs.jsonl")
     out = tmp_path / kind
@@ -485,6 +485,31 @@ def test_the_lock_is_the_process_own_not_its_childrens_and_goes_with_a_release(t
     finally:
         os.killpg(releasing.pid, signal.SIGKILL)
         releasing.wait()
+
+
+def test_without_record_locks_the_pid_in_the_lock_file_decides(tmp_path, monkeypatch):
+    """Some network file systems have no record locks (ENOLCK): there a holder that is still running on
+    this host keeps the folder, and one that is gone is taken over. Only the file system's answer is made
+    up here; the holder is a real process."""
+    import errno
+
+    import r1kit.core.lock as lock_module
+
+    folder = tmp_path / "nfs"
+    holder = _holder(folder, "hold")
+
+    def no_record_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(lock_module.fcntl, "lockf", no_record_locks)
+    try:
+        with pytest.raises(FolderInUse, match=rf"in use by another run \(pid {holder.pid} on "):
+            FolderLock.acquire(folder)
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+    with FolderLock.acquire(folder) as lock:
+        assert lock.stale["pid"] == holder.pid
 
 
 def test_a_run_that_fails_gives_the_folder_back(tmp_path, tiny_model, capsys, monkeypatch):
