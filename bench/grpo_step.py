@@ -4,6 +4,7 @@ beta and num_iterations, A/B alternated after a warm-up.
     pip install -e ".[bench]"        # TRL is a bench-only dependency
     python bench/grpo_step.py [--model embedded] [--steps 4] [--warmup 1] [--natural] [--beta 0.04] [--bf16_rollout]
     python bench/grpo_step.py --dtype bfloat16     # both sides train bf16 weights (TRL: bf16=True)
+    python bench/grpo_step.py --max_completion_length 64 256 1024 --steps 2 2 1 --warmup 1 1 0 --json out.json
 
 Each side runs in its own worker process (so each has its own peak resident memory); the parent sends
 "step" to one worker and waits, then to the other, so the two never compete for the cores. Per step:
@@ -12,19 +13,21 @@ over the time outside generation), peak RSS, and model FLOP/s as a fraction of t
 peak. Model FLOPs use one formula for both sides: 2N per generated token, 6N per trained token (forward and
 backward), 2N per token of each extra no-grad forward (reference model when beta > 0; pi_old when
 num_iterations > 1), N = parameter count. Fixed-length mode (default) makes both sides generate exactly
-max_completion_length tokens (EOS ignored), so they do identical work.
+max_completion_length tokens (EOS ignored), so they do identical work. Each length gets fresh workers, so
+each side's peak RSS is that length's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import QUESTIONS, median, peak_rss_mb  # noqa: E402
+from common import QUESTIONS, median, peak_rss_mb, per_length  # noqa: E402
 
 
 def reward_len(completions, **kwargs):
@@ -122,11 +125,15 @@ def main() -> None:
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--G", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16, help="completions per step")
-    ap.add_argument("--max_completion_length", type=int, default=64)
+    ap.add_argument("--max_completion_length", type=int, nargs="+", default=[64],
+                    help="one or more completion lengths, each run with fresh workers")
     ap.add_argument("--beta", type=float, default=0.04)
     ap.add_argument("--num_iterations", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=4, help="measured steps per side")
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--steps", type=int, nargs="+", default=[4], help="measured steps per side (one, or one per length)")
+    ap.add_argument("--warmup", type=int, nargs="+", default=[1], help="warm-up steps (one, or one per length)")
+    ap.add_argument("--one_at_a_time", action="store_true",
+                    help="run one side's steps, stop it, then the next (not alternated): for lengths where the "
+                         "sides' peaks together would not fit in memory")
     ap.add_argument("--natural", action="store_true", help="stop at EOS (real runs) instead of fixed length")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="/tmp/r1kit-bench")
@@ -134,6 +141,8 @@ def main() -> None:
                     help="weights dtype of both sides' models (bfloat16: TRL also gets bf16=True)")
     ap.add_argument("--bf16_rollout", action="store_true",
                     help="add a third side: r1kit with rollout_dtype=bfloat16 (training stays float32)")
+    ap.add_argument("--no_trl", action="store_true", help="r1kit's side(s) only")
+    ap.add_argument("--json", help="also write every figure to this file (bench/plot_lengths.py reads it)")
     args = ap.parse_args()
 
     import torch
@@ -144,28 +153,49 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     peak = matmul_peak_flops()
     n_flops = forward_flops_per_token(load_model(args.model))  # 2N
+    lengths = args.max_completion_length
+    results = {"machine": {"threads": args.threads, "matmul_peak_gflops": peak / 1e9}, "lengths": {}}
+    for L, steps, warmup in zip(lengths, per_length(args.steps, lengths), per_length(args.warmup, lengths)):
+        run_args = argparse.Namespace(**{**vars(args), "max_completion_length": L})
+        rows = summarize(run_sides(run_args, steps, warmup), run_args, n_flops, peak)
+        results["lengths"][L] = {"steps": steps, "warmup": warmup, "rows": rows}
+        print_rows(rows, run_args, peak, steps, warmup)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+def run_sides(args, steps: int, warmup: int) -> dict[str, list[dict]]:
+    """Each side in its own worker process; steps alternated between the sides (never concurrent), or one
+    side after the other with --one_at_a_time."""
     ctx = mp.get_context("spawn")
-    workers = {}
-    sides = [("r1kit", r1kit_worker, ("auto",)), ("trl", trl_worker, ())]
+    sides = [("r1kit", r1kit_worker, ("auto",))] + ([] if args.no_trl else [("trl", trl_worker, ())])
     if args.bf16_rollout:
         sides.insert(1, ("r1kit-bf16", r1kit_worker, ("bfloat16",)))
-    for name, fn, extra in sides:
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=fn, args=(child, args, *extra))
-        proc.start()
-        assert parent.recv() == "ready", name
-        workers[name] = (parent, proc)
-    results = {name: [] for name in workers}
-    for i in range(args.warmup + args.steps):
-        for name, (conn, _) in workers.items():  # A/B alternated, never concurrent
-            conn.send("step")
-            m = conn.recv()
-            if i >= args.warmup:
-                results[name].append(m)
-    for conn, proc in workers.values():
-        conn.send("stop")
-        proc.join(timeout=30)
+    groups = [[side] for side in sides] if args.one_at_a_time else [sides]
+    results = {}
+    for group in groups:
+        workers = {}
+        for name, fn, extra in group:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=fn, args=(child, args, *extra))
+            proc.start()
+            assert parent.recv() == "ready", name
+            workers[name] = (parent, proc)
+        for name in workers:
+            results[name] = []
+        for i in range(warmup + steps):
+            for name, (conn, _) in workers.items():  # A/B alternated, never concurrent
+                conn.send("step")
+                m = conn.recv()
+                if i >= warmup:
+                    results[name].append(m)
+        for conn, proc in workers.values():
+            conn.send("stop")
+            proc.join(timeout=60)
+    return results
 
+
+def summarize(results: dict[str, list[dict]], args, n_flops: float, peak: float) -> dict[str, dict]:
     extra_forwards = (args.beta > 0) + (args.num_iterations > 1)
     rows = {}
     for name, ms in results.items():
@@ -182,20 +212,27 @@ def main() -> None:
             "peak RSS (MB)": max(m["rss"] for m in ms),
             "model FLOP/s / peak": med(lambda m: flops(m) / m["step_time"] / peak),
         }
+    return rows
+
+
+def print_rows(rows: dict[str, dict], args, peak: float, steps: int, warmup: int) -> None:
     mode = "natural" if args.natural else "fixed-length"
     print(f"machine: {args.threads} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s; {mode} mode; G={args.G}, "
           f"{args.batch} completions/step, max {args.max_completion_length} new tokens, beta={args.beta}, "
-          f"num_iterations={args.num_iterations}, {args.dtype} weights; medians of {args.steps} steps after {args.warmup} warm-up")
+          f"num_iterations={args.num_iterations}, {args.dtype} weights; medians of {steps} steps after {warmup} "
+          f"warm-up{', sides one at a time' if args.one_at_a_time else ''}")
     ours = [n for n in rows if n != "trl"]
-    print(f"{'metric':<22}" + "".join(f"{n:>12}" for n in rows) + "".join(f"{n + '/TRL':>16}" for n in ours))
+    theirs = ours if "trl" in rows else []
+    print(f"{'metric':<22}" + "".join(f"{n:>12}" for n in rows) + "".join(f"{n + '/TRL':>16}" for n in theirs))
     for key in rows["r1kit"]:
         fmt = "{:>12.1%}" if "peak" in key and "FLOP" in key else "{:>12.1f}"
         line = f"{key:<22}" + "".join(fmt.format(rows[n][key]) for n in rows)
-        for n in ours:
+        for n in theirs:
             a, b = rows[n][key], rows["trl"][key]
             line += f"{(b / a if key in ('step time (s)', 'peak RSS (MB)') else a / b):>15.2f}x"
-        print(line)
-    print("(ratios: > 1 means r1kit is better; for time and memory it is TRL / r1kit)")
+        print(line, flush=True)
+    if theirs:
+        print("(ratios: > 1 means r1kit is better; for time and memory it is TRL / r1kit)")
 
 
 if __name__ == "__main__":

@@ -154,8 +154,8 @@ def frozen_logprobs(s: GRPOSetup, rollout: Rollout) -> tuple[Tensor | None, Tens
     old_lp = ref_lp = threshold = None
     with torch.no_grad():
         if c.num_iterations > 1 or c.top_entropy_quantile < 1:
-            parts = [rollout_logprobs(s.policy, rollout, r, c.temperature, with_entropy=c.top_entropy_quantile < 1)
-                     for r in chunks]
+            parts = [rollout_logprobs(s.policy, rollout, r, c.temperature, with_entropy=c.top_entropy_quantile < 1,
+                                      chunk_tokens=c.logprob_chunk_tokens) for r in chunks]
             old_lp = torch.cat([lp for lp, _ in parts]) if c.num_iterations > 1 else None  # [N, T]
             if c.top_entropy_quantile < 1:  # one threshold for every micro-batch and process
                 ent = torch.cat([e for _, e in parts])  # [N, T]
@@ -165,7 +165,8 @@ def frozen_logprobs(s: GRPOSetup, rollout: Rollout) -> tuple[Tensor | None, Tens
             ctx = s.policy.disable_adapter() if c.use_lora else contextlib.nullcontext()
             with ctx:
                 ref = s.policy if c.use_lora else s.ref_model
-                ref_lp = torch.cat([rollout_logprobs(ref, rollout, r, c.temperature)[0] for r in chunks])  # [N, T]
+                ref_lp = torch.cat([rollout_logprobs(ref, rollout, r, c.temperature, chunk_tokens=c.logprob_chunk_tokens)[0]
+                                    for r in chunks])  # [N, T]
     return old_lp, ref_lp, threshold
 
 
@@ -191,7 +192,8 @@ def policy_update(s: GRPOSetup, rollout: Rollout, advantages: Tensor, old_lp: Te
             sync = contextlib.nullcontext() if k == len(chunks) - 1 else run.acc.no_sync(s.model)
             with sync:
                 lp, ent = rollout_logprobs(s.model, rollout, rows, c.temperature, with_entropy=(it == 0 or every_entropy),
-                                           prefix_model=s.policy, entropy_grad=c.entropy_coef > 0)  # [n, T]
+                                           prefix_model=s.policy, entropy_grad=c.entropy_coef > 0,
+                                           chunk_tokens=c.logprob_chunk_tokens)  # [n, T]
                 old = old_lp[rows] if old_lp is not None else lp.detach()
                 # log pi_old - log pi_sampler per token: 0 up to rounding when the sampler is the policy
                 sampler_gap = (old - rollout.logprobs[rows]) * mask[rows]  # [n, T]
