@@ -101,6 +101,7 @@ def main() -> None:
     default_vllm = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
     ap.add_argument("--vllm_python", default=str(default_vllm), help="a Python with vLLM (default: .venv-vllm's)")
     ap.add_argument("--no_vllm", action="store_true", help="leave the vLLM side out")
+    ap.add_argument("--vllm_dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
     ap.add_argument("--json", help="also write every figure to this file (bench/plot_lengths.py reads it)")
     args = ap.parse_args()
     args.repeats = per_length(args.repeats, args.new_tokens)
@@ -136,7 +137,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=1))
     if not args.no_vllm:
         del engines  # memory back for the vLLM process
-        results["vllm"] = {dtype: run_vllm(args.vllm_python, model_path, dtype, args) for dtype in ("float32", "bfloat16")}
+        results["vllm"] = {dtype: run_vllm(args.vllm_python, model_path, dtype, args) for dtype in args.vllm_dtypes}
         print_vllm_table(results, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
@@ -168,14 +169,17 @@ def measure_batch(engines: dict, tok, B: int, new_tokens: int, repeats: int, nat
 
 def print_vllm_table(results: dict, args) -> None:
     sides = results["vllm"]
-    print(f"vLLM (own process; startup {sides['float32']['startup_s']} s fp32, {sides['bfloat16']['startup_s']} s "
-          f"bf16; LD_PRELOAD={sides['float32']['ld_preload'] or 'none'})")
-    print(f"{'tokens':>6} {'batch':>5} {'r1kit':>10} {'vLLM':>10} {'ratio':>7} {'r1kit-bf16':>11} {'vLLM-bf16':>10} {'ratio':>7}")
-    for key, ours in results["r1kit"].items():
+    print("vLLM (own process; startup " + ", ".join(f"{v['startup_s']} s {d}" for d, v in sides.items())
+          + f"; LD_PRELOAD={next(iter(sides.values()))['ld_preload'] or 'none'})")
+    pairs = [(ours, dtype) for ours, dtype in (("r1kit", "float32"), ("r1kit-bf16", "bfloat16")) if dtype in sides]
+    print(f"{'tokens':>6} {'batch':>5}" + "".join(f" {ours:>11} {'vLLM-' + dtype:>14} {'ratio':>7}" for ours, dtype in pairs))
+    for key, row in results["r1kit"].items():
         L, B = key.split("/")
-        b, d = sides["float32"]["tokens_per_s"][key], sides["bfloat16"]["tokens_per_s"][key]
-        a, c = ours.get("r1kit", float("nan")), ours.get("r1kit-bf16", float("nan"))
-        print(f"{L:>6} {B:>5} {a:>10.1f} {b:>10.1f} {a / b:>6.2f}x {c:>11.1f} {d:>10.1f} {c / d:>6.2f}x")
+        line = f"{L:>6} {B:>5}"
+        for ours, dtype in pairs:
+            a, b = row.get(ours, float("nan")), sides[dtype]["tokens_per_s"][key]
+            line += f" {a:>11.1f} {b:>14.1f} {a / b:>6.2f}x"
+        print(line)
 
 
 if __name__ == "__main__":

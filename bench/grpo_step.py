@@ -5,10 +5,12 @@ beta and num_iterations, A/B alternated after a warm-up.
     python bench/grpo_step.py [--model embedded] [--steps 4] [--warmup 1] [--natural] [--beta 0.04] [--bf16_rollout]
     python bench/grpo_step.py --dtype bfloat16     # both sides train bf16 weights (TRL: bf16=True)
     python bench/grpo_step.py --max_completion_length 64 256 1024 --steps 2 2 1 --warmup 1 1 0 --json out.json
+    python bench/grpo_step.py --no_trl --async_side --one_at_a_time     # async_rollout against the plain step
 
 Each side runs in its own worker process (so each has its own peak resident memory); the parent sends
 "step" to one worker and waits, then to the other, so the two never compete for the cores. Per step:
-whole step time, generation tokens/s, training tokens/s (prompt + completion tokens of every completion
+whole step time, generation tokens/s (for the async side: tokens over the time the step waited for its
+rollout), training tokens/s (prompt + completion tokens of every completion
 over the time outside generation), peak RSS, and model FLOP/s as a fraction of the machine's fp32 matmul
 peak. Model FLOPs use one formula for both sides: 2N per generated token, 6N per trained token (forward and
 backward), 2N per token of each extra no-grad forward (reference model when beta > 0; pi_old when
@@ -39,22 +41,25 @@ def r1kit_reward(completions, answers):
     return [float(len(c) % 7) for c in completions]
 
 
-def r1kit_worker(conn, args, rollout_dtype: str = "auto") -> None:
+def r1kit_worker(conn, args, rollout_dtype: str = "auto", async_rollout: bool = False) -> None:
     import torch
 
     from r1kit.data.problems import Example
     from r1kit.trainers.grpo.config import make_config
     from r1kit.trainers.grpo.trainer import iter_train
 
-    torch.set_num_threads(args.threads)
+    # async_rollout: the cores are split between the training process and its generation worker
+    threads = max(1, args.threads // 2) if async_rollout else args.threads
+    torch.set_num_threads(threads)
     examples = [Example(q, "0", str(i)) for i, q in enumerate(QUESTIONS * 50)]
     config = make_config(overrides=dict(
         model=args.model, template="r1zero", prefill="", num_generations=args.G,
         per_device_train_batch_size=args.batch, max_completion_length=args.max_completion_length,
         temperature=1.0, top_p=1.0, beta=args.beta, num_iterations=args.num_iterations, learning_rate=1e-6,
         max_steps=10_000, save_steps=0, log_completions_steps=0, ignore_eos=not args.natural,
-        output_dir=str(Path(args.out) / "r1kit"), overwrite_output_dir=True, torch_threads=args.threads,
-        reward_timeout=0, write_report=False, rollout_dtype=rollout_dtype, dtype=args.dtype))  # rewards in-process, as TRL runs them
+        output_dir=str(Path(args.out) / f"r1kit-{rollout_dtype}-{async_rollout}"), overwrite_output_dir=True,
+        torch_threads=threads, reward_timeout=0, write_report=False, rollout_dtype=rollout_dtype, dtype=args.dtype,
+        async_rollout=async_rollout, rollout_worker_threads=max(1, args.threads - threads)))  # rewards in-process, as TRL runs them
     steps = iter_train(config, examples=examples, reward_funcs=[r1kit_reward], show_progress=False)
     conn.send("ready")
     while conn.recv() == "step":
@@ -62,7 +67,21 @@ def r1kit_worker(conn, args, rollout_dtype: str = "auto") -> None:
         prompt_tokens = m["tokens_per_second"] * m["step_time"] - m["completion_length"] * args.batch
         conn.send({"step_time": m["step_time"], "generation_time": m["generation_time"],
                    "completion_tokens": m["completion_length"] * args.batch, "prompt_tokens": prompt_tokens,
-                   "rss": peak_rss_mb()})
+                   "rss": peak_rss_mb() + children_peak_rss_mb()})
+
+
+def children_peak_rss_mb() -> float:
+    """Peak RSS of this process's children (async_rollout's generation worker; its shared-memory copy of the
+    weights counts in both processes)."""
+    total = 0.0
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0) / 1024
+    return total
 
 
 def trl_worker(conn, args) -> None:
@@ -141,6 +160,10 @@ def main() -> None:
                     help="weights dtype of both sides' models (bfloat16: TRL also gets bf16=True)")
     ap.add_argument("--bf16_rollout", action="store_true",
                     help="add a third side: r1kit with rollout_dtype=bfloat16 (training stays float32)")
+    ap.add_argument("--async_side", action="store_true",
+                    help="add a side: r1kit with async_rollout (one-step-off-policy; the threads split between the "
+                         "trainer and its generation worker); use with --one_at_a_time, or the worker's background "
+                         "generation would overlap the other sides' steps")
     ap.add_argument("--no_trl", action="store_true", help="r1kit's side(s) only")
     ap.add_argument("--json", help="also write every figure to this file (bench/plot_lengths.py reads it)")
     args = ap.parse_args()
@@ -171,6 +194,8 @@ def run_sides(args, steps: int, warmup: int) -> dict[str, list[dict]]:
     sides = [("r1kit", r1kit_worker, ("auto",))] + ([] if args.no_trl else [("trl", trl_worker, ())])
     if args.bf16_rollout:
         sides.insert(1, ("r1kit-bf16", r1kit_worker, ("bfloat16",)))
+    if args.async_side:
+        sides.insert(1, ("r1kit-async", r1kit_worker, ("auto", True)))
     groups = [[side] for side in sides] if args.one_at_a_time else [sides]
     results = {}
     for group in groups:

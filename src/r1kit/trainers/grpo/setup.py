@@ -21,6 +21,7 @@ from r1kit.report.alerts import AlertMonitor
 from r1kit.report.html import write_report_safely
 from r1kit.report.options import AlertOptions
 from r1kit.rewards.registry import bind_reward_options
+from r1kit.rollout.background import ProcessEngine, ThreadEngine
 from r1kit.rollout.decoder import unsupported_reason
 from r1kit.rollout.engines import LocalEngine, RolloutEngine, make_engine
 from r1kit.rollout.options import EngineOptions
@@ -76,6 +77,7 @@ class GRPOSetup:
     dtype: torch.dtype
     skipped_lines: int
     alerts: AlertMonitor  # fed every step's metrics, in order (replayed from metrics.jsonl on resume)
+    rollouts: object | None = None  # async_rollout: trainers.grpo.rollouts.OneStepOff, set by the trainer
 
     @property
     def G(self) -> int:
@@ -128,6 +130,8 @@ def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs:
         ref_model.eval().requires_grad_(False)
     model.config.use_cache = False
     judges = load_reward_models(c, device)
+    if c.async_rollout:
+        engine = background_engine(c, run, model, tokenizer, dtype, engine)
     engine = engine if engine is not None else make_engine(EngineOptions.from_config(c), model, dtype, device, model=c.model,
                                                                max_model_len=c.max_prompt_length + c.max_completion_length,
                                                                seed=c.seed, sharded=run.sharded)
@@ -145,6 +149,21 @@ def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs:
         alerts.update(past)  # those that fired before the resume stay fired, silently
     return GRPOSetup(c, AlgorithmOptions.from_config(c), run, wrapped, policy, tokenizer, ref_model, engine, bound_rewards(c, reward_funcs), judges,
                      reasoning, general, eval_problems, dtype, len(skipped), alerts)
+
+
+def background_engine(c: GRPOConfig, run: Run, model, tokenizer, dtype, engine: RolloutEngine | None):
+    """async_rollout: an engine that generates while the trainer trains. A user's engine, or the vLLM
+    server's client, runs in a thread (its work is elsewhere); otherwise a local generation worker process."""
+    o = EngineOptions.from_config(c)
+    if engine is None and c.rollout_engine == "vllm":
+        engine = make_engine(o, model, dtype, run.acc.device, model=c.model, seed=c.seed,
+                             max_model_len=c.max_prompt_length + c.max_completion_length)
+    if engine is not None:
+        return ThreadEngine(engine)
+    if run.sharded:
+        raise ConfigError("async_rollout under FSDP2: the local generation worker needs a whole copy of the "
+                          "policy; use rollout_engine=vllm with vllm_mode=server")
+    return ProcessEngine(o, model, dtype, tokenizer, c.rollout_worker_threads or torch.get_num_threads())
 
 
 def _final_report(c: GRPOConfig, run: Run) -> None:

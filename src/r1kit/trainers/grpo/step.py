@@ -46,6 +46,8 @@ def grpo_step(s: GRPOSetup, step: int) -> dict:
         update = policy_update(s, rollout, advantages, old_lp, ref_lp, entropy_threshold)
     metrics = step_metrics(s, step, rollout, scores, zero_std, update, time.perf_counter() - start, times["rollout"])
     metrics.update(sampling)
+    if s.rollouts is not None:
+        metrics.update(s.rollouts.metrics())
     if s.c.eval_steps and ((step + 1) % s.c.eval_steps == 0 or step + 1 == s.run.o.max_steps):
         with timer(times, "eval"):
             metrics.update(run_eval(s, step + 1))
@@ -71,17 +73,25 @@ def select_prompts(s: GRPOSetup, step: int, round_: int = 0) -> list[Problem]:
 
 
 def generate_rollout(s: GRPOSetup, batch: list[Problem], step: int, round_: int = 0) -> Rollout:
-    """G completions per prompt from an engine that holds the policy's current weights."""
+    """G completions per prompt from an engine that holds the policy's current weights, or with
+    async_rollout the rollout generated one step ahead (trainers/grpo/rollouts.py)."""
+    if s.rollouts is not None and round_ == 0:
+        return s.rollouts.take(step, batch).to(s.run.acc.device)
+    prompts, kw = rollout_request(s, batch, step, round_)
+    if round_ == 0:
+        s.engine.sync_weights(s.policy, step)
+    return s.engine.generate(s.tokenizer, prompts, **kw).to(s.run.acc.device)
+
+
+def rollout_request(s: GRPOSetup, batch: list[Problem], step: int, round_: int = 0) -> tuple[list[str], dict]:
+    """(prompts, the engine's generate keywords) of a step's rollout: a pure function of the step."""
     c = s.c
     prompts = [build_prompt(e.question, s.tokenizer, c.template, c.prefill, messages=e.messages,
                             system_prompt=c.system_prompt) for e in batch]
-    if round_ == 0:
-        s.engine.sync_weights(s.policy, step)
-    rollout = s.engine.generate(s.tokenizer, prompts, seed=sampling_seed(c.seed + 7919 * round_, step, s.run.rank),
-                                num_generations=s.G, max_new_tokens=c.max_completion_length,
-                                temperature=c.temperature, top_p=c.top_p, stop_strings=tuple(c.stop_strings),
-                                max_prompt_length=c.max_prompt_length, ignore_eos=c.ignore_eos)
-    return rollout.to(s.run.acc.device)
+    return prompts, dict(seed=sampling_seed(c.seed + 7919 * round_, step, s.run.rank), num_generations=s.G,
+                         max_new_tokens=c.max_completion_length, temperature=c.temperature, top_p=c.top_p,
+                         stop_strings=tuple(c.stop_strings), max_prompt_length=c.max_prompt_length,
+                         ignore_eos=c.ignore_eos)
 
 
 def sample_batch(s: GRPOSetup, step: int, times: dict[str, float]) -> tuple[list[Problem], Rollout, Scores, dict]:
