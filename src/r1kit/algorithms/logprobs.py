@@ -20,8 +20,10 @@ Design decisions:
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache
@@ -65,7 +67,7 @@ def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completi
             model(input_ids=completion_ids[:, :-1], attention_mask=attn[:, :-1], position_ids=positions[:, :-1],
                   logits_to_keep=_NO_POSITIONS.to(prompt_ids.device), **cache_kwargs(cache))
         states = torch.cat([prompt_end, hidden.pop()], dim=1)  # [n, T, H]
-    head = prefix_model.get_output_embeddings()
+    head = lm_head(prefix_model)
     step = T if chunk_tokens <= 0 else max(1, chunk_tokens // max(len(states), 1))
     grad = torch.is_grad_enabled() and states.requires_grad
     logprobs, entropy = [], []
@@ -79,7 +81,18 @@ def completion_logprobs(model, prompt_ids: Tensor, prompt_mask: Tensor, completi
     return torch.cat(logprobs, dim=1), torch.cat(entropy, dim=1) if with_entropy else None
 
 
-def score_chunk(head: nn.Module, states: Tensor, ids: Tensor, temperature: float, with_entropy: bool,
+def lm_head(model) -> Callable[[Tensor], Tensor]:
+    """The model's LM head as a function. A plain Linear (also under FSDP2, which subclasses it) is applied
+    as F.linear on its weight: calling the module again after the model's forward would run FSDP2's
+    hooks a second time in the step, and its unit could free the weight before this backward reads it. Any
+    other head (a LoRA-wrapped one) is called as a module."""
+    head = model.get_output_embeddings()
+    if isinstance(head, nn.Linear):
+        return lambda states: F.linear(states, head.weight, head.bias)
+    return head
+
+
+def score_chunk(head: Callable[[Tensor], Tensor], states: Tensor, ids: Tensor, temperature: float, with_entropy: bool,
                 entropy_grad: bool) -> tuple[Tensor, Tensor | None]:
     """(log p(ids) [n, c], entropy [n, c] or None) from hidden states [n, c, H] through the LM head."""
     logits = head(states).float()  # [n, c, V]

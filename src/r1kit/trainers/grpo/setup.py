@@ -158,6 +158,10 @@ def background_engine(c: GRPOConfig, run: Run, model, tokenizer, dtype, engine: 
     if engine is None and c.rollout_engine == "vllm":
         engine = make_engine(o, model, dtype, run.acc.device, model=c.model, seed=c.seed,
                              max_model_len=c.max_prompt_length + c.max_completion_length)
+    if isinstance(engine, LocalEngine):
+        raise ConfigError("async_rollout with a LocalEngine given to train(engine=...): it would sample in this "
+                          "process, from weights being trained; leave engine unset and r1kit starts a generation "
+                          "worker process")
     if engine is not None:
         return ThreadEngine(engine)
     if run.sharded:
