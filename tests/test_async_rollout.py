@@ -13,6 +13,8 @@ import r1kit.trainers.grpo.step as step_module
 from r1kit.algorithms.logprobs import completion_logprobs
 from r1kit.core.errors import ConfigError
 from r1kit.models.loading import load_model
+from r1kit.models.weights import copy_weights_into
+from r1kit.rollout.engines import LocalEngine
 from r1kit.trainers.grpo.config import make_config
 from r1kit.trainers.grpo.trainer import train
 from tests.conftest import is_volatile
@@ -35,7 +37,23 @@ def _logprobs_under(weights_dir, rollout):
     return lp
 
 
-def test_rollouts_lag_exactly_one_step_and_the_ratio_uses_the_samplers_logprobs(tmp_path, tiny_model, monkeypatch):
+class CopyEngine:
+    """A user's engine holding its own copy of the weights, as a server's client does: async_rollout runs its
+    generate in a thread of the trainer (rollout.background.ThreadEngine)."""
+
+    def __init__(self, model_path):
+        self.inner = LocalEngine(load_model(model_path), "cpu")
+
+    def sync_weights(self, policy, version):
+        copy_weights_into(self.inner.sampler, policy)
+
+    def generate(self, tokenizer, prompts, **kw):
+        return self.inner.generate(tokenizer, prompts, **kw)
+
+
+@pytest.mark.parametrize("where", ["worker process", "user engine in a thread"])
+def test_rollouts_lag_exactly_one_step_and_the_ratio_uses_the_samplers_logprobs(tmp_path, tiny_model, monkeypatch,
+                                                                                where):
     seen = []  # per step: the rollout, and the (pi_old, pi_sampler) log-probs the importance weights were given
     update, weights = step_module.policy_update, step_module.rollout_importance_weights
 
@@ -50,7 +68,8 @@ def test_rollouts_lag_exactly_one_step_and_the_ratio_uses_the_samplers_logprobs(
     monkeypatch.setattr(step_module, "policy_update", spy_update)
     monkeypatch.setattr(step_module, "rollout_importance_weights", spy_weights)
     out = tmp_path / "run"
-    metrics = train(_config(tiny_model, out), show_progress=False)
+    engine = CopyEngine(tiny_model) if where.startswith("user") else None
+    metrics = train(_config(tiny_model, out), show_progress=False, engine=engine)
     assert [m["rollout/staleness"] for m in metrics] == [0, 1, 1]
     # the weights each step started from: the initial model, then checkpoint-t (saved after t steps)
     starts = [tiny_model] + [out / f"checkpoint-{t}" for t in (1, 2)]
@@ -90,6 +109,12 @@ def test_async_resume_matches_the_uninterrupted_run(tmp_path, tiny_model):
     assert _metrics(full / "metrics.jsonl") == _metrics(part / "metrics.jsonl")
     assert [m["rollout/staleness"] for m in _metrics(part / "metrics.jsonl")] == [0, 1, 1, 1]
     assert (full / "samples.jsonl").read_text() == (part / "samples.jsonl").read_text()
+
+
+def test_an_in_process_local_engine_is_refused(tmp_path, tiny_model):
+    engine = LocalEngine(load_model(tiny_model), "cpu")
+    with pytest.raises(ConfigError, match="generation worker process"):
+        train(_config(tiny_model, tmp_path / "run"), show_progress=False, engine=engine)
 
 
 @pytest.mark.parametrize("extra, message", [
