@@ -54,7 +54,8 @@ def r1kit_worker(conn, args, rollout_dtype: str = "auto", async_rollout: bool = 
     examples = [Example(q, "0", str(i)) for i, q in enumerate(QUESTIONS * 50)]
     config = make_config(overrides=dict(
         model=args.model, template="r1zero", prefill="", num_generations=args.G,
-        per_device_train_batch_size=args.batch, max_completion_length=args.max_completion_length,
+        per_device_train_batch_size=micro_batch(args), gradient_accumulation_steps=args.batch // micro_batch(args),
+        max_completion_length=args.max_completion_length,
         temperature=1.0, top_p=1.0, beta=args.beta, num_iterations=args.num_iterations, learning_rate=1e-6,
         max_steps=10_000, save_steps=0, log_completions_steps=0, ignore_eos=not args.natural,
         output_dir=str(Path(args.out) / f"r1kit-{rollout_dtype}-{async_rollout}"), overwrite_output_dir=True,
@@ -68,6 +69,13 @@ def r1kit_worker(conn, args, rollout_dtype: str = "auto", async_rollout: bool = 
         conn.send({"step_time": m["step_time"], "generation_time": m["generation_time"],
                    "completion_tokens": m["completion_length"] * args.batch, "prompt_tokens": prompt_tokens,
                    "rss": peak_rss_mb() + children_peak_rss_mb()})
+
+
+def micro_batch(args) -> int:
+    """r1kit's completions per micro-batch: --micro_batch, else as many as keep it within 4,096 completion
+    tokens (all 16 at 64 and 256 tokens, 4 at 1024), dividing the step's batch."""
+    micro = getattr(args, "micro_batch", 0) or min(args.batch, max(1, 4096 // args.max_completion_length))
+    return micro if args.batch % micro == 0 else args.batch
 
 
 def children_peak_rss_mb() -> float:
@@ -146,6 +154,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16, help="completions per step")
     ap.add_argument("--max_completion_length", type=int, nargs="+", default=[64],
                     help="one or more completion lengths, each run with fresh workers")
+    ap.add_argument("--micro_batch", type=int, default=0,
+                    help="r1kit's completions per micro-batch (0: at most 4,096 completion tokens per micro-batch)")
     ap.add_argument("--beta", type=float, default=0.04)
     ap.add_argument("--num_iterations", type=int, default=1)
     ap.add_argument("--steps", type=int, nargs="+", default=[4], help="measured steps per side (one, or one per length)")
