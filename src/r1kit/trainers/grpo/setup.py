@@ -5,6 +5,8 @@ every step reads."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +23,7 @@ from r1kit.report.alerts import AlertMonitor
 from r1kit.report.html import write_report_safely
 from r1kit.report.options import AlertOptions
 from r1kit.rewards.registry import bind_reward_options
+from r1kit.rollout.background import ProcessEngine, ThreadEngine
 from r1kit.rollout.decoder import unsupported_reason
 from r1kit.rollout.engines import LocalEngine, RolloutEngine, make_engine
 from r1kit.rollout.options import EngineOptions
@@ -77,6 +80,7 @@ class GRPOSetup:
     skipped_lines: int
     alerts: AlertMonitor  # fed every step's metrics, in order (replayed from metrics.jsonl on resume)
     examples: tuple[tuple[str, str], ...] = ()  # worked examples shown before each question (prompt_examples)
+    rollouts: object | None = None  # async_rollout: trainers.grpo.rollouts.OneStepOff, set by the trainer
 
     @property
     def G(self) -> int:
@@ -129,6 +133,8 @@ def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs:
         ref_model.eval().requires_grad_(False)
     model.config.use_cache = False
     judges = load_reward_models(c, device)
+    if c.async_rollout:
+        engine = background_engine(c, run, model, tokenizer, dtype, engine)
     engine = engine if engine is not None else make_engine(EngineOptions.from_config(c), model, dtype, device, model=c.model,
                                                                max_model_len=c.max_prompt_length + c.max_completion_length,
                                                                seed=c.seed, sharded=run.sharded)
@@ -137,8 +143,8 @@ def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs:
                           f"decode with the sharded policy ({unsupported_reason(model)}); use rollout_engine=hf")
     # max_steps -1: num_train_epochs passes over the prompts; warmup_ratio when warmup_steps is 0 (TRL's names)
     max_steps, warmup_steps = training_steps(c, len(reasoning), run.world)
-    wrapped, policy = run.start(model, tokenizer, on_close=lambda: _final_report(c, run), max_steps=max_steps,
-                                warmup_steps=warmup_steps)
+    wrapped, policy = run.start(model, tokenizer, extra_state=run_identity(c, reasoning + general, reward_funcs),
+                                on_close=lambda: _final_report(c, run), max_steps=max_steps, warmup_steps=warmup_steps)
     if skipped and run.is_main:
         (run.out_dir / "skipped_data.txt").write_text("".join(line + "\n" for line in skipped), encoding="utf-8")
     alerts = AlertMonitor(AlertOptions.from_config(c))
@@ -148,6 +154,35 @@ def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs:
     return GRPOSetup(c, AlgorithmOptions.from_config(c), run, wrapped, policy, tokenizer, ref_model, engine,
                      bound_rewards(c, reward_funcs), judges, reasoning, general, eval_problems, dtype, len(skipped),
                      alerts, examples)
+
+
+def run_identity(c: GRPOConfig, problems: list[Problem], reward_funcs: list | None) -> dict:
+    """What a resumed run must share with its checkpoint beyond the config: the problems as read (a dataset
+    file edited in place changes them) and the reward functions by name (callables given to `train` too)."""
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(json.dumps([p.question, p.answer, p.kind, p.messages, p.columns], default=str, sort_keys=True).encode())
+    names = [r if isinstance(r, str) else getattr(r, "__name__", type(r).__name__) for r in (reward_funcs or c.reward_funcs)]
+    return {"data_fingerprint": h.hexdigest()[:16], "reward_functions": names}
+
+
+def background_engine(c: GRPOConfig, run: Run, model, tokenizer, dtype, engine: RolloutEngine | None):
+    """async_rollout: an engine that generates while the trainer trains. A user's engine, or the vLLM
+    server's client, runs in a thread (its work is elsewhere); otherwise a local generation worker process."""
+    o = EngineOptions.from_config(c)
+    if engine is None and c.rollout_engine == "vllm":
+        engine = make_engine(o, model, dtype, run.acc.device, model=c.model, seed=c.seed,
+                             max_model_len=c.max_prompt_length + c.max_completion_length)
+    if isinstance(engine, LocalEngine):
+        raise ConfigError("async_rollout with a LocalEngine given to train(engine=...): it would sample in this "
+                          "process, from weights being trained; leave engine unset and r1kit starts a generation "
+                          "worker process")
+    if engine is not None:
+        return ThreadEngine(engine)
+    if run.sharded:
+        raise ConfigError("async_rollout under FSDP2: the local generation worker needs a whole copy of the "
+                          "policy; use rollout_engine=vllm with vllm_mode=server")
+    return ProcessEngine(o, model, dtype, tokenizer, c.rollout_worker_threads or torch.get_num_threads())
 
 
 def _final_report(c: GRPOConfig, run: Run) -> None:
