@@ -31,6 +31,7 @@ from typing import Any
 
 from r1kit.core.errors import ConfigError, DataError, ModelError, RewardError, TrainingError, TrainingStopped
 from r1kit.core.options import load_config
+from r1kit.models.options import PRM_AGGREGATIONS
 from r1kit.pipeline.stages import config_class, stage_commands
 from r1kit.trainers.grpo.config import GRPOConfig
 
@@ -111,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset_split", default="test", help="split of a folder, save_to_disk or cached hub benchmark")
     ev.add_argument("--output_dir", default="runs/eval", help="writes OUTPUT_DIR/BENCHMARK/{summary.json,samples.jsonl}")
     ev.add_argument("--trust_remote_code", action="store_true")
+    ev.add_argument("--prm", default=None, help="a process reward model (OUTPUT_DIR/model of `r1kit prm`): also "
+                                                "report prm@k, the share of problems whose best-scored sample is correct")
+    ev.add_argument("--prm_aggregation", default="min", choices=list(PRM_AGGREGATIONS),
+                    help="a solution's PRM score from its steps' scores (default min, Math-Shepherd's)")
     ev.set_defaults(run=cmd_eval)
     st = sub.add_parser("student", help="cut a smaller student from a model: N evenly spaced decoder layers kept",
                         description="Make a distillation student by keeping num_layers evenly spaced decoder layers "
@@ -269,6 +274,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.model, args.trust_remote_code)
     model = load_model(args.model, trust_remote_code=args.trust_remote_code)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
+    prm = None
+    if args.prm:
+        from r1kit.evaluation.rerank import prm_rerank
+        from r1kit.models.process_reward_model import load_process_reward_model
+
+        prm = load_process_reward_model(args.prm, trust_remote_code=args.trust_remote_code)
     pass_k = tuple(args.pass_k) if args.pass_k is not None else (args.num_samples,)
     settings = {k: v for k, v in vars(args).items() if k not in ("command", "benchmark")}
     for name, problems in suites.items():
@@ -281,6 +292,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                         max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style,
                                         prefill=args.prefill, batch_size=args.batch_size, seed=args.seed,
                                         pass_k=pass_k, progress=bar.update)
+        if prm is not None:
+            summary.update(prm_rerank(records, problems, prm, args.num_samples, args.prm_aggregation))
         write_outputs(Path(args.output_dir) / label, label, summary, records, settings)
         print(format_table(label, summary))
         print(f"  -> {Path(args.output_dir) / label}/summary.json, samples.jsonl")

@@ -192,7 +192,7 @@ def format_table(name: str, summary: dict) -> str:
     """A plain-text table of a summary (the headline metrics, then per-group pass@1)."""
     n = summary["samples_per_problem"]
     keys = ["pass@1"] + sorted(k for k in summary if k.startswith("pass@") and k[5:].isdigit() and k != "pass@1")
-    keys += [f"cons@{n}", "format_rate", "mean_length"]
+    keys += [f"cons@{n}", *([f"prm@{n}"] if f"prm@{n}" in summary else []), "format_rate", "mean_length"]
     lines = [f"{name}: {summary['problems']} problems x {n} samples ({summary['seconds']:.0f} s)"]
     lines += [f"  {k:<14}{summary[k]:.4f}" if k != "mean_length" else f"  {k:<14}{summary[k]:.1f}" for k in keys]
     for k, v in summary.items():

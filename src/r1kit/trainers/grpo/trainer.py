@@ -61,7 +61,9 @@ def iter_train(config: GRPOConfig, examples: list[Problem] | None = None,
         run = cleanup.enter_context(open_run(options, show_progress))
         s = setup(c, run, examples, reward_funcs, engine)
         if c.eval_steps and run.start_step == 0:
-            yield initial_eval(s)
+            initial = initial_eval(s)
+            s.alerts.update(initial)  # the baseline of alerts that compare with the first evaluation (as on resume)
+            yield initial
         for step in run.steps():
             metrics = grpo_step(s, step)
             raise_alerts(s, metrics)
