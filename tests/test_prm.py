@@ -5,6 +5,7 @@ the PRM inside GRPO (outcome and step-level advantages) with its reward-hacking 
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -329,3 +330,40 @@ def test_eval_reports_prm_best_of_k(trained_prm, tiny_model, tmp_path):
     samples = [json.loads(line) for line in (tmp_path / "ev" / "bench" / "samples.jsonl").read_text().splitlines()]
     picks = [s for s in samples if s.get("prm_pick")]
     assert len(picks) == 3 and summary["prm@2"] == sum(s["correct"] for s in picks) / 3
+
+
+def test_the_section_4_2_stages_chain_in_a_pipeline(tmp_path):
+    """prm_data -> prm -> grpo with the PRM as its reward and mcts with it as the value model, as pipeline stages
+    (and so as the commands r1kit prm-data / prm / mcts): each leaves what the next reads."""
+    from r1kit.pipeline.pipeline import run_pipeline
+
+    config = tmp_path / "p.yaml"
+    config.write_text(f"""
+output_dir: {tmp_path / 'out'}
+eval: {{benchmark: arithmetic, limit: 2, num_samples: 1, max_new_tokens: 12}}
+defaults: {{seed: 0, torch_threads: 1, arithmetic_max_value: 4}}
+stages:
+  - {{name: base, type: tiny_model, hidden_size: 32, num_layers: 1}}
+  - {{name: labels, type: prm_data, model: "@base", max_problems: 3, num_generations: 2, num_rollouts: 2,
+      max_completion_length: 12}}
+  - {{name: prm, type: prm, model: "@base", dataset: "@labels", max_steps: 2, eval_fraction: 0.34}}
+  - {{name: rl, type: grpo, model: "@base", process_reward_model: "@prm", prm_mode: steps, template: plain,
+      stop_strings: [], reward_funcs: [readable_accuracy], num_generations: 2, per_device_train_batch_size: 4,
+      max_completion_length: 12, max_steps: 1, save_steps: 0, write_report: false}}
+  - {{name: search, type: mcts, model: "@base", value_model: "@prm", rounds: 1, prompts_per_round: 2,
+      search_batch: 2, num_simulations: 2, max_children: 2, max_completion_length: 12, actor_steps: 1,
+      value_steps: 1, eval_steps: 0}}
+""")
+    manifest = run_pipeline(config, log=lambda line: None)
+    stages = manifest["stages"]
+    assert all(stages[n]["status"] == "done" for n in ("labels", "prm", "rl", "search")), stages
+    labels = [json.loads(line) for line in Path(stages["labels"]["artifacts"]["data"]).read_text().splitlines()]
+    counts = json.loads((Path(stages["labels"]["artifacts"]["run"]) / "prm_data.json").read_text())
+    assert len(labels) == counts["solutions"] >= 1 and counts["problems"] == 3
+    for r in labels:  # each label is its count's share; the last step is the outcome itself
+        assert r["labels"] == [c / n for c, n in r["counts"]] and r["counts"][-1] == [int(r["correct"]), 1]
+        assert all(n == 2 for _, n in r["counts"][:-1]) and "".join(r["steps"]) == r["completion"]
+    assert (Path(stages["prm"]["artifacts"]["model"]) / "r1kit_prm.json").is_file()
+    rl = [json.loads(line) for line in (Path(stages["rl"]["artifacts"]["run"]) / "metrics.jsonl").read_text().splitlines()]
+    assert "rewards/prm" in rl[-1]
+    assert json.loads((Path(stages["search"]["artifacts"]["run"]) / "metrics.jsonl").read_text().splitlines()[-1])["round"] == 1

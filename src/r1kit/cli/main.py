@@ -31,6 +31,8 @@ from typing import Any
 
 from r1kit.core.errors import ConfigError, DataError, ModelError, RewardError, TrainingError, TrainingStopped
 from r1kit.core.options import load_config
+from r1kit.data.templates import TEMPLATES
+from r1kit.evaluation.evaluate import PROMPT_STYLES
 from r1kit.models.options import PRM_AGGREGATIONS
 from r1kit.pipeline.stages import config_class, stage_commands
 from r1kit.trainers.grpo.config import GRPOConfig
@@ -97,9 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--temperature", type=float, default=0.6, help="default 0.6, as in the paper")
     ev.add_argument("--top_p", type=float, default=0.95, help="default 0.95, as in the paper")
     ev.add_argument("--max_new_tokens", type=int, default=512)
-    ev.add_argument("--prompt_style", default="r1zero", choices=["r1zero", "r1chat", "chat", "fewshot"],
-                    help="r1zero (answer in <answer>), chat (chat template + \\boxed{} instruction), fewshot (base models)")
-    ev.add_argument("--prefill", default="<think>", help="response prefill for the r1zero style")
+    ev.add_argument("--prompt_style", default="r1zero", choices=list(PROMPT_STYLES),
+                    help="r1zero (answer in <answer>), chat (chat template + \\boxed{} instruction), fewshot (base models), "
+                         "readable (--template and --prefill as in training, the answer from R1's readable format)")
+    ev.add_argument("--prefill", default="<think>", help="response prefill for the r1zero and readable styles")
+    ev.add_argument("--template", default="plain", choices=list(TEMPLATES), help="prompt template of the readable style")
+    ev.add_argument("--special_token", default="|special_token|", help="the readable format's separator")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only this many problems")
     ev.add_argument("--subset", default="first", choices=["first", "random"], help="which problems --limit keeps")
     ev.add_argument("--seed", type=int, default=0)
@@ -291,6 +296,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                         temperature=args.temperature, top_p=args.top_p,
                                         max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style,
                                         prefill=args.prefill, batch_size=args.batch_size, seed=args.seed,
+                                        template=args.template, special_token=args.special_token,
                                         pass_k=pass_k, progress=bar.update)
         if prm is not None:
             summary.update(prm_rerank(records, problems, prm, args.num_samples, args.prm_aggregation))

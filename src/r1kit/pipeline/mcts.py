@@ -239,9 +239,12 @@ def _value_model(c: MCTSConfig, value: str | None):
 
     if value is not None:
         return load_process_reward_model(value, trust_remote_code=c.trust_remote_code)
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load_token_classifier(c.model, c.trust_remote_code, new_head=True, seed=c.seed)
-    return ProcessRewardModel(model, tokenizer, "cpu", {"template": c.template, "step_mode": c.step_mode,
-                                                        "special_token": c.special_token})
+    return ProcessRewardModel(model.to(device), tokenizer, device, {"template": c.template, "step_mode": c.step_mode,
+                                                                    "special_token": c.special_token})
 
 
 def search_metrics(results: list[dict]) -> dict:

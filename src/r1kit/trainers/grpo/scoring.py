@@ -5,7 +5,9 @@ penalty, and the scores of the accuracy and format metrics."""
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -98,9 +100,9 @@ def step_advantages(s: GRPOSetup, scores: Scores, rollout: Rollout, advantages: 
 def token_ends(tokenizer, ids: list[int], char_ends: list[int]) -> list[int]:
     """The index of the token in which each character offset of the decoded text falls (its last character
     included), so a step's reward lands on the token that completes it; offsets past the text get the last
-    token."""
-    decoded = [len(tokenizer.decode(ids[:j + 1], skip_special_tokens=True)) for j in range(len(ids))]
-    return [next((j for j, n in enumerate(decoded) if n >= e), len(ids) - 1) for e in char_ends]
+    token. A binary search over decoded prefixes: a few decodes per step, not one per token."""
+    decoded = functools.lru_cache(maxsize=None)(lambda j: len(tokenizer.decode(ids[:j + 1], skip_special_tokens=True)))
+    return [min(bisect.bisect_left(range(len(ids)), e, key=decoded), len(ids) - 1) for e in char_ends]
 
 
 def process_metrics(scores: Scores, accuracy: torch.Tensor, gather) -> dict:
