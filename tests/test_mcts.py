@@ -212,6 +212,10 @@ def test_one_round_ends_with_a_trained_value_head_and_actor(one_round, stepping_
     assert (head - fresh.score.weight.detach()).abs().max().item() > 1e-4  # the value head moved
     searched = [json.loads(line) for line in (out / "round-0" / "search.jsonl").read_text().splitlines()]
     assert [line["step"] for line in searched] == [1, 2] and sum(len(line["trees"]) for line in searched) == 6
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        run_mcts(make_mcts_config(overrides=_options(stepping_model, out)), show_progress=False)
+    again = run_mcts(make_mcts_config(overrides={**_options(stepping_model, out), "resume": True}), show_progress=False)
+    assert again == [m]  # a finished run resumed: nothing left to do, the same metrics
 
 
 DRIVER = """
