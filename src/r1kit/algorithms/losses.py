@@ -247,7 +247,7 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | Non
     options = LossOptions(epsilon, epsilon if epsilon_high is None else epsilon_high,
                           sapo_temperature_pos, sapo_temperature_neg)
     ratio = policy_ratio(logprobs, old_logprobs, mask, importance_sampling_level)  # [N, T] or [N, 1]
-    adv = advantages[:, None] if advantages.dim() == 1 else advantages  # [N, 1], or [N, T] per token (process supervision)
+    adv = advantages[:, None] if advantages.dim() == 1 else advantages  # [N, 1], or [N, T] (process supervision)
     per_token_loss, low, high = _term_output(spec.term(ratio, adv, logprobs * mask, options), mask)  # [N, T]
     selected = mask
     if top_entropy_quantile < 1.0:

@@ -152,7 +152,6 @@ class AlertMonitor:
                                f"each scored 0 (see reward_failures.jsonl)")
         return found
 
-
     def _check_prm(self, found: list[Alert], step: int, metrics: dict) -> None:
         """prm_hacking: the PRM's score up by alert_prm_rise, held-out pass@1 down by alert_prm_drop."""
         t = self.thresholds
