@@ -79,16 +79,7 @@ def _declared_by(cls: type, name: str) -> type:
     return next(k for k in reversed(cls.__mro__) if name in k.__dict__.get("__annotations__", {}))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="r1kit", description="DeepSeek-R1 style reasoning RL (GRPO) for language models.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, stype in stage_commands().items():
-        sp = sub.add_parser(name, aliases=list(stype.aliases), help=stype.command,
-                            description=stype.description or stype.command)
-        sp.add_argument("--config", help="YAML file of options (every option below is also one of its keys); "
-                                         "command-line options override it")
-        _add_config_options(sp, config_class(name))
-        sp.set_defaults(run=cmd_stage, stage=name)
+def _add_eval_parser(sub) -> None:
     ev = sub.add_parser("eval", help="evaluate a model: pass@1 over k samples, pass@k, cons@k",
                         description="Evaluate as the R1 paper reports it: pass@1 averaged over k samples "
                                     "(temperature 0.6, top-p 0.95), the unbiased pass@k, and majority vote cons@k.")
@@ -100,11 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--top_p", type=float, default=0.95, help="default 0.95, as in the paper")
     ev.add_argument("--max_new_tokens", type=int, default=512)
     ev.add_argument("--prompt_style", default="r1zero", choices=list(PROMPT_STYLES),
-                    help="r1zero (answer in <answer>), chat (chat template + \\boxed{} instruction), fewshot (base models), "
-                         "readable (--template and --prefill as in training, the answer from R1's readable format)")
-    ev.add_argument("--prefill", default="<think>", help="response prefill for the r1zero and readable styles")
+                    help="r1zero (answer in <answer>), r1chat (chat template + R1 system prompt), chat (chat template "
+                         "+ \\boxed{} instruction), fewshot (base models), readable (--template and --prefill as in "
+                         "training, the answer from R1's readable format)")
+    ev.add_argument("--prefill", default="<think>", help="response prefill for the r1zero, r1chat and readable styles")
     ev.add_argument("--template", default="plain", choices=list(TEMPLATES), help="prompt template of the readable style")
     ev.add_argument("--special_token", default="|special_token|", help="the readable format's separator")
+    ev.add_argument("--system_prompt", "--system-prompt", default=None,
+                    help="r1chat style: the system message (default: r1kit's R1 instruction)")
+    ev.add_argument("--prompt_examples", "--prompt-examples", default=None,
+                    help="r1chat style: a .jsonl of worked examples (question, response) shown before each question")
+    ev.add_argument("--think_gain", "--think-gain", action=argparse.BooleanOptionalAction, default=True,
+                    help="also sample each problem with the think removed: pass@1_no_think and think_gain "
+                         "(pass@1 - pass@1_no_think) say whether the think does the work (default: on)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only this many problems")
     ev.add_argument("--subset", default="first", choices=["first", "random"], help="which problems --limit keeps")
     ev.add_argument("--seed", type=int, default=0)
@@ -122,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prm_aggregation", default="min", choices=list(PRM_AGGREGATIONS),
                     help="a solution's PRM score from its steps' scores (default min, Math-Shepherd's)")
     ev.set_defaults(run=cmd_eval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r1kit", description="DeepSeek-R1 style reasoning RL (GRPO) for language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, stype in stage_commands().items():
+        sp = sub.add_parser(name, aliases=list(stype.aliases), help=stype.command,
+                            description=stype.description or stype.command)
+        sp.add_argument("--config", help="YAML file of options (every option below is also one of its keys); "
+                                         "command-line options override it")
+        _add_config_options(sp, config_class(name))
+        sp.set_defaults(run=cmd_stage, stage=name)
+    _add_eval_parser(sub)
     st = sub.add_parser("student", help="cut a smaller student from a model: N evenly spaced decoder layers kept",
                         description="Make a distillation student by keeping num_layers evenly spaced decoder layers "
                                     "(first and last included) of a Llama-family model, weights copied.")
@@ -259,6 +271,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from r1kit.data.sources import read_examples
     from r1kit.evaluation.benchmarks import BENCHMARKS, load_benchmark, select_problems
     from r1kit.evaluation.evaluate import evaluate, format_table, write_outputs
 
@@ -266,6 +279,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--num_samples and --batch_size must be >= 1")
     if not 0 < args.top_p <= 1 or args.temperature < 0:
         raise ConfigError("--top_p must be in (0, 1] and --temperature >= 0")
+    if args.prompt_examples and args.prompt_style != "r1chat":
+        raise ConfigError(f"--prompt_examples are shown as earlier chat turns: use --prompt_style r1chat, "
+                          f"not {args.prompt_style}")
+    examples = read_examples(args.prompt_examples) if args.prompt_examples else ()
     # every benchmark is read and checked before the model loads
     suites = {name: select_problems(load_benchmark(name, args.data_dir, args.question_field, args.answer_field,
                                                    args.dataset_config, args.dataset_split),
@@ -297,7 +314,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                         max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style,
                                         prefill=args.prefill, batch_size=args.batch_size, seed=args.seed,
                                         template=args.template, special_token=args.special_token,
-                                        pass_k=pass_k, progress=bar.update)
+                                        pass_k=pass_k, system_prompt=args.system_prompt, examples=examples,
+                                        think_gain=args.think_gain, progress=bar.update)
         if prm is not None:
             summary.update(prm_rerank(records, problems, prm, args.num_samples, args.prm_aggregation))
         write_outputs(Path(args.output_dir) / label, label, summary, records, settings)

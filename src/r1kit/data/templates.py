@@ -8,6 +8,8 @@ answer with "<think>"). It belongs to the prompt for the model and to the comple
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from transformers import PreTrainedTokenizerBase
 
 R1_ZERO_TEMPLATE = (
@@ -31,8 +33,12 @@ TEMPLATES = ("r1zero", "chat", "plain")
 
 
 def build_prompt(question: str, tokenizer: PreTrainedTokenizerBase, template: str = "r1zero",
-                 prefill: str = "", messages: list[dict] | None = None, system_prompt: str | None = None) -> str:
+                 prefill: str = "", messages: list[dict] | None = None, system_prompt: str | None = None,
+                 examples: Sequence[tuple[str, str]] = ()) -> str:
     """The prompt text the model continues, ending with the prefill.
+
+    `examples` (template chat) are worked (question, response) pairs put before the question as earlier
+    turns of the conversation: a small model follows a shown exchange far more readily than an instruction.
 
     `messages` (a conversational record, as in TRL) are rendered by the chat template as they are, as
     TRL does: no system message is added to a conversation (`system_prompt` only adds one where the
@@ -40,6 +46,8 @@ def build_prompt(question: str, tokenizer: PreTrainedTokenizerBase, template: st
     `system_prompt` replaces R1_CHAT_SYSTEM for a plain question under template chat (open-r1's option).
     """
     question = question.strip()
+    if examples and template != "chat":
+        raise ValueError(f"worked examples are shown as earlier chat turns: they need template=chat, not {template}")
     if template == "r1zero":
         # The paper's template ends in "Assistant:"; a space before the prefill keeps the tag a separate word.
         text = R1_ZERO_TEMPLATE.format(prompt=question.rstrip("."))
@@ -49,7 +57,9 @@ def build_prompt(question: str, tokenizer: PreTrainedTokenizerBase, template: st
             raise ValueError("template=chat: this model's tokenizer has no chat template; use template=r1zero")
         system = R1_CHAT_SYSTEM if system_prompt is None else system_prompt
         if messages is None:
-            messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+            shown = [{"role": role, "content": text} for q, r in examples
+                     for role, text in (("user", q), ("assistant", r))]
+            messages = [{"role": "system", "content": system}, *shown, {"role": "user", "content": question}]
         elif system_prompt is not None and not any(m.get("role") == "system" for m in messages):
             messages = [{"role": "system", "content": system_prompt}, *messages]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -22,6 +22,9 @@ class EvalOptions(Options):
     eval_style: str = opt("auto", "how evaluation prompts and reads answers: auto (as the training template asks: "
                                   "r1zero, r1chat, fewshot for plain), or readable (the training template and "
                                   "prefill, the answer from R1's readable format; after cold-start SFT)")
+    eval_think_gain: bool = opt(True, "also sample the held-out set with the think removed (the response starts "
+                                      "with an empty think): eval/pass@1_no_think and eval/think_gain = pass@1 - "
+                                      "pass@1_no_think say whether the think does the work")
 
     def check(self) -> None:
         need(self.eval_steps >= 0 and self.eval_limit >= 1 and self.eval_num_samples >= 1,

@@ -19,6 +19,7 @@ def prm_rerank(records: list[dict], problems: list[Problem], prm: ProcessRewardM
     """Score every sample with the PRM (records gain "prm_steps" and "prm_score") and pick one per problem;
     returns {"prm@k": share of problems whose pick is correct, "prm_picked_length": its mean length}."""
     questions = {p.id: p.question for p in problems}
+    records = [r for r in records if r.get("mode", "think") == "think"]  # not the think-removed resamples
     steps = [split_steps(r["completion"], prm.step_mode, prm.special_token) for r in records]
     scores = prm.score([questions[r["problem_id"]] for r in records], steps, batch_size=batch_size)
     for r, s in zip(records, scores):

@@ -326,6 +326,7 @@ def evaluate_actor(c: MCTSConfig, actor: str) -> dict:
                           num_samples=c.eval_num_samples, temperature=c.eval_temperature, top_p=c.eval_top_p,
                           max_new_tokens=c.eval_max_new_tokens or c.max_completion_length,
                           prompt_style=STYLE_FOR_TEMPLATE[c.template] if c.eval_style == "auto" else c.eval_style,
-                          prefill=c.prefill, template=c.template, special_token=c.special_token, seed=c.seed)
-    keep = ("pass@1", f"cons@{c.eval_num_samples}", "format_rate", "mean_length")
-    return {**{f"eval/{k}": summary[k] for k in keep}, "eval/seconds": time.perf_counter() - t0}
+                          prefill=c.prefill, template=c.template, special_token=c.special_token, seed=c.seed,
+                          think_gain=c.eval_think_gain)
+    keep = ("pass@1", f"cons@{c.eval_num_samples}", "format_rate", "mean_length", "pass@1_no_think", "think_gain")
+    return {**{f"eval/{k}": summary[k] for k in keep if k in summary}, "eval/seconds": time.perf_counter() - t0}

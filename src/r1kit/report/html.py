@@ -76,8 +76,9 @@ def _clip(text: str) -> tuple[str, int]:
 
 
 def collect_samples(path: Path, steps: list[int], keep: dict[int, set[int]], max_per_step: int,
-                    compiled_markers, kind: str) -> dict[int, list[dict]]:
-    """The records of `steps` in a samples file (train or eval), as compact dicts for the page.
+                    compiled_markers, kind: str, mode: str | None = None) -> dict[int, list[dict]]:
+    """The records of `steps` in a samples file (train or eval), as compact dicts for the page; with `mode`,
+    only the evaluation records of that mode ("think", or "no_think": the think removed).
 
     A completion's index is its position within its step in file order, the numbering r1kit.report.aha uses
     for its links; indices in `keep` are embedded even past `max_per_step`.
@@ -87,7 +88,7 @@ def collect_samples(path: Path, steps: list[int], keep: dict[int, set[int]], max
     position: dict[int, int] = {}
     for rec in iter_jsonl(path):
         step = rec.get("step")
-        if not isinstance(step, int):
+        if not isinstance(step, int) or (mode is not None and rec.get("mode", "think") != mode):
             continue
         index = position.get(step, 0)
         position[step] = index + 1
@@ -338,7 +339,9 @@ def write_report(run_dirs: list[str | Path] | str | Path, out: str | Path | None
         eval_steps = sorted({r["step"] for r in iter_jsonl(eval_path) if isinstance(r.get("step"), int)})
         if eval_steps:
             chosen_eval = choose_steps(eval_steps, (), num_sample_steps)
-            samples["eval"] = collect_samples(eval_path, chosen_eval, {}, max_samples_per_step, compiled, "eval")
+            for name, mode in (("eval", "think"), ("eval_no_think", "no_think")):
+                samples[name] = collect_samples(eval_path, chosen_eval, {}, max_samples_per_step, compiled, "eval",
+                                                mode)
         page_runs.append({"name": run["name"], "samples": samples})
 
     figures: list[tuple[dict, bytes]] = []

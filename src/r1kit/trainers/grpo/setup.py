@@ -14,7 +14,7 @@ from r1kit.core.errors import ConfigError
 from r1kit.core.files import iter_jsonl
 from r1kit.data.options import DataOptions
 from r1kit.data.problems import Problem
-from r1kit.data.sources import general_examples
+from r1kit.data.sources import general_examples, read_examples
 from r1kit.evaluation.benchmarks import held_out_problems
 from r1kit.models.loading import load_model, load_policy, load_tokenizer, resolve_dtype
 from r1kit.models.options import LoraOptions, ModelOptions
@@ -73,6 +73,7 @@ class GRPOSetup:
     dtype: torch.dtype
     skipped_lines: int
     alerts: AlertMonitor  # fed every step's metrics, in order (replayed from metrics.jsonl on resume)
+    examples: tuple[tuple[str, str], ...] = ()  # worked examples shown before each question (prompt_examples)
 
     @property
     def G(self) -> int:
@@ -140,8 +141,10 @@ def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs:
     alerts = AlertMonitor(AlertOptions.from_config(c))
     for past in iter_jsonl(run.out_dir / "metrics.jsonl") if run.start_step else ():
         alerts.update(past)  # those that fired before the resume stay fired, silently
-    return GRPOSetup(c, AlgorithmOptions.from_config(c), run, wrapped, policy, tokenizer, ref_model, engine, bound_rewards(c, reward_funcs), judges,
-                     reasoning, general, eval_problems, dtype, len(skipped), alerts)
+    examples = read_examples(c.prompt_examples) if c.prompt_examples else ()
+    return GRPOSetup(c, AlgorithmOptions.from_config(c), run, wrapped, policy, tokenizer, ref_model, engine,
+                     bound_rewards(c, reward_funcs), judges, reasoning, general, eval_problems, dtype, len(skipped),
+                     alerts, examples)
 
 
 def _final_report(c: GRPOConfig, run: Run) -> None:
