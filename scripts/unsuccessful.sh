@@ -24,7 +24,7 @@ run sft            r1kit sft      --config $C/sft.yaml
 run prm_data       r1kit prm-data --config $C/prm_data.yaml
 run prm            r1kit prm      --config $C/prm.yaml
 # PRM best-of-8 on the SFT model at the paper's sampling (temperature 0.6, top-p 0.95), and majority vote
-run eval_sft       r1kit eval --model $SFT "${HELD[@]}" -k 8 --pass_k 8 --max_new_tokens 48 \
+run eval_sft       r1kit eval --model $SFT "${HELD[@]}" -k 8 --pass_k 8 --max_new_tokens 48 --no-think_gain \
                    --prm $R/prm/model --output_dir $R/eval_sft
 run grpo           r1kit grpo --config $C/grpo.yaml
 run grpo_prm       r1kit grpo --config $C/grpo_prm.yaml

@@ -367,3 +367,17 @@ stages:
     rl = [json.loads(line) for line in (Path(stages["rl"]["artifacts"]["run"]) / "metrics.jsonl").read_text().splitlines()]
     assert "rewards/prm" in rl[-1]
     assert json.loads((Path(stages["search"]["artifacts"]["run"]) / "metrics.jsonl").read_text().splitlines()[-1])["round"] == 1
+
+
+@pytest.mark.parametrize("stage, name", [("sft", "sft"), ("prm_data", "prm_data"), ("prm", "prm"), ("grpo", "grpo"),
+                                         ("grpo", "grpo_prm"), ("grpo", "grpo_prm_steps"), ("mcts", "mcts")])
+def test_the_section_4_2_experiment_configs_are_valid_as_the_script_runs_them(stage, name):
+    """scripts/unsuccessful.sh runs `r1kit STAGE --config configs/unsuccessful/NAME.yaml`: each file must pass the
+    same translation and checks (unknown or renamed keys fail here, not an hour into the experiment)."""
+    from r1kit.core.options import load_config
+    from r1kit.pipeline.stages import config_class
+
+    root = Path(__file__).resolve().parent.parent
+    c = load_config(config_class(stage), None, root / "configs" / "unsuccessful" / f"{name}.yaml", {})
+    assert c.output_dir == f"runs/unsuccessful/{name}"
+    assert name in (root / "scripts" / "unsuccessful.sh").read_text()
