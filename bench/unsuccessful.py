@@ -21,13 +21,12 @@ import re
 import statistics
 from pathlib import Path
 
-from r1kit.data.arithmetic import line_is_right
+from r1kit.data.arithmetic import line_is_right, worked_lines
 from r1kit.report.alerts import check_alerts
 
 TOK = "|special_token|"
 ARMS = {"grpo": "GRPO (rules)", "grpo_prm": "GRPO + PRM (outcome)", "grpo_prm_steps": "GRPO + PRM (step advantages)"}
 CAPS = (1, 2, 4, 8)
-_QUESTION = re.compile(r"-?\d+")
 _RESULT = re.compile(r"=\s*(-?\d+)\s*$")
 
 
@@ -35,22 +34,13 @@ def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def partial_sums(question: str) -> list[int]:
-    terms = [int(t) for t in _QUESTION.findall(question)]
-    out, total = [], terms[0]
-    for t in terms[1:]:
-        total += t
-        out.append(total)
-    return out
-
-
 def on_track(steps: list[str], question: str) -> bool:
-    """Every line so far is true arithmetic ending on the right partial sum (this task's ground truth)."""
-    sums = partial_sums(question)
+    """Every line so far is true arithmetic ending on the right running total (this task's ground truth)."""
+    totals = [int(line.rsplit("=", 1)[1]) for line in worked_lines(question) or []]
     for k, step in enumerate(steps):
         line = step.replace(TOK, "").strip()
         m = _RESULT.search(line)
-        if k >= len(sums) or not m or line_is_right(line) is not True or int(m.group(1)) != sums[k]:
+        if k >= len(totals) or not m or line_is_right(line) is not True or int(m.group(1)) != totals[k]:
             return False
     return True
 
@@ -129,7 +119,9 @@ def fmt(x, digits: int = 3) -> str:
 
 
 def tables(res: dict) -> str:
-    lines = ["## Accuracy per wall-minute (held-out pass@1, 32 problems x 4 samples, temperature 0.6)", "",
+    e = res["eval_settings"]
+    lines = [f"## Accuracy per wall-minute (held-out pass@1, {e.get('eval_limit', '?')} problems x "
+             f"{e.get('eval_num_samples', '?')} samples, temperature {e.get('eval_temperature', '?')})", "",
              "| arm | training wall time (min) | pass@1 at start | pass@1 at end | gain per minute | evaluations |",
              "| --- | ---: | ---: | ---: | ---: | --- |"]
     for name, arm in res["arms"].items():
@@ -140,13 +132,14 @@ def tables(res: dict) -> str:
     b = res["best_of_n"]
     if b:
         k = b["samples_per_problem"]
-        lines += ["", f"## PRM best-of-{k} on the SFT model (the same 32 held-out problems, {k} samples each)", "",
+        lines += ["", f"## PRM best-of-{k} on the SFT model (the same {b['problems']} held-out problems, {k} samples each)", "",
                   f"| pass@1 | cons@{k} (majority) | prm@{k} (PRM's pick) | pass@{k} (oracle) | sampling + scoring (s) |",
                   "| ---: | ---: | ---: | ---: | ---: |",
                   f"| {fmt(b['pass@1'])} | {fmt(b[f'cons@{k}'])} | {fmt(b.get(f'prm@{k}'))} | {fmt(b.get(f'pass@{k}'))} "
                   f"| {b['seconds']:.0f} |"]
     q = res["labels"]
-    lines += ["", "## Step labels (Math-Shepherd, 8 rollouts per step) against the arithmetic truth", "",
+    lines += ["", f"## Step labels (Math-Shepherd, {res['label_counts'].get('num_rollouts', '?')} rollouts per step) "
+                  "against the arithmetic truth", "",
               f"{q['steps']} rolled-out steps, {q['right_steps']} right and {q['wrong_steps']} wrong by arithmetic.", "",
               "| soft label (>= 0.5) agrees | hard label (> 0) agrees | right steps labelled < 0.5 | wrong steps "
               "labelled > 0 | mean label, right steps | mean label, wrong steps |",
@@ -160,6 +153,16 @@ def tables(res: dict) -> str:
               f"| {fmt(p.get('held_out_step_accuracy_before'))} | {fmt(p.get('held_out_step_accuracy_after'))} | "
               f"{fmt(p.get('held_out_brier_before'))} | {fmt(p.get('held_out_brier_after'))} | "
               f"{fmt(p.get('agreement_with_truth'))} |"]
+    cost = res["cost"]
+    lines += ["", "## What the PRM costs (training wall time, evaluation excluded)", "",
+              f"Step labels (`r1kit prm-data`): {fmt(cost['labels_minutes'], 1)} min for {cost['rollouts']} rollouts; "
+              f"the PRM (`r1kit prm`): {fmt(cost['prm_minutes'], 1)} min.", "",
+              "| arm | steps | seconds per step | training minutes | + labels and PRM |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name, arm in res["arms"].items():
+        if arm.get("steps"):
+            extra = arm["minutes"] + (cost["labels_minutes"] or 0) + (cost["prm_minutes"] or 0) if "PRM" in name else None
+            lines.append(f"| {name} | {arm['steps']} | {60 * arm['minutes'] / arm['steps']:.1f} | {arm['minutes']:.1f} "
+                         f"| {fmt(extra, 1)} |")
     lines += ["", "## Reward hacking: the PRM inside GRPO", "",
               "| arm | PRM accepts a rule-wrong completion (mean over steps) | first 10 steps | last 10 steps | alerts |",
               "| --- | ---: | ---: | ---: | --- |"]
@@ -169,7 +172,9 @@ def tables(res: dict) -> str:
             first, last = arm["prm_accepts_wrong_first_last"]
             lines.append(f"| {ARMS[key]} | {fmt(arm['prm_accepts_wrong'])} | {fmt(first)} | {fmt(last)} | "
                          f"{'; '.join(arm['alerts']) or 'none'} |")
-    lines += ["", "## The children cap (one round of search, 16 prompts, 5 simulations each)", "",
+    cap = res["cap_settings"]
+    lines += ["", f"## The children cap (one round of search, {cap.get('prompts_per_round', '?')} prompts, "
+                  f"{cap.get('num_simulations', '?')} simulations each)", "",
               "| max_children | found a correct leaf | chosen path correct | nodes | distinct children per expansion "
               "| value error | search seconds |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for c in res["caps"]:
@@ -276,6 +281,13 @@ def main() -> None:
     res = {"arms": arms, "best_of_n": best_of_n(root), "labels": label_quality(rows(root / "prm_data" / "data.jsonl")),
            "label_counts": json.loads((root / "prm_data" / "prm_data.json").read_text())
            if (root / "prm_data" / "prm_data.json").is_file() else {}, "prm": prm, "caps": cap_runs(root)}
+    res["cost"] = {"labels_minutes": res["label_counts"]["seconds"] / 60 if "seconds" in res["label_counts"] else None,
+                   "rollouts": res["label_counts"].get("rollouts"),
+                   "prm_minutes": prm["seconds"] / 60 if "seconds" in prm else None}
+    first_cap = next((root / f"cap_{k}" / "config.json" for k in CAPS if (root / f"cap_{k}" / "config.json").is_file()), None)
+    res["cap_settings"] = json.loads(first_cap.read_text()) if first_cap else {}
+    res["eval_settings"] = next((json.loads((root / k / "config.json").read_text()) for k in ARMS
+                                 if (root / k / "config.json").is_file()), {})
     text = tables(res)
     (root / "results.md").write_text(text)
     (root / "results.json").write_text(json.dumps(res, indent=1, default=str))

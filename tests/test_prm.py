@@ -381,3 +381,37 @@ def test_the_section_4_2_experiment_configs_are_valid_as_the_script_runs_them(st
     c = load_config(config_class(stage), None, root / "configs" / "unsuccessful" / f"{name}.yaml", {})
     assert c.output_dir == f"runs/unsuccessful/{name}"
     assert name in (root / "scripts" / "unsuccessful.sh").read_text()
+
+
+def _bench_unsuccessful():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "unsuccessful.py"
+    spec = importlib.util.spec_from_file_location("bench_unsuccessful", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_experiments_step_truth_and_label_quality_by_hand():
+    """bench/unsuccessful.py judges Math-Shepherd labels against the task's truth: a step is right when every
+    line so far is true arithmetic ending on the right running total."""
+    bench = _bench_unsuccessful()
+    q = "What is 47 + 38 + 25?"
+    assert bench.on_track([f"{TOK}47 + 38 = 85"], q)
+    assert bench.on_track([f"{TOK}47 + 38 = 85", "\n85 + 25 = 110"], q)
+    assert not bench.on_track([f"{TOK}47 + 38 = 86"], q)  # false arithmetic
+    assert not bench.on_track([f"{TOK}47 + 25 = 72"], q)  # true, but not the running total
+    assert not bench.on_track([f"{TOK}47 + 38 = 86", "\n86 + 25 = 111"], q)  # a right line after a wrong one
+    records = [  # the last step's label is the outcome itself and is not judged
+        {"prompt": q, "steps": [f"{TOK}47 + 38 = 85", "\n85 + 25 = 110", f"{TOK}The answer is 110."],
+         "labels": [0.75, 0.25, 1.0]},
+        {"prompt": q, "steps": [f"{TOK}47 + 38 = 86", "\n86 + 25 = 111", f"{TOK}The answer is 111."],
+         "labels": [0.125, 0.0, 0.0]},
+    ]
+    q = bench.label_quality(records)
+    assert (q["steps"], q["right_steps"], q["wrong_steps"]) == (4, 2, 2)
+    assert q["soft_agreement"] == 3 / 4  # 0.25 on a right step is the one soft miss
+    assert q["hard_agreement"] == 3 / 4  # 0.125 on a wrong step is the one hard miss
+    assert q["right_labelled_below_half"] == 1 / 2 and q["wrong_labelled_above_zero"] == 1 / 2
+    assert q["mean_label_right"] == 0.5 and q["mean_label_wrong"] == 0.0625
