@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from r1kit.algorithms.tree_search import Node, add_children, backup, best_path, record_outcome, select, uct, walk
 from r1kit.core.errors import ConfigError
+from r1kit.core.lock import LOCK_NAME, FolderInUse, FolderLock
 from r1kit.data.arithmetic import arithmetic_examples, worked_lines
 from r1kit.data.problems import Problem
 from r1kit.models.process_reward_model import load_token_classifier
@@ -216,6 +217,9 @@ def test_one_round_ends_with_a_trained_value_head_and_actor(one_round, stepping_
         run_mcts(make_mcts_config(overrides=_options(stepping_model, out)), show_progress=False)
     again = run_mcts(make_mcts_config(overrides={**_options(stepping_model, out), "resume": True}), show_progress=False)
     assert again == [m]  # a finished run resumed: nothing left to do, the same metrics
+    assert not (out / LOCK_NAME).exists()  # given back at the end
+    with FolderLock.acquire(out), pytest.raises(FolderInUse):  # a run still going there: refused, even --resume
+        run_mcts(make_mcts_config(overrides={**_options(stepping_model, out), "resume": True}), show_progress=False)
 
 
 DRIVER = """

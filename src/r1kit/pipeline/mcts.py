@@ -39,6 +39,7 @@ from typing import Any
 
 from r1kit.core.errors import ConfigError, TrainingStopped
 from r1kit.core.files import append_jsonl, iter_jsonl, truncate_jsonl, write_json
+from r1kit.core.lock import LOCK_NAME, FolderLock
 from r1kit.core.options import load_config, need, need_choice, opt
 from r1kit.data.options import DataOptions, PromptOptions
 from r1kit.data.order import prompt_indices
@@ -124,8 +125,9 @@ def _claim(c: MCTSConfig) -> Path:
     if held and c.overwrite_output_dir:
         import shutil
 
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+        for child in out.iterdir():  # all but the lock this run holds
+            if child.name != LOCK_NAME:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
     if not (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").write_text("")
         write_json(out / "config.json", asdict(c))
@@ -140,37 +142,42 @@ def run_mcts(config: MCTSConfig, show_progress: bool = True) -> list[dict]:
 
     c = config
     c.validate()
-    out = _claim(c)
-    torch.set_num_threads(default_threads(c.torch_threads))
-    problems = DataOptions.from_config(c).problems(c.seed)
-    done = sum(1 for r in iter_jsonl(out / "metrics.jsonl") if r.get("round", 0) >= 1)
-    truncate_jsonl(out / "metrics.jsonl", done)  # a line cut short by a kill
-    lines = list(iter_jsonl(out / "metrics.jsonl"))
-    wall = lines[-1]["train_seconds"] if lines and "train_seconds" in lines[-1] else 0.0
-    if c.eval_steps and not lines:
-        base = {"round": 0, "step": 0, "train_seconds": 0.0, **evaluate_actor(c, c.model)}
-        append_jsonl(out / "metrics.jsonl", [base])
-        lines.append(base)
-    for r in range(done, c.rounds):
-        actor, value = models_of_round(c, out, r)
-        batch = [problems[i] for i in prompt_indices(len(problems), r * c.prompts_per_round, c.prompts_per_round, c.seed)]
-        metrics: dict = {"round": r + 1, "step": r + 1}
-        results, metrics["seconds/search"] = search_phase(c, out / f"round-{r}", batch, actor, value, r, show_progress)
-        metrics.update(search_metrics(results))
-        metrics.update(value_phase(c, out / f"round-{r}", results, value))
-        metrics.update(actor_phase(c, out / f"round-{r}", results, actor))
-        wall += metrics["seconds/search"] + metrics["seconds/value"] + metrics["seconds/actor"]
-        metrics["train_seconds"] = wall
-        if c.eval_steps and ((r + 1) % c.eval_steps == 0 or r + 1 == c.rounds):
-            metrics.update(evaluate_actor(c, models_of_round(c, out, r + 1)[0]))
-        append_jsonl(out / "metrics.jsonl", [metrics])
-        lines.append(metrics)
-        if show_progress:
-            print(f"r1kit: mcts: round {r + 1}: found a correct leaf in {metrics['search/found_correct']:.2f} of the "
-                  f"searches, chosen path correct {metrics['search/chosen_correct']:.2f}, value error "
-                  f"{metrics['search/value_error']}" + (f", eval pass@1 {metrics['eval/pass@1']:.3f}"
-                                                        if "eval/pass@1" in metrics else ""), file=sys.stderr)
-    return lines
+    if c.resume and c.overwrite_output_dir:
+        raise ConfigError("resume and overwrite_output_dir: choose one")
+    with FolderLock.acquire(c.output_dir):  # one run per folder, as every trainer's
+        out = _claim(c)
+        torch.set_num_threads(default_threads(c.torch_threads))
+        problems = DataOptions.from_config(c).problems(c.seed)
+        done = sum(1 for r in iter_jsonl(out / "metrics.jsonl") if r.get("round", 0) >= 1)
+        truncate_jsonl(out / "metrics.jsonl", done)  # a line cut short by a kill
+        lines = list(iter_jsonl(out / "metrics.jsonl"))
+        wall = lines[-1]["train_seconds"] if lines and "train_seconds" in lines[-1] else 0.0
+        if c.eval_steps and not lines:
+            base = {"round": 0, "step": 0, "train_seconds": 0.0, **evaluate_actor(c, c.model)}
+            append_jsonl(out / "metrics.jsonl", [base])
+            lines.append(base)
+        for r in range(done, c.rounds):
+            actor, value = models_of_round(c, out, r)
+            picked = prompt_indices(len(problems), r * c.prompts_per_round, c.prompts_per_round, c.seed)
+            batch = [problems[i] for i in picked]
+            metrics: dict = {"round": r + 1, "step": r + 1}
+            results, metrics["seconds/search"] = search_phase(c, out / f"round-{r}", batch, actor, value, r,
+                                                             show_progress)
+            metrics.update(search_metrics(results))
+            metrics.update(value_phase(c, out / f"round-{r}", results, value))
+            metrics.update(actor_phase(c, out / f"round-{r}", results, actor))
+            wall += metrics["seconds/search"] + metrics["seconds/value"] + metrics["seconds/actor"]
+            metrics["train_seconds"] = wall
+            if c.eval_steps and ((r + 1) % c.eval_steps == 0 or r + 1 == c.rounds):
+                metrics.update(evaluate_actor(c, models_of_round(c, out, r + 1)[0]))
+            append_jsonl(out / "metrics.jsonl", [metrics])
+            lines.append(metrics)
+            if show_progress:
+                print(f"r1kit: mcts: round {r + 1}: found a correct leaf in {metrics['search/found_correct']:.2f} of "
+                      f"the searches, chosen path correct {metrics['search/chosen_correct']:.2f}, value error "
+                      f"{metrics['search/value_error']}" + (f", eval pass@1 {metrics['eval/pass@1']:.3f}"
+                                                            if "eval/pass@1" in metrics else ""), file=sys.stderr)
+        return lines
 
 
 def models_of_round(c: MCTSConfig, out: Path, r: int) -> tuple[str, str | None]:

@@ -261,22 +261,22 @@ def train_prm(config: PRMConfig, records: list[dict] | None = None, show_progres
                                                          acc=f"{metrics['step_accuracy']:.2f}"))
         run.finish()
         after, probs = held_out_metrics(run, body, data, pad_id, batch)
-    summary = {"model_dir": str(run.out_dir / "model"), "base_model": c.model, "label_type": c.label_type,
-               "records": len(recs), "dropped": data.dropped, "train_records": len(data.train),
-               "held_out_records": len(data.held_out), "steps": data.steps,
-               **{f"held_out_{k}_before": v for k, v in before.items()},
-               **{f"held_out_{k}_after": v for k, v in after.items()},
-               "seconds": round(time.perf_counter() - t_start, 2)}
-    if run.is_main:
-        info = {"template": c.template, "step_mode": c.step_mode, "special_token": c.special_token,
-                "label_type": c.label_type, "base_model": c.model}
-        save_model_atomic(body, tokenizer, run.out_dir / "model", info, PRM_INFO)
-        scores = [{**recs[i], "scores": p} for i, p in zip(data.held_out_records, probs)]
-        write_atomic(run.out_dir / "eval_scores.jsonl", jsonl_text(scores))
-        write_json(run.out_dir / "prm_summary.json", summary)  # last: its presence marks a finished run
-        if data.held_out:
-            print(f"r1kit: process reward model held-out step accuracy {before['step_accuracy']:.3f} -> "
-                  f"{after['step_accuracy']:.3f} ({after['steps']} steps); saved to {run.out_dir / 'model'}",
-                  file=sys.stderr)
-    run.acc.wait_for_everyone()
+        summary = {"model_dir": str(run.out_dir / "model"), "base_model": c.model, "label_type": c.label_type,
+                   "records": len(recs), "dropped": data.dropped, "train_records": len(data.train),
+                   "held_out_records": len(data.held_out), "steps": data.steps,
+                   **{f"held_out_{k}_before": v for k, v in before.items()},
+                   **{f"held_out_{k}_after": v for k, v in after.items()},
+                   "seconds": round(time.perf_counter() - t_start, 2)}
+        if run.is_main:  # while the folder is still this run's
+            info = {"template": c.template, "step_mode": c.step_mode, "special_token": c.special_token,
+                    "label_type": c.label_type, "base_model": c.model}
+            save_model_atomic(body, tokenizer, run.out_dir / "model", info, PRM_INFO)
+            scores = [{**recs[i], "scores": p} for i, p in zip(data.held_out_records, probs)]
+            write_atomic(run.out_dir / "eval_scores.jsonl", jsonl_text(scores))
+            write_json(run.out_dir / "prm_summary.json", summary)  # last: its presence marks a finished run
+            if data.held_out:
+                print(f"r1kit: process reward model held-out step accuracy {before['step_accuracy']:.3f} -> "
+                      f"{after['step_accuracy']:.3f} ({after['steps']} steps); saved to {run.out_dir / 'model'}",
+                      file=sys.stderr)
+        run.acc.wait_for_everyone()
     return summary

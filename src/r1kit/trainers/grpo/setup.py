@@ -5,6 +5,8 @@ every step reads."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import torch
@@ -134,8 +136,8 @@ def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs:
                           f"decode with the sharded policy ({unsupported_reason(model)}); use rollout_engine=hf")
     # max_steps -1: num_train_epochs passes over the prompts; warmup_ratio when warmup_steps is 0 (TRL's names)
     max_steps, warmup_steps = training_steps(c, len(reasoning), run.world)
-    wrapped, policy = run.start(model, tokenizer, on_close=lambda: _final_report(c, run), max_steps=max_steps,
-                                warmup_steps=warmup_steps)
+    wrapped, policy = run.start(model, tokenizer, extra_state=run_identity(c, reasoning + general, reward_funcs),
+                                on_close=lambda: _final_report(c, run), max_steps=max_steps, warmup_steps=warmup_steps)
     if skipped and run.is_main:
         (run.out_dir / "skipped_data.txt").write_text("".join(line + "\n" for line in skipped), encoding="utf-8")
     alerts = AlertMonitor(AlertOptions.from_config(c))
@@ -145,6 +147,16 @@ def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs:
     return GRPOSetup(c, AlgorithmOptions.from_config(c), run, wrapped, policy, tokenizer, ref_model, engine,
                      bound_rewards(c, reward_funcs), judges, reasoning, general, eval_problems, dtype, len(skipped),
                      alerts, examples)
+
+
+def run_identity(c: GRPOConfig, problems: list[Problem], reward_funcs: list | None) -> dict:
+    """What a resumed run must share with its checkpoint beyond the config: the problems as read (a dataset
+    file edited in place changes them) and the reward functions by name (callables given to `train` too)."""
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(json.dumps([p.question, p.answer, p.kind, p.messages, p.columns], default=str, sort_keys=True).encode())
+    names = [r if isinstance(r, str) else getattr(r, "__name__", type(r).__name__) for r in (reward_funcs or c.reward_funcs)]
+    return {"data_fingerprint": h.hexdigest()[:16], "reward_functions": names}
 
 
 def _final_report(c: GRPOConfig, run: Run) -> None:
