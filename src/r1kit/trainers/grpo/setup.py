@@ -24,6 +24,7 @@ from r1kit.report.alerts import AlertMonitor
 from r1kit.report.html import write_report_safely
 from r1kit.report.options import AlertOptions
 from r1kit.rewards.registry import bind_reward_options
+from r1kit.rollout.background import ProcessEngine, ThreadEngine
 from r1kit.rollout.decoder import unsupported_reason
 from r1kit.rollout.engines import LocalEngine, RolloutEngine, make_engine
 from r1kit.rollout.options import EngineOptions
@@ -76,6 +77,7 @@ class GRPOSetup:
     skipped_lines: int
     alerts: AlertMonitor  # fed every step's metrics, in order (replayed from metrics.jsonl on resume)
     examples: tuple[tuple[str, str], ...] = ()  # worked examples shown before each question (prompt_examples)
+    rollouts: object | None = None  # async_rollout: trainers.grpo.rollouts.OneStepOff, set by the trainer
 
     @property
     def G(self) -> int:
@@ -128,6 +130,8 @@ def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs:
         ref_model.eval().requires_grad_(False)
     model.config.use_cache = False
     judges = load_reward_models(c, device)
+    if c.async_rollout:
+        engine = background_engine(c, run, model, tokenizer, dtype, engine)
     engine = engine if engine is not None else make_engine(EngineOptions.from_config(c), model, dtype, device, model=c.model,
                                                                max_model_len=c.max_prompt_length + c.max_completion_length,
                                                                seed=c.seed, sharded=run.sharded)
@@ -157,6 +161,25 @@ def run_identity(c: GRPOConfig, problems: list[Problem], reward_funcs: list | No
         h.update(json.dumps([p.question, p.answer, p.kind, p.messages, p.columns], default=str, sort_keys=True).encode())
     names = [r if isinstance(r, str) else getattr(r, "__name__", type(r).__name__) for r in (reward_funcs or c.reward_funcs)]
     return {"data_fingerprint": h.hexdigest()[:16], "reward_functions": names}
+
+
+def background_engine(c: GRPOConfig, run: Run, model, tokenizer, dtype, engine: RolloutEngine | None):
+    """async_rollout: an engine that generates while the trainer trains. A user's engine, or the vLLM
+    server's client, runs in a thread (its work is elsewhere); otherwise a local generation worker process."""
+    o = EngineOptions.from_config(c)
+    if engine is None and c.rollout_engine == "vllm":
+        engine = make_engine(o, model, dtype, run.acc.device, model=c.model, seed=c.seed,
+                             max_model_len=c.max_prompt_length + c.max_completion_length)
+    if isinstance(engine, LocalEngine):
+        raise ConfigError("async_rollout with a LocalEngine given to train(engine=...): it would sample in this "
+                          "process, from weights being trained; leave engine unset and r1kit starts a generation "
+                          "worker process")
+    if engine is not None:
+        return ThreadEngine(engine)
+    if run.sharded:
+        raise ConfigError("async_rollout under FSDP2: the local generation worker needs a whole copy of the "
+                          "policy; use rollout_engine=vllm with vllm_mode=server")
+    return ProcessEngine(o, model, dtype, tokenizer, c.rollout_worker_threads or torch.get_num_threads())
 
 
 def _final_report(c: GRPOConfig, run: Run) -> None:
