@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every run behind docs/unsuccessful.md, in order, from a fresh clone (after scripts/setup.sh). Each run takes
-# under 30 minutes on 2 CPU cores; the whole list about three hours. On a shared machine set LOCK to a command
+# Every run behind docs/unsuccessful.md, in order, from a fresh clone (after scripts/setup.sh). Each run is sized
+# for at most 30 minutes on 2 CPU cores (not yet timed on the embedded model). On a shared machine set LOCK to a command
 # that queues the runs, e.g. LOCK="flock /work/cpu.lock", so timings do not fight. Finished runs are skipped
 # (delete runs/unsuccessful/NAME and NAME.done to redo one); then:
 #   python bench/unsuccessful.py runs/unsuccessful --docs docs      # the tables and the plots
