@@ -26,7 +26,7 @@ from r1kit.data.problems import Problem
 from r1kit.data.templates import build_prompt
 from r1kit.rollout.sampling import Rollout, cat_rollouts, take_groups
 from r1kit.trainers.grpo.metrics import UpdateStats, eval_line, run_eval, step_metrics, write_step_records
-from r1kit.trainers.grpo.scoring import Scores, general_prompts_per_step, pick_scores, score_rollout
+from r1kit.trainers.grpo.scoring import Scores, general_prompts_per_step, pick_scores, score_rollout, step_advantages
 from r1kit.trainers.grpo.setup import GRPOSetup, sampling_seed
 
 
@@ -39,7 +39,7 @@ def grpo_step(s: GRPOSetup, step: int) -> dict:
     with timer(times, "advantages"):
         rewards = torch.tensor(scores.totals, dtype=torch.float32)  # [N]
         advantages, zero_std = advantages_for(s.algo, rewards, s.G)  # [N], [N/G]
-        advantages = advantages.to(s.run.acc.device)
+        advantages = step_advantages(s, scores, rollout, advantages).to(s.run.acc.device)  # [N], or [N, T] (prm_mode=steps)
     with timer(times, "logprobs"):  # pi_old (when it differs from the policy) and pi_ref
         old_lp, ref_lp, entropy_threshold = frozen_logprobs(s, rollout)
     with timer(times, "update"):
