@@ -243,6 +243,58 @@ def test_distill_compare_gives_both_arms_the_same_prompts(arithmetic_teacher, tm
     assert manifest["stages"]["distilled"]["eval"]["pass@1"] > manifest["stages"]["student"]["eval"]["pass@1"] + 0.25
 
 
+def test_distill_compare_over_seeds_gives_each_arms_mean_spread_and_every_seed(arithmetic_teacher, tmp_path):
+    teacher, prompts = arithmetic_teacher
+    out = tmp_path / "t6"
+    r = run_cli("distill-compare", "--teacher", teacher, "--student", teacher, "--student_layers", "2",
+                "--dataset", prompts, "--num_prompts", "2", "--num_samples", "4", "--num_generations", "2",
+                "--prompts_per_step", "2", "--max_new_tokens", "32", "--eval_benchmark", prompts, "--eval_limit", "4",
+                "--eval_num_samples", "2", "--eval_max_new_tokens", "32", "--sft_epochs", "2", "--torch_threads", "1",
+                "--seeds", "0", "1", "--output_dir", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = (out / "table6.md").read_text()
+    evals = {s: json.loads((out / f"seed{s}" / "manifest.json").read_text())["stages"] for s in (0, 1)}
+    assert evals[0]["student_rl"]["eval"]["pass@1"] is not None
+    for name, label in (("teacher", "teacher"), ("distilled", "student distilled from the teacher (2 prompts)"),
+                        ("student_rl", "student trained with GRPO (2 prompts)")):
+        vals = [evals[s][name]["eval"]["pass@1"] for s in (0, 1)]
+        mean, sd = sum(vals) / 2, abs(vals[0] - vals[1]) / math.sqrt(2)
+        assert f"| {label} | {mean:.3f} ± {sd:.3f} |" in table, table
+        assert f"| {label} | {vals[0]:.3f} | {vals[1]:.3f} | {min(vals):.3f} |" in table, table
+    assert "| model | pass@1 | pass@2 | think_gain | format |" in table
+
+
+def test_distill_compare_gives_the_student_a_prompt_under_which_it_answers(tmp_path):
+    """--student_template/--student_prefill/--student_prompt_examples: the untrained student is evaluated and
+    its RL arm trained under its own prompt (the paper's tags after a shown exchange); the distilled student
+    learns, and is asked in, the teacher's format; both arms keep the same prompt budget."""
+    from r1kit.cli.main import build_parser
+    from r1kit.pipeline.compare import build_config
+
+    examples = tmp_path / "ex.jsonl"
+    examples.write_text(json.dumps({"question": "What is 2 + 5 + 4?", "response": "<think> 2 + 5 = 7, 7 + 4 = 11 "
+                                                                                   "</think> <answer> 11 </answer>"}) + "\n")
+    prompts = tmp_path / "prompts.jsonl"
+    args = build_parser().parse_args(["distill-compare", "--teacher", "embedded", "--student", "embedded",
+                                      "--student_template", "chat", "--student_prefill", "<think>",
+                                      "--student_prompt_examples", str(examples), "--student_system_prompt", "Be brief.",
+                                      "--student_reward_funcs", "format", "accuracy", "--output_dir", str(tmp_path)])
+    config = build_config(args, prompts)
+    stages = {st["name"]: st for st in config["stages"]}
+    chat = {"template": "chat", "prefill": "<think>", "prompt_examples": str(examples), "system_prompt": "Be brief."}
+    assert stages["student"]["eval"] == {**chat, "style": "r1chat"}
+    rl = stages["student_rl"]
+    assert {k: rl[k] for k in chat} == chat and rl["reward_funcs"] == ["format", "accuracy"] and "stop_strings" not in rl
+    assert rl["dataset"] == stages["teacher_data"]["dataset"] == str(prompts)
+    assert stages["distilled"]["template"] == stages["teacher_data"]["template"] == "plain"
+    # the written config is a valid pipeline (every option checked)
+    prompts.write_text(json.dumps({"question": "What is 1 + 2?", "answer": "3"}) + "\n")
+    path = tmp_path / "table6_pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    p = load_pipeline(path)
+    assert next(s for s in p.stages if s.name == "student_rl").options["prompt_examples"] == str(examples)
+
+
 STOP_AT = {"call": None, "calls": 0}
 
 

@@ -11,7 +11,7 @@
     r1kit rejection [--config FILE.yaml] [--option value ...]  rejection sampling from a checkpoint into SFT data
     r1kit rm        [--config FILE.yaml] [--option value ...]  train a reward model (Bradley-Terry on pairs)
     r1kit student   MODEL OUT --num_layers N                   a smaller student: N evenly spaced layers kept
-    r1kit pipeline  CONFIG.yaml [--from STAGE]                 the stages as a declarative list, resumable
+    r1kit pipeline  CONFIG.yaml [--from STAGE] [--seeds N ...]  the stages as a declarative list, resumable
     r1kit distill-compare [--option value ...]                  the paper's Table 6 at small scale
 
 Every training option is a field of GRPOConfig and appears here as --field_name or --field-name
@@ -143,14 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("out", help="folder to write the student to")
     st.add_argument("--num_layers", type=int, required=True)
     st.set_defaults(run=cmd_student)
-    pl = sub.add_parser("pipeline", help="run the R1 pipeline stages of a config; finished stages are skipped",
-                        description="Run the stages of a pipeline config in order. Each stage writes its artifacts to "
-                                    "OUTPUT_DIR/STAGE and an entry in OUTPUT_DIR/manifest.json; a rerun skips finished "
-                                    "stages and resumes an interrupted one; the summary shows every stage's evaluation.")
-    pl.add_argument("config", help="pipeline YAML (see configs/pipeline_tiny.yaml)")
-    pl.add_argument("--from", dest="start_from", metavar="STAGE", help="rerun this stage and all later ones from scratch")
-    pl.add_argument("--output_dir", default=None, help="override the config's output_dir")
-    pl.set_defaults(run=cmd_pipeline)
+    _add_pipeline(sub)
     dc = sub.add_parser("distill-compare", help="Table 6 at small scale: distillation vs RL on the student, same prompts",
                         description="The paper's Table 6 experiment: a student distilled from a teacher's filtered "
                                     "outputs vs the same student trained with GRPO on the same prompts, both evaluated "
@@ -191,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
     for subparser in sub.choices.values():
         _accept_dashes(subparser)
     return parser
+
+
+def _add_pipeline(sub) -> None:
+    pl = sub.add_parser("pipeline", help="run the R1 pipeline stages of a config; finished stages are skipped",
+                        description="Run the stages of a pipeline config in order. Each stage writes its artifacts to "
+                                    "OUTPUT_DIR/STAGE and an entry in OUTPUT_DIR/manifest.json; a rerun skips finished "
+                                    "stages and resumes an interrupted one; the summary shows every stage's evaluation.")
+    pl.add_argument("config", help="pipeline YAML (see configs/pipeline_tiny.yaml)")
+    pl.add_argument("--from", dest="start_from", metavar="STAGE", help="rerun this stage and all later ones from scratch")
+    pl.add_argument("--output_dir", default=None, help="override the config's output_dir")
+    pl.add_argument("--seeds", type=int, nargs="+", default=None, metavar="N",
+                    help="run the whole pipeline once per seed, in OUTPUT_DIR/seed<N>; OUTPUT_DIR/summary.{md,json,png} "
+                         "then hold the seeds' mean, spread and every seed's value")
+    pl.set_defaults(run=cmd_pipeline)
 
 
 def _add_vllm_serve(sub) -> None:
@@ -264,11 +271,18 @@ def cmd_student(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from r1kit.pipeline.pipeline import run_pipeline
+    from r1kit.pipeline.pipeline import run_pipeline, run_seeds
 
+    if args.seeds:
+        manifests = run_seeds(args.config, args.seeds, start_from=args.start_from, output_dir=args.output_dir)
+        seeds_dir = Path(next(iter(manifests.values()))["output_dir"]).parent
+        print(f"r1kit: pipeline done for seeds {', '.join(map(str, manifests))}; summary.md and summary.png over "
+              f"the seeds in {seeds_dir}")
+        return 0
     manifest = run_pipeline(args.config, start_from=args.start_from, output_dir=args.output_dir)
     done = sum(e.get("status") == "done" for e in manifest["stages"].values())
-    print(f"r1kit: pipeline done: {done} stages done; manifest.json and summary.md in {manifest['output_dir']}")
+    print(f"r1kit: pipeline done: {done} stages done; manifest.json, summary.md and summary.png in "
+          f"{manifest['output_dir']}")
     return 0
 
 

@@ -83,11 +83,18 @@ def held_out_problems(benchmark: str, limit: int, seed: int, data_dir: str | Non
                       question_field: str = "question", answer_field: str = "answer", arithmetic_terms: int = 2,
                       arithmetic_max_value: int = 99, arithmetic_ops: str = "+") -> list[Problem]:
     """The first `limit` problems of a benchmark, or for 'arithmetic' a synthetic set drawn from a seed
-    stream (seed + 7919) that the training questions of the same seed never use."""
+    stream (seed + 7919) that the training questions of the same seed never use.
+
+    A benchmark with fewer than `limit` problems is an error, not a smaller evaluation: a figure measured on
+    fewer problems than asked would be reported as if it were the asked size."""
     if benchmark == "arithmetic":
         from r1kit.data.arithmetic import arithmetic_examples
 
         held_out = arithmetic_examples(limit, seed + 7919, num_terms=arithmetic_terms, max_value=arithmetic_max_value,
                                        ops=arithmetic_ops)
         return held_out
-    return select_problems(load_benchmark(benchmark, data_dir, question_field, answer_field), limit)
+    problems = load_benchmark(benchmark, data_dir, question_field, answer_field)
+    if len(problems) < limit:
+        raise DataError(f"benchmark {benchmark}: {limit} held-out problems asked for, it has only {len(problems)} "
+                        f"(lower the limit or use a larger set)")
+    return select_problems(problems, limit)

@@ -33,7 +33,13 @@ from r1kit.rewards.answers import (
     extract_final_answer,
     last_boxed,
 )
-from r1kit.rewards.readable import DEFAULT_SPECIAL_TOKEN, final_answer, parse_readable, split_reasoning
+from r1kit.rewards.readable import (
+    DEFAULT_SPECIAL_TOKEN,
+    final_answer,
+    language_consistency,
+    parse_readable,
+    split_reasoning,
+)
 from r1kit.rewards.registry import REWARDS
 from r1kit.rewards.tags import think_span
 from r1kit.rollout.decoder import FusedDecoder, unsupported_reason
@@ -145,12 +151,14 @@ class PromptStyle:
     style: str = "r1zero"
     template: str = "plain"  # the readable style's template
     special_token: str = DEFAULT_SPECIAL_TOKEN
-    system_prompt: str | None = None  # r1chat: the run's system message (default: r1kit's R1 instruction)
-    examples: tuple[tuple[str, str], ...] = ()  # r1chat: worked (question, response) turns before the question
+    system_prompt: str | None = None  # r1chat, readable+chat: the system message (default: r1kit's R1 instruction)
+    examples: tuple[tuple[str, str], ...] = ()  # r1chat, readable+chat: worked (question, response) turns first
 
     def prompt(self, question: str, tokenizer, prefill: str) -> str:
-        if self.style == "readable":
-            return build_prompt(question, tokenizer, self.template, prefill)
+        if self.style == "readable":  # under the chat template, the system message and exchanges it was trained with
+            chat = self.template == "chat"
+            return build_prompt(question, tokenizer, self.template, prefill,
+                                system_prompt=self.system_prompt if chat else None, examples=self.examples if chat else ())
         if self.style == "r1chat":
             return build_prompt(question, tokenizer, "chat", prefill, system_prompt=self.system_prompt,
                                 examples=self.examples)
@@ -193,7 +201,8 @@ def _sample_records(sampler, tokenizer, problems: list[Problem], ps: PromptStyle
                                 "correct": answer is not None and answers_match(answer, p.answer),
                                 "format_ok": well_formed, "length": int(r.lengths[row]),
                                 "truncated": bool(r.truncated[row]), "groups": p.groups, "think_state": state,
-                                "think_tokens": len(tokenizer.encode(think, add_special_tokens=False)) if think else 0})
+                                "think_tokens": len(tokenizer.encode(think, add_special_tokens=False)) if think else 0,
+                                "language_consistency": language_consistency(think) if think.strip() else 0.0})
         if progress is not None:
             progress(len(batch))
     return records
@@ -251,11 +260,13 @@ def _by_problem(records: list[dict]) -> list[list[dict]]:
 
 
 def think_metrics(records: list[dict]) -> dict:
-    """How the think looked in the with-think samples: its mean length in tokens and the shares of
+    """How the think looked in the with-think samples: its mean length in tokens, its mean language
+    consistency (the R1 paper's share of English words; 0 for an empty think), and the shares of
     completions whose think is closed around some text, empty, or never closed."""
     n = max(len(records), 1)
     states = [r.get("think_state", "none") for r in records]
     return {"think_tokens": sum(r.get("think_tokens", 0) for r in records) / n,
+            "language_consistency": sum(r.get("language_consistency", 0.0) for r in records) / n,
             **{f"think_{s}_rate": states.count(s) / n for s in ("closed", "empty", "unclosed")}}
 
 
@@ -303,8 +314,8 @@ def format_table(name: str, summary: dict) -> str:
     n = summary["samples_per_problem"]
     keys = ["pass@1"] + sorted(k for k in summary if k.startswith("pass@") and k[5:].isdigit() and k != "pass@1")
     keys += [f"cons@{n}", *([f"prm@{n}"] if f"prm@{n}" in summary else []), "format_rate", "mean_length"]
-    keys += [k for k in ("pass@1_no_think", "think_gain", "think_tokens", "think_closed_rate", "think_empty_rate",
-                         "think_unclosed_rate") if k in summary]
+    keys += [k for k in ("pass@1_no_think", "think_gain", "think_tokens", "language_consistency", "think_closed_rate",
+                         "think_empty_rate", "think_unclosed_rate") if k in summary]
     lines = [f"{name}: {summary['problems']} problems x {n} samples ({summary['seconds']:.0f} s)"]
     lines += [f"  {k:<20}{summary[k]:.1f}" if k in ("mean_length", "think_tokens") else f"  {k:<20}{summary[k]:.4f}"
               for k in keys]

@@ -6,7 +6,9 @@ the same prompts:
 - distillation: the teacher samples `num_samples` answers per prompt, filtered as in stage 3 (correct,
   readable, one language, deduplicated), and the student is fine-tuned on what survives;
 - RL: GRPO on the student over the same prompts, each seen once (max_steps x prompts per step = the budget).
-Teacher, student and both results are evaluated the same way.
+Teacher, student and both results are evaluated the same way. With `--seeds`, both arms run once per seed
+on the same prompt budget (drawn with --seed), and the table gives each figure's mean ± sd over the seeds and
+every seed's pass@1: at small scale one run's margin is mostly noise.
 
 Design decision: the experiment is a pipeline config written next to its outputs (table6_pipeline.yaml)
 and run by r1kit.pipeline, so it is resumable, inspectable and re-runnable stage by stage like any other
@@ -44,11 +46,24 @@ def add_compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rl_learning_rate", type=float, default=2e-5)
     p.add_argument("--reward_funcs", nargs="+", default=["readable_accuracy", "readable_format"],
                    help="RL rewards (the teacher's data is filtered for correctness and readability)")
+    p.add_argument("--student_template", default=None, help="the untrained student and its RL arm: prompt template "
+                                                                "(default --template)")
+    p.add_argument("--student_prefill", default=None, help="the untrained student and its RL arm: prefill "
+                                                           "(default --prefill)")
+    p.add_argument("--student_prompt_examples", default=None,
+                   help="--student_template chat: worked exchanges shown before each question to the untrained "
+                        "student and its RL arm (a base model that answers only after a shown exchange)")
+    p.add_argument("--student_system_prompt", default=None, help="--student_template chat: the system message")
+    p.add_argument("--student_reward_funcs", nargs="+", default=None,
+                   help="rewards of the RL arm (default --reward_funcs; e.g. format accuracy for the paper's tags)")
     p.add_argument("--eval_benchmark", default="arithmetic")
     p.add_argument("--eval_limit", type=int, default=16)
     p.add_argument("--eval_num_samples", type=int, default=4)
     p.add_argument("--eval_max_new_tokens", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="draws the prompt budget; without --seeds, also the runs' seed")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="N",
+                   help="run both arms once per seed (OUTPUT_DIR/seed<N>, the same prompt budget); the table gives "
+                        "the seeds' mean ± sd and every seed's pass@1")
     p.add_argument("--torch_threads", type=int, default=None)
     p.add_argument("--output_dir", default="runs/table6")
     p.add_argument("--from", dest="start_from", metavar="STAGE", default=None, help="rerun from this stage")
@@ -74,6 +89,16 @@ def build_config(args: argparse.Namespace, prompts: Path) -> dict:
     student = ({"name": "student", "type": "student", "model": args.student, "num_layers": args.student_layers}
                if args.student_layers else {"name": "student", "type": "model", "model": args.student})
     common = {"template": args.template}
+    # the student's own prompt (RL arm and its evaluation before training); the distilled student learns the teacher's
+    prompt = {"template": args.student_template or args.template,
+              "prefill": args.prefill if args.student_prefill is None else args.student_prefill,
+              **({"prompt_examples": str(Path(args.student_prompt_examples).resolve())}
+                 if args.student_prompt_examples else {}),
+              **({"system_prompt": args.student_system_prompt} if args.student_system_prompt is not None else {})}
+    tags = "<think>" in prompt["prefill"] and prompt["template"] in ("r1zero", "chat")
+    student["eval"] = {**prompt, "style": ("r1zero" if prompt["template"] == "r1zero" else "r1chat") if tags
+                       else "readable"}
+    rl_stops = {} if tags else {"stop_strings": []}  # the tags' own stop ("</answer>") ends a tagged answer
     return {
         "output_dir": args.output_dir,
         "eval": {"benchmark": args.eval_benchmark, "limit": args.eval_limit, "num_samples": args.eval_num_samples,
@@ -93,28 +118,46 @@ def build_config(args: argparse.Namespace, prompts: Path) -> dict:
              "num_generations": args.num_generations,
              "per_device_train_batch_size": args.num_generations * args.prompts_per_step,
              "max_steps": args.num_prompts // args.prompts_per_step, "max_completion_length": args.max_new_tokens,
-             "learning_rate": args.rl_learning_rate, "reward_funcs": args.reward_funcs, "prefill": args.prefill,
-             "stop_strings": [], **common},
+             "learning_rate": args.rl_learning_rate, "reward_funcs": args.student_reward_funcs or args.reward_funcs,
+             **rl_stops, **prompt},
         ],
     }
 
 
-def table6(manifest: dict, budget: int) -> str:
-    """The comparison as a Markdown table."""
-    rows = [("teacher", "teacher"), ("student", "student (before)"),
-            ("distilled", f"student distilled from the teacher ({budget} prompts)"),
-            ("student_rl", f"student trained with GRPO ({budget} prompts)")]
-    lines = ["| model | pass@1 | cons@k | format |", "| --- | --- | --- | --- |"]
-    for name, label in rows:
-        ev = manifest["stages"].get(name, {}).get("eval") or {}
-        k = ev.get("samples_per_problem")
-        f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
-        lines.append(f"| {label} | {f(ev.get('pass@1'))} | {f(ev.get(f'cons@{k}'))} | {f(ev.get('format_rate'))} |")
+ROWS = (("teacher", "teacher"), ("student", "student (before)"), ("distilled", "student distilled from the teacher"),
+        ("student_rl", "student trained with GRPO"))
+METRICS = (("pass@1", 3, False), ("pass@k", 3, False), ("think_gain", 3, True), ("format_rate", 2, False))
+
+
+def table6(manifests: dict[int, dict], budget: int) -> str:
+    """The comparison as a Markdown table: with one run its figures; with several seeds each figure's
+    mean ± sd over the seeds, then every seed's pass@1 and the lowest."""
+    from r1kit.pipeline.summary import eval_row, spread, spread_cell
+
+    seeds = list(manifests)
+    rows = {name: [eval_row(m["stages"].get(name, {}).get("eval") or {}) for m in manifests.values()]
+            for name, _ in ROWS}
+    k = next((r["k"] for rs in rows.values() for r in rs if r.get("k")), "k")
+    heads = [key.replace("@k", f"@{k}").replace("format_rate", "format") for key, *_ in METRICS]
+    lines = ([f"Seeds {', '.join(map(str, seeds))}: mean ± sd over the seeds (each seed's run in seed<N>/).", ""]
+             if len(seeds) > 1 else [])
+    lines += ["| model | " + " | ".join(heads) + " |", "| --- |" + " ---: |" * len(heads)]
+    labels = {name: label + (f" ({budget} prompts)" if name in ("distilled", "student_rl") else "") for name, label in ROWS}
+    for name, label in labels.items():
+        lines.append(f"| {label} | " + " | ".join(spread_cell(spread([r.get(key) for r in rows[name]]), d, s)
+                                                  for key, d, s in METRICS) + " |")
+    if len(seeds) > 1:
+        lines += ["", "| model | " + " | ".join(f"seed {s}" for s in seeds) + " | min |",
+                  "| --- |" + " ---: |" * (len(seeds) + 1)]
+        for name, label in labels.items():
+            vals = [r.get("pass@1") for r in rows[name]]
+            lines.append(f"| {label} | " + " | ".join(spread_cell(spread([v])) for v in vals) +
+                         f" | {spread_cell(spread([min((v for v in vals if v is not None), default=None)]))} |")
     return "\n".join(lines)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from r1kit.pipeline.pipeline import run_pipeline
+    from r1kit.pipeline.pipeline import run_pipeline, run_seeds
 
     for name in ("num_prompts", "num_samples", "prompts_per_step", "eval_limit", "eval_num_samples"):
         if getattr(args, name) < 1:
@@ -128,8 +171,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config = build_config(args, prompts.resolve())
     path = out / "table6_pipeline.yaml"
     write_atomic(path, yaml.safe_dump(config, sort_keys=False))
-    manifest = run_pipeline(path, start_from=args.start_from)
-    text = table6(manifest, budget)
+    if args.seeds:
+        manifests = run_seeds(path, args.seeds, start_from=args.start_from)
+    else:
+        manifests = {args.seed: run_pipeline(path, start_from=args.start_from)}
+    text = table6(manifests, budget)
     write_atomic(out / "table6.md", text + "\n")
     print(text)
     print(f"r1kit: Table 6 comparison in {out / 'table6.md'} (pipeline: {path})")

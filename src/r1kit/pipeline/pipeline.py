@@ -23,8 +23,14 @@ Design decisions:
   later stages from scratch. OUTPUT_DIR is locked for the pipeline's life (core/lock.py): a second
   pipeline in it is refused, naming the first.
 - After every stage that produces a language model, the pipeline evaluates it the same way (one
-  benchmark, k samples, temperature 0.6, top-p 0.95 by default), each in its own output format; the
-  final summary puts all stages side by side (summary.md, summary.json).
+  benchmark, k samples, temperature 0.6, top-p 0.95 by default), each in its own output format, with the
+  think and with it removed, and on each `extra_evals` set (r1kit.pipeline.evaluation); the final summary
+  puts all stages side by side (summary.md, summary.json, summary.png: r1kit.pipeline.summary).
+- `--seeds 0 1 2` runs the whole pipeline once per seed, in OUTPUT_DIR/seed<N>, with that seed given to
+  every stage that has the option and to every evaluation; OUTPUT_DIR/summary.* then hold the seeds'
+  mean, spread and each seed's value. Each seed's run is an ordinary pipeline run (resumable, --from),
+  and the seeds' summary is rewritten after each one from every seed folder that has finished, so seeds
+  can run in separate processes side by side.
 - Stages train full weights: a LoRA stage would leave an adapter that the next stage cannot load as a
   model, so `use_lora` is rejected here (it works in the stand-alone commands).
 """
@@ -36,48 +42,19 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from r1kit.core.errors import ConfigError, PipelineError
-from r1kit.core.files import write_atomic, write_json
+from r1kit.core.files import write_json
 from r1kit.core.lock import FolderLock
-from r1kit.core.options import build_dataclass, need, opt, read_yaml
+from r1kit.core.options import read_yaml
+from r1kit.pipeline.evaluation import check_local_benchmark, eval_settings, evaluate_stage, parse_extra_evals
 from r1kit.pipeline.stages import ARTIFACTS, STAGE_TYPES, config_class, make_stage_config
+from r1kit.pipeline.summary import summary_rows, write_run_summary, write_seed_summary
 
 MANIFEST = "manifest.json"
-
-
-@dataclass
-class EvalSettings:
-    benchmark: str = opt("gsm8k", "gsm8k, math500, aime24, aime25, amc23, a .jsonl, or 'arithmetic' (held-out synthetic)")
-    limit: int = opt(50, "problems evaluated (the first N)")
-    num_samples: int = opt(4, "k samples per problem (pass@1 averaged over k, cons@k)")
-    max_new_tokens: int = opt(256, "most new tokens per sample")
-    temperature: float = opt(0.6, "sampling temperature (paper: 0.6)")
-    top_p: float = opt(0.95, "top-p (paper: 0.95)")
-    style: str = opt("auto", "auto (the stage's own format), r1zero, r1chat, chat, fewshot or readable")
-    template: str = opt("plain", "prompt template for the readable style when the stage has none")
-    prefill: str = opt("", "response prefill when the stage has none")
-    special_token: str = opt("|special_token|", "the readable format's separator")
-    batch_size: int = opt(8, "problems per generation batch")
-    seed: int = opt(0, "sampling seed")
-    data_dir: str | None = opt(None, "benchmark data folder (default $R1KIT_DATA_DIR or ../shared/data)")
-    arithmetic_terms: int = opt(2, "arithmetic benchmark: numbers per question")
-    arithmetic_max_value: int = opt(99, "arithmetic benchmark: largest number")
-    arithmetic_ops: str = opt("+", "arithmetic benchmark: operators")
-
-
-def validate_eval(ev: EvalSettings, where: str) -> None:
-    """Reject evaluation settings that would only fail (or silently evaluate everything) after training."""
-    try:
-        need(ev.limit >= 1 and ev.num_samples >= 1 and ev.batch_size >= 1 and ev.max_new_tokens >= 1,
-             "limit, num_samples, batch_size and max_new_tokens must be >= 1")
-        need(0 < ev.top_p <= 1, f"top_p={ev.top_p}: must be in (0, 1]")
-        need(ev.temperature >= 0, f"temperature={ev.temperature}: must be >= 0")
-    except ConfigError as e:
-        raise PipelineError(f"{where}: {e}") from None
 
 
 RESERVED = ("name", "type", "eval")
@@ -90,6 +67,7 @@ class Stage:
     options: dict[str, Any]  # as written, references unresolved
     eval: dict[str, Any] | None  # None: not evaluated
     refs: dict[str, tuple[str, str]]  # option -> (stage, artifact)
+    extra_evals: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> settings over `eval`
 
 
 @dataclass
@@ -98,6 +76,9 @@ class Pipeline:
     output_dir: Path
     stages: list[Stage]
     eval: dict[str, Any]
+    seed: int | None = None  # `--seeds`: this run's seed (output_dir is then the seeds' folder / seed<N>)
+    seeds_dir: Path | None = None  # the folder the seeds' summary goes to
+    extra_names: list[str] = field(default_factory=list)  # the extra held-out sets, in config order
 
 
 def _parse_ref(value: Any) -> tuple[str, str | None] | None:
@@ -107,13 +88,94 @@ def _parse_ref(value: Any) -> tuple[str, str | None] | None:
     return name, artifact or None
 
 
-def load_pipeline(path: str | Path, output_dir: str | None = None) -> Pipeline:
-    """Read and check a pipeline config: every stage's options, references and evaluation settings."""
+def _local_paths(values: dict, base: Path) -> dict:
+    """Relative file paths made relative to the config file (the way compose files work), so a pipeline
+    runs from any working directory."""
+    out = dict(values)
+    for key, value in values.items():
+        if isinstance(value, str) and value.endswith((".jsonl", ".json", ".yaml")) and not Path(value).is_absolute() \
+                and (base / value).exists():
+            out[key] = str((base / value).resolve())
+    return out
+
+
+def _stage_refs(options: dict, stages: list[Stage], where: str) -> dict[str, tuple[str, str]]:
+    """option -> (earlier stage, artifact) for every "@stage[.artifact]" value."""
+    refs: dict[str, tuple[str, str]] = {}
+    for key, value in options.items():
+        ref = _parse_ref(value)
+        if ref is None:
+            continue
+        target, artifact = ref
+        earlier = next((s for s in stages if s.name == target), None)
+        if earlier is None:
+            raise PipelineError(f"{where}: key '{key}': '{value}' does not name an earlier stage")
+        artifact = artifact or STAGE_TYPES[earlier.type].default_artifact
+        if artifact not in ARTIFACTS:
+            raise PipelineError(f"{where}: key '{key}': '{value}': artifact must be one of {', '.join(ARTIFACTS)}")
+        refs[key] = (target, artifact)
+    return refs
+
+
+def _read_stage(st: Any, i: int, stages: list[Stage], path: Path, out: Path, defaults: dict, eval_raw: dict,
+                extras: dict[str, tuple[dict, list[str] | None]]) -> Stage:
+    where = f"{path}: stage #{i}"
+    if not isinstance(st, dict):
+        raise PipelineError(f"{where}: expected a mapping with name, type and options")
+    name, kind = st.get("name"), st.get("type")
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise PipelineError(f"{where}: 'name' must be a word (letters, digits, - and _), got {name!r}")
+    where = f"{path}: stage '{name}'"
+    if any(s.name == name for s in stages):
+        raise PipelineError(f"{where}: the name is used by an earlier stage")
+    if kind not in STAGE_TYPES:
+        raise PipelineError(f"{where}: key 'type': {kind!r} is not a stage type; choose {', '.join(STAGE_TYPES)}")
+    stype = STAGE_TYPES[kind]
+    fields = {f.name for f in dataclasses.fields(config_class(kind))}
+    options = {k: v for k, v in defaults.items() if k in fields}
+    options.update({k: v for k, v in st.items() if k not in RESERVED})
+    if "output_dir" in options and stype.output_dir:
+        raise PipelineError(f"{where}: key 'output_dir': the pipeline sets it (OUTPUT_DIR/{name})")
+    if options.get("use_lora"):
+        raise PipelineError(f"{where}: key 'use_lora': pipeline stages train full weights "
+                            f"(the next stage needs a whole model)")
+    options = _local_paths(options, path.parent)
+    refs = _stage_refs(options, stages, where)
+    # type-check the options now, with placeholder paths for the references
+    probe = {k: (f"<{v}>" if k in refs else v) for k, v in options.items()}
+    if stype.output_dir:
+        probe["output_dir"] = str(out / name)
+    try:
+        make_stage_config(kind, probe, where)
+    except ConfigError as e:
+        msg = str(e)
+        raise PipelineError(msg if msg.startswith(where) else f"{where}: {msg}") from None
+    ev = st.get("eval", {})
+    if ev is False or not stype.evaluate:
+        return Stage(name, kind, options, None, refs)
+    if not isinstance(ev, dict):
+        raise PipelineError(f"{where}: key 'eval': expected a mapping of evaluation settings or false")
+    stage_eval = {**eval_raw, **_local_paths(ev, path.parent)}
+    eval_settings(stage_eval, f"{where}: eval")
+    if ev:
+        check_local_benchmark(stage_eval, f"{where}: eval")
+    stage_extras = {x: settings for x, (settings, only) in extras.items() if only is None or name in only}
+    return Stage(name, kind, options, stage_eval, refs, stage_extras)
+
+
+TOP_LEVEL = ("output_dir", "eval", "extra_evals", "defaults", "stages")
+
+
+def load_pipeline(path: str | Path, output_dir: str | None = None, seed: int | None = None) -> Pipeline:
+    """Read and check a pipeline config: every stage's options, references and evaluation settings.
+
+    With `seed`, every stage whose config has a seed (unless it sets its own) and every evaluation sample
+    with it, and the run goes to OUTPUT_DIR/seed<N>."""
     path = Path(path)
     raw = read_yaml(path)
-    unknown = set(raw) - {"output_dir", "eval", "defaults", "stages"}
+    unknown = set(raw) - set(TOP_LEVEL)
     if unknown:
-        raise PipelineError(f"{path}: unknown top-level key '{sorted(unknown)[0]}' (expected output_dir, eval, defaults, stages)")
+        raise PipelineError(f"{path}: unknown top-level key '{sorted(unknown)[0]}' (expected {', '.join(TOP_LEVEL)})")
     stages_raw = raw.get("stages")
     if not isinstance(stages_raw, list) or not stages_raw:
         raise PipelineError(f"{path}: 'stages' must be a non-empty list of stages")
@@ -121,68 +183,25 @@ def load_pipeline(path: str | Path, output_dir: str | None = None) -> Pipeline:
     eval_raw = raw.get("eval") or {}
     if not isinstance(defaults, dict) or not isinstance(eval_raw, dict):
         raise PipelineError(f"{path}: 'defaults' and 'eval' must be mappings")
-    validate_eval(build_dataclass(EvalSettings, [(f"{path}: eval", eval_raw)]), f"{path}: eval")
-    out = Path(output_dir or raw.get("output_dir") or f"runs/{path.stem}")
+    if seed is not None:
+        defaults, eval_raw = {**defaults, "seed": seed}, {**eval_raw, "seed": seed}
+    eval_raw = _local_paths(eval_raw, path.parent)
+    eval_settings(eval_raw, f"{path}: eval")
+    check_local_benchmark(eval_raw, f"{path}: eval")
+    extras_raw = raw.get("extra_evals")
+    if isinstance(extras_raw, dict):
+        extras_raw = {x: _local_paths(v, path.parent) if isinstance(v, dict) else v for x, v in extras_raw.items()}
+    extras = parse_extra_evals(extras_raw, eval_raw, path)
+    seeds_dir = Path(output_dir or raw.get("output_dir") or f"runs/{path.stem}")
+    out = seeds_dir / f"seed{seed}" if seed is not None else seeds_dir
     stages: list[Stage] = []
     for i, st in enumerate(stages_raw, 1):
-        where = f"{path}: stage #{i}"
-        if not isinstance(st, dict):
-            raise PipelineError(f"{where}: expected a mapping with name, type and options")
-        name, kind = st.get("name"), st.get("type")
-        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
-            raise PipelineError(f"{where}: 'name' must be a word (letters, digits, - and _), got {name!r}")
-        where = f"{path}: stage '{name}'"
-        if any(s.name == name for s in stages):
-            raise PipelineError(f"{where}: the name is used by an earlier stage")
-        if kind not in STAGE_TYPES:
-            raise PipelineError(f"{where}: key 'type': {kind!r} is not a stage type; choose {', '.join(STAGE_TYPES)}")
-        stype = STAGE_TYPES[kind]
-        fields = {f.name for f in dataclasses.fields(config_class(kind))}
-        options = {k: v for k, v in defaults.items() if k in fields}
-        options.update({k: v for k, v in st.items() if k not in RESERVED})
-        if "output_dir" in options and stype.output_dir:
-            raise PipelineError(f"{where}: key 'output_dir': the pipeline sets it (OUTPUT_DIR/{name})")
-        if options.get("use_lora"):
-            raise PipelineError(f"{where}: key 'use_lora': pipeline stages train full weights "
-                                f"(the next stage needs a whole model)")
-        for key, value in options.items():
-            # relative file paths are relative to the config file (the way compose files work), so a
-            # pipeline runs from any working directory
-            if isinstance(value, str) and value.endswith((".jsonl", ".json", ".yaml")) and not Path(value).is_absolute() \
-                    and (path.parent / value).exists():
-                options[key] = str((path.parent / value).resolve())
-        refs: dict[str, tuple[str, str]] = {}
-        for key, value in options.items():
-            ref = _parse_ref(value)
-            if ref is None:
-                continue
-            target, artifact = ref
-            earlier = next((s for s in stages if s.name == target), None)
-            if earlier is None:
-                raise PipelineError(f"{where}: key '{key}': '{value}' does not name an earlier stage")
-            artifact = artifact or STAGE_TYPES[earlier.type].default_artifact
-            if artifact not in ARTIFACTS:
-                raise PipelineError(f"{where}: key '{key}': '{value}': artifact must be one of {', '.join(ARTIFACTS)}")
-            refs[key] = (target, artifact)
-        # type-check the options now, with placeholder paths for the references
-        probe = {k: (f"<{v}>" if k in refs else v) for k, v in options.items()}
-        if stype.output_dir:
-            probe["output_dir"] = str(out / name)
-        try:
-            make_stage_config(kind, probe, where)
-        except ConfigError as e:
-            msg = str(e)
-            raise PipelineError(msg if msg.startswith(where) else f"{where}: {msg}") from None
-        ev = st.get("eval", {})
-        if ev is False or not stype.evaluate:
-            stage_eval = None
-        elif isinstance(ev, dict):
-            stage_eval = {**eval_raw, **ev}
-            validate_eval(build_dataclass(EvalSettings, [(f"{where}: eval", stage_eval)]), f"{where}: eval")
-        else:
-            raise PipelineError(f"{where}: key 'eval': expected a mapping of evaluation settings or false")
-        stages.append(Stage(name, kind, options, stage_eval, refs))
-    return Pipeline(path, out, stages, eval_raw)
+        stages.append(_read_stage(st, i, stages, path, out, defaults, eval_raw, extras))
+    for x, (_, only) in extras.items():
+        missing = sorted(set(only or ()) - {s.name for s in stages})
+        if missing:
+            raise PipelineError(f"{path}: extra_evals '{x}': key 'stages': no stage named '{missing[0]}'")
+    return Pipeline(path, out, stages, eval_raw, seed, seeds_dir if seed is not None else None, list(extras))
 
 
 # --- the manifest
@@ -213,7 +232,8 @@ def fingerprint(stage: Stage, fingerprints: dict[str, str]) -> str:
 
 def eval_fingerprint(stage: Stage) -> str:
     """A hash of a stage's evaluation settings: changing them re-evaluates the stage without retraining it."""
-    return hashlib.sha256(json.dumps(stage.eval, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    blob = json.dumps([stage.eval, stage.extra_evals if stage.eval is not None else None], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _output_options(stage: Stage, stage_dir: Path, resume: bool) -> dict:
@@ -225,18 +245,8 @@ def _output_options(stage: Stage, stage_dir: Path, resume: bool) -> dict:
 
 def _evaluate_stage(stage: Stage, config: Any, entry: dict, stage_dir: Path, log: Callable[[str], None]) -> None:
     """Evaluate a stage's model (when it has one and evaluation is on) into its manifest entry."""
-    entry.pop("eval", None)
     entry["eval_fingerprint"] = eval_fingerprint(stage)
-    if stage.eval is None or "model" not in entry["artifacts"]:
-        return
-    plan = eval_plan(stage, config)
-    t0 = time.perf_counter()
-    summary = run_eval(entry["artifacts"]["model"], plan, stage_dir / "eval")
-    entry["eval"] = {**{k: v for k, v in summary.items() if not isinstance(v, dict)}, "style": plan["style"]}
-    entry["eval_seconds"] = round(time.perf_counter() - t0, 1)
-    k = plan["num_samples"]
-    log(f"r1kit pipeline: {stage.name}: pass@1 {summary['pass@1']:.3f}, cons@{k} {summary[f'cons@{k}']:.3f}, "
-        f"format {summary['format_rate']:.2f} ({plan['benchmark']}, {plan['style']} style)")
+    evaluate_stage(stage.name, stage.eval, stage.extra_evals, config, entry, stage_dir, log)
 
 
 def dependents(p: Pipeline, name: str) -> list[str]:
@@ -268,59 +278,13 @@ def resolve_options(p: Pipeline, stage: Stage, manifest: dict) -> dict:
     return values
 
 
-# --- evaluation after each stage
-
-
-def eval_plan(stage: Stage, config: Any) -> dict:
-    """The evaluation settings of a stage, with style/template/prefill taken from the stage when it has them."""
-    ev = build_dataclass(EvalSettings, [("eval", stage.eval or {})])
-    plan = dataclasses.asdict(ev)
-    if ev.style == "auto":
-        template = getattr(config, "template", None)
-        prefill = getattr(config, "prefill", None)
-        if template is None:
-            plan["style"] = "readable"
-        elif template == "r1zero" and "<think>" in (prefill or ""):
-            plan.update(style="r1zero", prefill=prefill)
-        else:
-            plan.update(style="readable", template=template, prefill=prefill or "")
-        plan["special_token"] = getattr(config, "special_token", ev.special_token)
-    return plan
-
-
-def run_eval(model_dir: str, plan: dict, out_dir: Path) -> dict:
-    """Evaluate one model; writes out_dir/{summary.json,samples.jsonl,table.txt} and returns the summary."""
-    import torch
-
-    from r1kit.evaluation.benchmarks import held_out_problems
-    from r1kit.evaluation.evaluate import evaluate, write_outputs
-    from r1kit.models.loading import load_model, load_tokenizer
-
-    problems = held_out_problems(plan["benchmark"], plan["limit"], plan["seed"], plan["data_dir"],
-                                 arithmetic_terms=plan["arithmetic_terms"],
-                                 arithmetic_max_value=plan["arithmetic_max_value"], arithmetic_ops=plan["arithmetic_ops"])
-    tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir).to("cuda" if torch.cuda.is_available() else "cpu").eval()
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len(problems), desc=f"eval {out_dir.parent.name}", unit="problem", leave=False) as bar:
-        summary, records = evaluate(model, tokenizer, problems, num_samples=plan["num_samples"],
-                                    temperature=plan["temperature"], top_p=plan["top_p"],
-                                    max_new_tokens=plan["max_new_tokens"], prompt_style=plan["style"],
-                                    prefill=plan["prefill"], batch_size=plan["batch_size"], seed=plan["seed"],
-                                    template=plan["template"], special_token=plan["special_token"],
-                                    progress=bar.update)
-    write_outputs(out_dir, plan["benchmark"], summary, records, plan)
-    return summary
-
-
 # --- running
 
 
 def run_pipeline(path: str | Path, start_from: str | None = None, output_dir: str | None = None,
-                 log: Callable[[str], None] = print) -> dict:
+                 log: Callable[[str], None] = print, seed: int | None = None) -> dict:
     """Run (or continue) a pipeline; returns the manifest. See the module docstring for the rules."""
-    p = load_pipeline(path, output_dir)
+    p = load_pipeline(path, output_dir, seed)
     names = [s.name for s in p.stages]
     if start_from is not None and start_from not in names:
         raise PipelineError(f"--from {start_from}: no such stage in {p.path}; stages: {', '.join(names)}")
@@ -391,40 +355,36 @@ def _run_stages(p: Pipeline, names: list[str], start_from: str | None, log: Call
     return manifest
 
 
-def summary_rows(p: Pipeline, manifest: dict) -> list[dict]:
-    rows = []
-    for stage in p.stages:
-        entry = manifest["stages"].get(stage.name, {})
-        ev = entry.get("eval") or {}
-        k = ev.get("samples_per_problem")
-        rows.append({"stage": stage.name, "type": stage.type, "status": entry.get("status", "not run"),
-                     "pass@1": ev.get("pass@1"), "cons@k": ev.get(f"cons@{k}") if k else None, "k": k,
-                     "format_rate": ev.get("format_rate"), "mean_length": ev.get("mean_length"),
-                     "style": ev.get("style"), "seconds": entry.get("seconds"),
-                     "eval_seconds": entry.get("eval_seconds")})
-    return rows
+def run_seeds(path: str | Path, seeds: list[int], start_from: str | None = None, output_dir: str | None = None,
+              log: Callable[[str], None] = print) -> dict[int, dict]:
+    """Run the pipeline once per seed (OUTPUT_DIR/seed<N>); returns the manifests by seed."""
+    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise PipelineError(f"--seeds {' '.join(map(str, seeds))}: seeds must be distinct and >= 0")
+    return {seed: run_pipeline(path, start_from, output_dir, log, seed) for seed in seeds}
 
 
-def format_summary(p: Pipeline, rows: list[dict]) -> str:
-    """A Markdown table: evaluation after every stage, side by side."""
-    bench = build_dataclass(EvalSettings, [("eval", p.eval)])
-    f = lambda x, d=3: "-" if x is None else f"{x:.{d}f}"  # noqa: E731
-    lines = [f"Evaluation after each stage: {bench.benchmark}, first {bench.limit} problems, "
-             f"k={bench.num_samples} samples, temperature {bench.temperature}, top-p {bench.top_p}", "",
-             "| stage | type | pass@1 | cons@k | format | mean length | style | stage time (s) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        lines.append(f"| {r['stage']} | {r['type']} | {f(r['pass@1'])} | {f(r['cons@k'])} | {f(r['format_rate'], 2)} "
-                     f"| {f(r['mean_length'], 1)} | {r['style'] or '-'} | {f(r['seconds'], 0)} |")
-    total = sum((r["seconds"] or 0) + (r["eval_seconds"] or 0) for r in rows)
-    lines += ["", f"Total stage and evaluation time: {total:.0f} s"]
+def summary_header(p: Pipeline) -> str:
+    ev = eval_settings(p.eval, "eval")
+    lines = [f"Evaluation after each stage: {ev.benchmark}, {ev.limit} problems x k={ev.num_samples} samples, "
+             f"temperature {ev.temperature}, top-p {ev.top_p}; pass@{ev.num_samples} is the unbiased pass@k; "
+             f"think_gain = pass@1 - pass@1 with the think removed; think tokens and length are means per sample; "
+             f"format is the share in the stage's format; language is the think's language consistency."]
+    for x in p.extra_names:
+        stage = next((s for s in p.stages if x in s.extra_evals), None)
+        if stage is not None:
+            xe = eval_settings({**stage.eval, **stage.extra_evals[x]}, x)
+            only = [s.name for s in p.stages if x in s.extra_evals]
+            lines.append(f"Extra held-out set '{x}': {xe.benchmark}, {xe.limit} problems x k={xe.num_samples} "
+                         f"(stages: {', '.join(only)}).")
     return "\n".join(lines)
 
 
 def write_summary(p: Pipeline, manifest: dict, log: Callable[[str], None] = print) -> str:
-    rows = summary_rows(p, manifest)
-    text = format_summary(p, rows)
-    write_atomic(p.output_dir / "summary.md", text + "\n")
-    write_json(p.output_dir / "summary.json", rows)
-    log(text)
+    """summary.md, summary.json and summary.png of this run; with a seed, also the seeds' summary one
+    folder up, over every seed that has finished."""
+    rows = summary_rows([(s.name, s.type) for s in p.stages], manifest)
+    header = summary_header(p)
+    text = write_run_summary(p.output_dir, header, rows, p.extra_names, p.path.stem, log)
+    if p.seeds_dir is not None:
+        write_seed_summary(p.seeds_dir, header, p.extra_names, p.path.stem, log)
     return text

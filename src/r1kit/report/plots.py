@@ -103,7 +103,7 @@ def _plot_font():
     return FT2Font(font_manager.findfont(font_manager.FontProperties()))
 
 
-def _text_for_plot(text: str) -> str:
+def text_for_plot(text: str) -> str:
     """Text matplotlib's default font can draw: '$' stays literal, glyphs it lacks are written as escapes."""
     font = _plot_font()
     if not all(ch.isspace() or font.get_char_index(ord(ch)) for ch in text):
@@ -146,7 +146,7 @@ def render_figure(spec: dict, runs: list[dict]) -> bytes:
                 name = run["name"] if several else label
                 if several and len(panel["series"]) > 1:
                     name = f"{run['name']}: {label}"
-                ax.plot(xs, ys, style, color=color, label=_text_for_plot(name), linewidth=1.6,
+                ax.plot(xs, ys, style, color=color, label=text_for_plot(name), linewidth=1.6,
                         marker="o" if len(xs) <= 30 else None, markersize=3)
                 lines += 1
                 if panel.get("band") and s_i == 0:
@@ -156,23 +156,32 @@ def render_figure(spec: dict, runs: list[dict]) -> bytes:
                     steps = [x for x in xs if x in lo and x in hi]
                     if steps:
                         ax.fill_between(steps, [lo[x] for x in steps], [hi[x] for x in steps], color=color,
-                                        alpha=0.15, linewidth=0, label=_text_for_plot(
+                                        alpha=0.15, linewidth=0, label=text_for_plot(
                                             f"{run['name']}: min-max" if several else "min-max"))
                         lines += 1
-        ax.set_title(_text_for_plot(panel["title"]), fontsize=10)
+        ax.set_title(text_for_plot(panel["title"]), fontsize=10)
         ax.set_xlabel("step", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.ticklabel_format(axis="y", useOffset=False)
-        ax.grid(True, alpha=0.3)
-        if panel.get("ylim"):
-            lo, hi = panel["ylim"]
-            ax.set_ylim(lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
-        if lines > 1:
-            ax.legend(fontsize=7, loc="best")
+        finish_axes(ax, panel.get("ylim"), lines)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    fig.suptitle(_text_for_plot(spec["title"]), fontsize=12)
+    fig.suptitle(text_for_plot(spec["title"]), fontsize=12)
+    return png_bytes(fig)
+
+
+def finish_axes(ax, ylim: tuple[float, float] | None, lines: int) -> None:
+    """Grid, the y range with a little room at both ends (a 0 or 1 stays visible), a legend when it tells apart."""
+    ax.grid(True, alpha=0.3)
+    if ylim:
+        lo, hi = ylim
+        ax.set_ylim(lo - 0.03 * (hi - lo), hi + 0.03 * (hi - lo))
+    if lines > 1:
+        ax.legend(fontsize=7, loc="best")
+
+
+def png_bytes(fig) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
