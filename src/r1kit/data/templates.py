@@ -30,14 +30,32 @@ R1_CHAT_SYSTEM = (
 TEMPLATES = ("r1zero", "chat", "plain")
 
 
+def chat_messages(question: str, template: str, messages: list[dict] | None = None,
+                  system_prompt: str | None = None) -> list[dict] | None:
+    """The chat messages a prompt is rendered from under template chat (None under r1zero and plain), which
+    TRL-style rewards also get as the prompt.
+
+    `messages` (a conversational record, as in TRL) are used as they are: no system message is added to a
+    conversation, except `system_prompt` where it has none. A plain question becomes a user turn after a
+    system message: `system_prompt` (open-r1's option; "" for none, as a TRL recipe without one has), by
+    default R1_CHAT_SYSTEM.
+    """
+    if template != "chat":
+        return None
+    if messages is not None:
+        has_system = any(m.get("role") == "system" for m in messages)
+        return [{"role": "system", "content": system_prompt}, *messages] if system_prompt and not has_system \
+            else messages
+    system = R1_CHAT_SYSTEM if system_prompt is None else system_prompt
+    return [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": question.strip()}]
+
+
 def build_prompt(question: str, tokenizer: PreTrainedTokenizerBase, template: str = "r1zero",
                  prefill: str = "", messages: list[dict] | None = None, system_prompt: str | None = None) -> str:
     """The prompt text the model continues, ending with the prefill.
 
-    `messages` (a conversational record, as in TRL) are rendered by the chat template as they are, as
-    TRL does: no system message is added to a conversation (`system_prompt` only adds one where the
-    conversation has none). With template r1zero or plain, `question` (the last user turn) is used.
-    `system_prompt` replaces R1_CHAT_SYSTEM for a plain question under template chat (open-r1's option).
+    Under template chat, the messages of `chat_messages` rendered by the model's chat template; with
+    template r1zero or plain, `question` (the last user turn of a conversation) is used.
     """
     question = question.strip()
     if template == "r1zero":
@@ -47,12 +65,8 @@ def build_prompt(question: str, tokenizer: PreTrainedTokenizerBase, template: st
     if template == "chat":
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("template=chat: this model's tokenizer has no chat template; use template=r1zero")
-        system = R1_CHAT_SYSTEM if system_prompt is None else system_prompt
-        if messages is None:
-            messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
-        elif system_prompt is not None and not any(m.get("role") == "system" for m in messages):
-            messages = [{"role": "system", "content": system_prompt}, *messages]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        conversation = chat_messages(question, template, messages, system_prompt)
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         return text + prefill
     if template == "plain":  # the question as it is (base models with few-shot prompts, toy tasks)
         return question + prefill

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass
 
 from r1kit.core.options import DTYPES, Options, need, need_choice, opt
@@ -72,6 +74,11 @@ class EngineOptions(Options):
         need(0 < self.vllm_gpu_memory_utilization <= 1,
              f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization}: must be in (0, 1]")
         need(self.vllm_mode in VLLM_MODES, f"vllm_mode={self.vllm_mode!r}: choose colocate or server")
+        # checked here, before any model loads; a `r1kit vllm-serve` server needs no vLLM in this process
+        need(self.rollout_engine != "vllm" or self.vllm_mode != "colocate" or importlib.util.find_spec("vllm") is not None,
+             f"rollout_engine=vllm (TRL: use_vllm): vLLM is not installed in this Python ({sys.executable}); on a CUDA "
+             "machine pip install 'r1kit[vllm]', on the CPU bash scripts/setup.sh --vllm and run .venv-vllm/bin/r1kit; "
+             "or vllm_mode: server with `r1kit vllm-serve` running where vLLM is, or rollout_engine: auto")
         ports = (self.vllm_server_port, self.vllm_group_port)
         need(all(0 < p < 65536 for p in ports) and ports[0] != ports[1],
              f"vllm_server_port={ports[0]}, vllm_group_port={ports[1]}: two different ports in 1..65535")
