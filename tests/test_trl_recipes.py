@@ -1,7 +1,9 @@
-"""TRL and open-r1 recipes run as their users run them: open-r1's own recipe files (tests/data/open_r1) and TRL's
-flag names give the same config through `r1kit grpo --config` and through `make_config`; the table of TRL keys
-(RECIPE_KEYS) and the table of defaults that differ from TRL's (TRL_DEFAULTS) are walked against r1kit's options
-and against TRL 1.16's own fields and defaults (tests/data/trl/trl_1.16_fields.json), so none can drift."""
+"""TRL and open-r1 recipes run as their users run them: recipe files with open-r1's keys and value types
+(tests/data/open_r1, written for these tests) and TRL's flag names give the same config through
+`r1kit grpo --config` and through `make_config`; the table of TRL keys (RECIPE_KEYS) and the table of defaults
+that differ from TRL's (TRL_DEFAULTS) are walked against r1kit's options and against TRL 1.16's own fields and
+defaults (tests/data/trl/trl_1.16_fields.json, written from an installed trl by tests/data/trl/make_fields.py),
+so none can drift."""
 
 import dataclasses
 import json
@@ -23,12 +25,23 @@ from tests.conftest import run_cli
 
 DATA = Path(__file__).parent / "data"
 OPEN_R1 = DATA / "open_r1"
-DEMO = OPEN_R1 / "Qwen2.5-1.5B-Instruct_grpo_config_demo.yaml"
-TRL_RECIPE = DATA / "trl" / "grpo_config.yaml"
+DEMO = OPEN_R1 / "math_recipe.yaml"
+TRL_RECIPE = DATA / "trl" / "grpo_recipe.yaml"
 TRL_REWARD = f"{DATA / 'trl' / 'rewards.py'}:accuracy_reward"
 TRL_FIELDS = json.loads((DATA / "trl" / "trl_1.16_fields.json").read_text())
 FIELDS = {f.name: f for f in dataclasses.fields(GRPOConfig)}
 DEFAULTS = {n: f.default if f.default is not dataclasses.MISSING else f.default_factory() for n, f in FIELDS.items()}
+# the keys open-r1 adds to TRL's (its GRPOConfig, GRPOScriptArguments and ScriptArguments in
+# src/open_r1/configs.py): open-r1 is not a package one can install, so the names are listed here
+OPEN_R1_KEYS = {
+    "benchmarks", "callbacks", "chat_template", "code_eval_scoring_mode", "code_eval_test_batch_size",
+    "code_language", "code_provider", "cosine_max_len", "cosine_max_value_correct", "cosine_max_value_wrong",
+    "cosine_min_value_correct", "cosine_min_value_wrong", "dataset_mixture", "dataset_name",
+    "dataset_prompt_column", "e2b_router_url", "hub_model_revision", "ioi_provider", "max_completion_len",
+    "morph_router_url", "num_completions_to_print", "overwrite_hub_revision", "parallel_code_exec_per_proc",
+    "push_to_hub_revision", "repetition_max_penalty", "repetition_n_grams", "reward_funcs", "soft_punish_cache",
+    "system_prompt", "wandb_entity", "wandb_log_unique_prompts", "wandb_project", "wandb_run_group",
+}
 HAS_VLLM = __import__("importlib").util.find_spec("vllm") is not None
 # a CPU user's additions to an open-r1 recipe: no vLLM, no W&B account, fp32 weights
 ON_THIS_MACHINE = {"use_vllm": False, "report_to": ["none"], "torch_dtype": "float32"}
@@ -46,9 +59,9 @@ SAME_MEANING = {"scale_rewards": "True is TRL's 'group'", "report_to": "[] is TR
 
 
 def trl_defaults() -> dict:
-    """TRL 1.16's default of every field of its GRPO configuration, the subclass's where both declare it."""
+    """TRL 1.16's default of every field of the configuration `trl grpo` reads."""
     out = {}
-    for cls in ("TrainingArguments", "_BaseConfig", "GRPOConfig", "ModelConfig", "ScriptArguments", "GRPOScriptArguments"):
+    for cls in ("GRPOConfig", "ModelConfig", "ScriptArguments", "GRPOScriptArguments"):
         out.update(TRL_FIELDS[cls])
     return out
 
@@ -61,13 +74,14 @@ def cli_config(*argv: str) -> GRPOConfig:
 
 
 def test_the_key_table_covers_every_name_of_trl_and_open_r1_and_no_option():
-    trl_names = set().union(*(TRL_FIELDS[c] for c in ("_BaseConfig", "GRPOConfig", "ModelConfig", "ScriptArguments",
-                                                      "GRPOScriptArguments")), TRL_FIELDS["open_r1"])
+    # the names TRL itself declares (not those it inherits from transformers' TrainingArguments) and open-r1's
+    trl_names = set().union(TRL_FIELDS["declared_by_trl"], *(TRL_FIELDS[c] for c in ("ModelConfig", "ScriptArguments",
+                                                                                  "GRPOScriptArguments")), OPEN_R1_KEYS)
     missing = sorted(n for n in trl_names if n not in FIELDS and n not in RECIPE_KEYS)
     assert not missing, f"TRL / open-r1 names neither an option nor a row of RECIPE_KEYS: {missing}"
     stale = sorted(k for k in RECIPE_KEYS if k in FIELDS)
     assert not stale, f"rows of RECIPE_KEYS that are r1kit options (their values would be refused): {stale}"
-    known = trl_names | set(TRL_FIELDS["TrainingArguments"]) | set(OLDER_NAMES)
+    known = trl_names | set(TRL_FIELDS["GRPOConfig"]) | set(OLDER_NAMES)
     assert not sorted(set(RECIPE_KEYS) - known), "rows for names TRL, transformers and open-r1 do not have"
     for key, row in RECIPE_KEYS.items():
         assert row.option is None or row.option in FIELDS, (key, row.option)
@@ -150,6 +164,26 @@ def test_the_defaults_table_holds_every_default_that_differs_from_trl_1_16():
         assert f"`{name}`" in docs, f"docs/trl.md does not mention {name}"
 
 
+def test_the_recorded_trl_fields_are_those_of_the_trl_installed_here():
+    """Where trl is installed, the record the tables are walked against is what make_fields.py writes from it."""
+    trl = pytest.importorskip("trl")
+    if trl.__version__ != TRL_FIELDS["versions"]["trl"]:
+        pytest.skip(f"trl {trl.__version__} installed, the record is of {TRL_FIELDS['versions']['trl']}")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_fields", DATA / "trl" / "make_fields.py")
+    make_fields = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_fields)
+    from trl import GRPOConfig as TRLConfig
+    from trl import ModelConfig
+
+    recorded = json.loads(json.dumps(make_fields.defaults(TRLConfig), default=str))
+    assert set(recorded) == set(TRL_FIELDS["GRPOConfig"])
+    assert {k: v for k, v in recorded.items() if k in TRL_FIELDS["declared_by_trl"]} == \
+        {k: v for k, v in TRL_FIELDS["GRPOConfig"].items() if k in TRL_FIELDS["declared_by_trl"]}
+    assert set(make_fields.defaults(ModelConfig)) == set(TRL_FIELDS["ModelConfig"])
+
+
 # --- open-r1's recipes, as their users run them -------------------------------------------------------------
 
 
@@ -172,16 +206,16 @@ def test_an_open_r1_recipe_gives_the_same_config_through_the_cli_and_python_and_
                                       "learning_rate", "lr_scheduler_type", "max_steps", "num_train_epochs",
                                       "save_steps", "num_generations", "gradient_accumulation_steps", "reward_funcs",
                                       "reward_weights", "warmup_ratio", "max_prompt_length")}
-    assert got == {"model": "Qwen/Qwen2.5-1.5B-Instruct", "dataset": "open-r1/OpenR1-Math-220k",
+    assert got == {"model": "Qwen/Qwen2.5-0.5B-Instruct", "dataset": "open-r1/OpenR1-Math-220k",
                    "question_field": "problem", "dtype": "float32", "rollout_engine": "auto", "template": "chat",
-                   "learning_rate": 2e-5, "lr_scheduler_type": "cosine", "max_steps": -1, "num_train_epochs": 1.0,
-                   "save_steps": 0, "num_generations": 16, "gradient_accumulation_steps": 4,
-                   "reward_funcs": ["accuracy", "format", "tag_count"], "reward_weights": [1.0, 1.0, 1.0],
-                   "warmup_ratio": 0.1, "max_prompt_length": 512}
+                   "learning_rate": 3e-6, "lr_scheduler_type": "cosine", "max_steps": -1, "num_train_epochs": 1.0,
+                   "save_steps": 0, "num_generations": 8, "gradient_accumulation_steps": 2,
+                   "reward_funcs": ["accuracy", "format", "tag_count"], "reward_weights": [1.0, 0.5, 0.5],
+                   "warmup_ratio": 0.05, "max_prompt_length": 256}
     # open-r1 renders system + user through the chat template: the recipe's system_prompt is the system turn
     assert chat_messages("What is 2 + 2?", c.template, None, c.system_prompt) == [
         {"role": "system", "content": c.system_prompt}, {"role": "user", "content": "What is 2 + 2?"}]
-    assert c.system_prompt.startswith("You are a helpful AI Assistant that provides well-reasoned")
+    assert c.system_prompt.startswith("Reason step by step inside <think>\n...\n</think>, then")
 
 
 def test_a_recipe_without_system_prompt_renders_the_user_turn_alone_and_template_stays_overridable(tmp_path, capsys):
@@ -202,14 +236,16 @@ def test_a_trl_cli_recipe_gives_the_same_config_through_the_cli_and_python(tmp_p
     from_cli = cli_config("--config", str(TRL_RECIPE), "--reward_funcs", TRL_REWARD)
     assert from_cli == make_config(TRL_RECIPE, {"reward_funcs": [TRL_REWARD]})
     assert (from_cli.model, from_cli.dataset, from_cli.template, from_cli.system_prompt) == \
-        ("Qwen/Qwen2.5-0.5B", "HuggingFaceH4/Polaris-Dataset-53K", "chat", "")
+        ("HuggingFaceTB/SmolLM2-360M-Instruct", "trl-lib/DeepMath-103K", "chat", "")
     # as written, the recipe names TRL's accuracy_reward: without trl installed, one line says where it is
     proc = run_cli("grpo", "--config", str(TRL_RECIPE), "--output_dir", str(tmp_path / "o"))
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "reward 'accuracy_reward' is TRL's trl.rewards.accuracy_reward, which cannot be imported here" in lines[0]
     # with TRL's launcher setting, one line says how r1kit launches several processes
-    proc = run_cli("grpo", "--config", str(DATA / "trl" / "grpo_config_launch.yaml"), "--output_dir", str(tmp_path))
+    launch = tmp_path / "launch.yaml"
+    launch.write_text(TRL_RECIPE.read_text() + "num_processes: 4\n")
+    proc = run_cli("grpo", "--config", str(launch), "--output_dir", str(tmp_path))
     assert proc.returncode == 2 and "'num_processes: 4' (launch with `accelerate launch --num_processes N" in proc.stderr
 
 
@@ -232,16 +268,18 @@ def test_a_trl_reward_name_runs_trls_function_where_trl_is_installed(tmp_path):
     assert proc.stdout.strip() == "{'accuracy_reward': [1.0]}"
 
 
-@pytest.mark.parametrize("name,fragment", [
-    ("DeepSeek-R1-Distill-Qwen-1.5B_grpo_config_demo.yaml", "'lr_scheduler_kwargs: {'min_lr_rate': 0.1}' (r1kit takes no "
-                                                            "scheduler arguments"),
-    ("Qwen2.5-1.5B-Instruct_grpo_config_demo_code.yaml", "'lr_scheduler_kwargs: {'min_lr_rate': 0.1}'"),
+@pytest.mark.parametrize("name,start", [
+    ("distill_recipe.yaml", f"{OPEN_R1 / 'distill_recipe.yaml'}: not supported by r1kit: 'lr_scheduler_kwargs: "
+                            "{'min_lr_rate': 0.05}' (r1kit takes no scheduler arguments"),
+    ("code_recipe.yaml", "reward_funcs: reward 'code' is open-r1's open_r1.rewards.code_reward, which cannot be "
+                         "imported here"),
 ])
-def test_open_r1_recipes_r1kit_cannot_run_stop_in_one_line_naming_the_file_and_key(name, fragment, tmp_path):
+def test_open_r1_recipes_r1kit_cannot_run_stop_in_one_line_naming_the_file_or_key(name, start, tmp_path):
     proc = run_cli("grpo", "--config", str(OPEN_R1 / name), *ON_THIS_MACHINE_FLAGS, "--output_dir", str(tmp_path))
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"r1kit: error: {OPEN_R1 / name}: not supported by r1kit: ") and fragment in lines[0]
+    assert lines[0].startswith(f"r1kit: error: {start}"), lines[0]
+    assert not (tmp_path / "metrics.jsonl").exists()
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed here")

@@ -1,6 +1,6 @@
-"""Reward functions as TRL calls them: TRL's own (tests/data/trl/rewards.py), the examples of TRL's GRPO
-documentation (tests/data/trl/docs_grpo) and open-r1's (tests/data/open_r1/rewards.py), unchanged, get the
-arguments TRL gives (messages for a conversational prompt however it was built, trainer_state, log_extra,
+"""Reward functions as TRL calls them: rewards written for these tests in the shapes of TRL's own
+(tests/data/trl/rewards.py), of the examples in TRL's GRPO documentation (tests/data/trl/doc_style_rewards.py)
+and of open-r1's (tests/data/open_r1/rewards.py) get the arguments TRL gives (messages for a conversational prompt however it was built, trainer_state, log_extra,
 log_metric, the gold column under TRL's names), async ones are awaited, and a reward that fails on every sample
 stops the run instead of training on zeros."""
 
@@ -20,7 +20,7 @@ from r1kit.trainers.grpo.trainer import train
 from tests.conftest import run_cli
 
 DATA = Path(__file__).parent / "data"
-TRL_DOCS = DATA / "trl" / "docs_grpo"
+DOC_STYLE = DATA / "trl" / "doc_style_rewards.py"
 OPEN_R1_REWARDS = DATA / "open_r1" / "rewards.py"
 TRL_REWARDS = DATA / "trl" / "rewards.py"
 
@@ -43,27 +43,46 @@ IDS = [[1, 2, 3], [4, 5], [6]]
 GROUND_TRUTH = ["2", "5", "6"]
 
 
+# each reward of doc_style_rewards.py and the prompt shapes it is written for
+DOC_STYLE_SHAPES = {"token_count_reward": (False, True), "char_count_reward": (False,),
+                    "think_then_answer_reward": (True,), "boxed_equals_ground_truth": (False,),
+                    "nonempty_async_reward": (False, True)}
+
+
 @pytest.mark.parametrize("timeout", [0.0, 10.0])  # in this process, and in the forked worker
 @pytest.mark.parametrize("conversational", [False, True])
-def test_trl_documentation_examples_score_as_trl_calls_them(timeout, conversational):
+def test_trl_documentation_style_rewards_score_as_trl_calls_them(timeout, conversational):
     prompts = ([[{"role": "user", "content": f"q{i}"}] for i in range(3)] if conversational else ["q0", "q1", "q2"])
-    specs = {"example_1": "reward_func", "example_1_1": "reward_func", "example_3": "reward_func",
-             "example_5": "async_reward_func", "example_2": "format_reward_func"}
-    for name, fn in specs.items():
-        if conversational != (name == "example_2") and name in ("example_2", "example_3", "example_1_1"):
-            continue  # each example is written for one prompt shape
-        spec = f"{TRL_DOCS / name}.py:{fn}"
+    ran = 0
+    for fn, shapes in DOC_STYLE_SHAPES.items():
+        if conversational not in shapes:
+            continue
+        spec = f"{DOC_STYLE}:{fn}"
         _, per, failures = score_completions([spec], None, COMPLETIONS, ["x"] * 3, timeout=timeout, on_failure="abort",
                                              prompts=prompts, completion_ids=IDS, columns={"ground_truth": GROUND_TRUTH})
+        # TRL's own call: completions as messages exactly when the prompt is a conversation
         completions = as_messages(COMPLETIONS) if conversational else COMPLETIONS
         direct = load_reward_spec(spec)(prompts=prompts, completions=completions, completions_ids=IDS,
-                                        completion_ids=IDS, ground_truth=GROUND_TRUTH)
-        if name == "example_5":
+                                        ground_truth=GROUND_TRUTH)
+        if fn == "nonempty_async_reward":
             import asyncio
 
             direct = asyncio.run(direct)
-        assert failures == [] and per[fn] == direct, name
-    assert per  # at least one example ran in each shape
+        assert failures == [] and per[fn] == direct, fn
+        ran += 1
+    assert ran == sum(conversational in shapes for shapes in DOC_STYLE_SHAPES.values())
+
+
+def test_the_doc_style_rewards_tell_the_shapes_apart():
+    """The fixtures themselves: a reward written for one shape scores differently (or fails) in the other, so the
+    test above fails if r1kit passes completions in the wrong shape."""
+    mod = module(DOC_STYLE)
+    texts = ["<think>a</think><answer>b</answer>", "no"]
+    assert mod.think_then_answer_reward(as_messages(texts)) == [1.0, 0.0]
+    with pytest.raises(TypeError):
+        mod.think_then_answer_reward(texts)
+    assert mod.char_count_reward(texts) == [34.0, 2.0] and mod.char_count_reward(as_messages(texts)) == [1.0, 1.0]
+    assert mod.boxed_equals_ground_truth([r"\boxed{2}", r"\boxed{3}"], ["2", "2"]) == [1.0, 0.0]
 
 
 @pytest.mark.parametrize("timeout", [0.0, 10.0])
