@@ -1,13 +1,16 @@
 """Does a recipe teach? Run one GRPO config over several seeds and report held-out pass@1 before and after.
 
-    python bench/learning.py configs/zero_demo.yaml --seeds 3 [--out runs/learning] [-- extra r1kit options]
+    python bench/learning.py configs/zero_demo.yaml --seeds 5 [--out runs/learning] [-- extra r1kit options]
 
 Each seed is one `r1kit grpo --config CONFIG --seed S` run in its own process (so the runs do not share
 state, and a crash in one leaves the others), with evaluation on the config's held-out set at step 0 and
 at the end (the config's eval_* options; eval_steps is set if the config has none). The script prints,
-per seed and as mean and spread: held-out pass@1 at step 0 and at the end, the ratio and the gain, the
-final format rate and template_copy_rate, and wall time; and writes OUT/learning.png (held-out pass@1
-over steps, one line per seed, and the training accuracy) and OUT/learning.json.
+per seed and as mean and spread: held-out pass@1 at step 0 and at the end, the ratio and the gain, whether
+the think does the work (held-out think_gain = pass@1 - pass@1 with the think removed, at step 0 and at
+the end; think length), the final held-out format rate, the training template copies and guesses, and wall
+time; and writes OUT/learning.png (held-out pass@1, think_gain and think length over steps, one line per
+seed, and the training accuracy) and OUT/learning.json. The seeds are the config's own seed (the one a
+newcomer's run uses; 42 when the config names none) and then 1, 2, ...
 
 A learning goal is judged here, on problems never trained on and over seeds, never by a training reward.
 """
@@ -49,8 +52,11 @@ def summarize(run: dict) -> dict:
     last = train[-1] if train else {}
     return {"seed": run["seed"], "pass@1_before": before, "pass@1_after": after,
             "ratio": after / before if before > 0 else float("inf"), "gain": after - before,
-            "format_rate": last.get("format_rate"), "template_copy_rate": last.get("template_copy_rate"),
-            "eval_format_rate": evals[-1].get("eval/format_rate"), "wall_s": round(run["wall_s"], 1)}
+            "think_gain_before": evals[0].get("eval/think_gain"), "think_gain_after": evals[-1].get("eval/think_gain"),
+            "no_think_after": evals[-1].get("eval/pass@1_no_think"), "think_tokens_after": evals[-1].get("eval/think_tokens"),
+            "eval_format_rate": evals[-1].get("eval/format_rate"), "format_rate": last.get("format_rate"),
+            "template_copy_rate": last.get("template_copy_rate"), "guess_rate": last.get("guess_rate"),
+            "wall_s": round(run["wall_s"], 1)}
 
 
 def spread(values: list[float]) -> str:
@@ -67,15 +73,22 @@ def plot(runs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     for run in runs:
         evals = [m for m in run["metrics"] if "eval/pass@1" in m]
-        a.plot([m["step"] for m in evals], [m["eval/pass@1"] for m in evals], marker="o", label=f"seed {run['seed']}")
+        steps = [m["step"] for m in evals]
+        line, = axes[0].plot(steps, [m["eval/pass@1"] for m in evals], marker="o", label=f"seed {run['seed']}")
+        if all("eval/pass@1_no_think" in m for m in evals):
+            axes[0].plot(steps, [m["eval/pass@1_no_think"] for m in evals], marker="x", ls=":", color=line.get_color())
+            axes[1].plot(steps, [m["eval/think_gain"] for m in evals], marker="o", color=line.get_color())
+        axes[2].plot(steps, [m.get("eval/think_tokens", 0) for m in evals], marker="o", color=line.get_color())
         train = [m for m in run["metrics"] if "accuracy" in m]
-        b.plot([m["step"] for m in train], [m["accuracy"] for m in train], label=f"seed {run['seed']}")
-    a.set(title="held-out pass@1", xlabel="step", ylim=(0, 1))
-    b.set(title="training accuracy", xlabel="step", ylim=(0, 1))
-    a.legend()
+        axes[3].plot([m["step"] for m in train], [m["accuracy"] for m in train], color=line.get_color())
+    axes[0].set(title="held-out pass@1 (dotted: think removed)", xlabel="step", ylim=(0, 1))
+    axes[1].set(title="held-out think_gain", xlabel="step")
+    axes[2].set(title="held-out think length (tokens)", xlabel="step")
+    axes[3].set(title="training accuracy", xlabel="step", ylim=(0, 1))
+    axes[0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -83,19 +96,25 @@ def plot(runs: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--first_seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=5, help="how many seeds: the config's own, then 1, 2, ...")
     parser.add_argument("--out", default="runs/learning")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = [run_seed(args.config, s, out, extra) for s in range(args.first_seed, args.first_seed + args.seeds)]
+    own = (yaml.safe_load(Path(args.config).read_text()) or {}).get("seed", 42)
+    seeds = [own, *[s for s in range(1, args.seeds + 1) if s != own]][:args.seeds]
+    runs = []
+    for seed in seeds:  # printed as they finish: a long sweep shows its progress
+        runs.append(run_seed(args.config, seed, out, extra))
+        print(f"seed {seed}: {json.dumps(summarize(runs[-1]))}", flush=True)
     rows = [summarize(r) for r in runs]
-    head = ("seed", "pass@1_before", "pass@1_after", "ratio", "gain", "format_rate", "template_copy_rate", "wall_s")
+    head = ("seed", "pass@1_before", "pass@1_after", "ratio", "gain", "think_gain_before", "think_gain_after",
+            "no_think_after", "think_tokens_after", "eval_format_rate", "template_copy_rate", "guess_rate", "wall_s")
     print(" | ".join(head))
     for r in rows:
         print(" | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in head))
+    rows = [{k: (float("nan") if v is None else v) for k, v in r.items()} for r in rows]
     print("mean ± sd | " + " | ".join(spread([r[k] for r in rows]) for k in head[1:-1]))
     plot(runs, out / "learning.png")
     (out / "learning.json").write_text(json.dumps({"config": args.config, "extra": extra, "rows": rows}, indent=2))

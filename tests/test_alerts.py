@@ -11,12 +11,13 @@ from r1kit.trainers.grpo.config import GRPOConfig, make_config
 
 def healthy(steps: int = 20) -> list[dict]:
     """A run that learns: entropy falls but stays up, groups keep a spread, accuracy follows format."""
-    rows = [{"step": 0, "eval/pass@1": 0.1, "eval/format_rate": 0.0}]  # the step-0 evaluation line
+    think = {"eval/think_gain": 0.1, "eval/think_tokens": 20.0}  # the think helps and keeps its length
+    rows = [{"step": 0, "eval/pass@1": 0.1, "eval/format_rate": 0.0, **think}]  # the step-0 evaluation line
     for s in range(1, steps + 1):
         rows.append({"step": s, "entropy": 1.5 - 0.05 * s, "frac_reward_zero_std": 0.25,
                      "format_rate": min(1.0, 0.1 + 0.06 * s), "accuracy": 0.02 * s, "template_copy_rate": 0.0,
-                     "kl": 0.002 * s, "clip_ratio": 0.01, "rewards/format/timeouts": 0,
-                     "rewards/accuracy/timeouts": 1 if s == 7 else 0})
+                     "guess_rate": 0.1, "kl": 0.002 * s, "clip_ratio": 0.01, "rewards/format/timeouts": 0,
+                     "rewards/accuracy/timeouts": 1 if s == 7 else 0, **(think if s % 5 == 0 else {})})
     return rows
 
 
@@ -42,10 +43,14 @@ def test_healthy_run_raises_no_alert() -> None:
     # accuracy 0 throughout: format passes 0.5 at step 7 (0.1 + 0.06 * 7 = 0.52), accuracy has been 0 for 7 steps
     ({1: {"accuracy": 0.0}}, "format_without_accuracy", 7, "format_rate", 0.1 + 0.06 * 7),
     ({9: {"template_copy_rate": 0.5}}, "template_copies", 9, "template_copy_rate", 0.5),
+    ({6: {"example_copy_rate": 0.3}}, "example_copies", 6, "example_copy_rate", 0.3),
     ({14: {"kl": 3.0}}, "kl_exploding", 14, "kl", 3.0),
     ({4: {"clip_ratio": 0.4}}, "clip_exploding", 4, "clip_ratio", 0.4),
     # 3 timeouts a step from step 11, plus the 1 at step 7: 10 reached at step 13
     ({11: {"rewards/accuracy/timeouts": 3}}, "reward_timeouts:accuracy", 13, "rewards/accuracy/timeouts", 10.0),
+    # the think stops paying while it shrinks (20 tokens at step 0, 6 from step 10)
+    ({10: {"eval/think_gain": 0.0, "eval/think_tokens": 6.0}}, "think_unused", 10, "eval/think_gain", 0.0),
+    ({5: {"guess_rate": 0.75}}, "guessing", 7, "guess_rate", 0.75),
 ])
 def test_each_alert_fires_once_with_its_metric(changes: dict, kind: str, step: int, metric: str, value: float) -> None:
     alerts = check_alerts(with_changes(changes), GRPOConfig())
@@ -128,3 +133,10 @@ def test_a_training_run_prints_each_alert_once_and_alert_stop_saves_and_stops(tm
     with pytest.raises(TrainingStopped, match="stopped by alert no_learning_signal after step 2"):
         train(config(tmp_path / "b", alert_stop=True), reward_funcs=[constant_reward], show_progress=False)
     assert ckpt.latest_checkpoint(tmp_path / "b") == tmp_path / "b" / "checkpoint-2"
+
+
+def test_a_think_that_does_not_help_but_keeps_its_length_is_no_alert() -> None:
+    """think_unused needs both: no gain and a shrinking think (a base model whose think does not help yet
+    is where a run starts, not a failure)."""
+    assert check_alerts(with_changes({0: {"eval/think_gain": -0.05}}), GRPOConfig()) == []
+    assert check_alerts(with_changes({10: {"eval/think_tokens": 4.0}}), GRPOConfig()) == []  # shorter, still useful

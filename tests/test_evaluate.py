@@ -129,11 +129,15 @@ def test_eval_cli_writes_table_summary_and_samples(tmp_path, tiny_model):
     assert "pass@1" in proc.stdout and "cons@3" in proc.stdout
     summary = json.loads((out / "qs" / "summary.json").read_text())
     assert summary["problems"] == 5 and summary["samples_per_problem"] == 3
-    assert {"pass@1", "pass@2", "pass@3", "cons@3", "format_rate", "mean_length"} <= summary.keys()
+    assert {"pass@1", "pass@2", "pass@3", "cons@3", "format_rate", "mean_length", "pass@1_no_think", "think_gain",
+            "think_tokens"} <= summary.keys()
+    assert summary["think_gain"] == summary["pass@1"] - summary["pass@1_no_think"]
+    assert "think_gain" in proc.stdout
     samples = [json.loads(x) for x in (out / "qs" / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 15
-    assert {"problem_id", "prompt", "completion", "extracted", "correct"} <= samples[0].keys()
-    assert [s["problem_id"] for s in samples[::3]] == [f"p{i}" for i in range(5)]
+    assert [s["mode"] for s in samples] == ["think"] * 15 + ["no_think"] * 15  # the same budget, think removed
+    assert {"problem_id", "prompt", "completion", "extracted", "correct", "think_state"} <= samples[0].keys()
+    assert [s["problem_id"] for s in samples[:15:3]] == [f"p{i}" for i in range(5)]
+    assert all(s["completion"].startswith("<think>\n</think>\n<answer>") for s in samples[15:])
 
 
 def test_eval_cli_bad_input_is_one_line(tmp_path):
@@ -163,6 +167,96 @@ def test_evaluation_during_training_is_logged_with_the_metrics(tmp_path, tiny_mo
     assert [m["step"] for m in lines] == [0, 1, 2, 3]
     evaluated = [m["step"] for m in lines if "eval/pass@1" in m]
     assert evaluated == [0, 2, 3]  # before training, every eval_steps, and at the end
-    assert {"eval/cons@2", "eval/format_rate", "eval/mean_length"} <= lines[0].keys()
+    assert {"eval/cons@2", "eval/format_rate", "eval/mean_length", "eval/pass@1_no_think", "eval/think_gain",
+            "eval/think_tokens", "eval/think_unclosed_rate"} <= lines[0].keys()
+    assert {"guess_rate", "think_length", "timing/rollout", "timing/update"} <= lines[1].keys()
     samples = [json.loads(x) for x in (out / "eval_samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 3 * 3 * 2 and {s["step"] for s in samples} == {0, 2, 3}
+    assert len(samples) == 3 * 3 * 2 * 2 and {s["step"] for s in samples} == {0, 2, 3}  # with and without the think
+    assert sum(s["mode"] == "no_think" for s in samples) == 3 * 3 * 2
+
+
+# --- whether the think does the work: think_gain on stand-ins whose answers do or do not depend on the think
+
+
+def _stand_in_generate(answers_need_the_think: bool):
+    """A scripted sampler in place of the model: with its own think it works the sum out and answers right;
+    with the think removed (the prompt ends in an empty think and <answer>) it answers right only if the
+    answer does not need the think. Every other token of the evaluation path is the real one."""
+    import re
+
+    import torch
+
+    from r1kit.rollout.sampling import Rollout
+
+    def generate(model, tokenizer, prompts, *, num_generations, **kw):
+        texts = []
+        for prompt in prompts:
+            a, b = map(int, re.search(r"What is (\d+) \+ (\d+)", prompt).groups())
+            if prompt.endswith("<answer>"):  # the think was removed
+                texts += [f"{a + b if not answers_need_the_think else a + b + 1}</answer>"] * num_generations
+            else:
+                texts += [f" {a} + {b} = {a + b} </think> <answer>{a + b}</answer>"] * num_generations
+        n = len(texts)
+        return Rollout(prompt_ids=None, prompt_mask=None, completion_ids=None,
+                       completion_mask=torch.ones(n, 4, dtype=torch.long), logprobs=None, completions=texts,
+                       truncated=torch.zeros(n, dtype=torch.bool))
+    return generate
+
+
+@pytest.mark.parametrize("needs_think,gain", [(True, 1.0), (False, 0.0)])
+def test_think_gain_is_positive_only_when_the_answers_depend_on_the_think(monkeypatch, tiny_model, needs_think,
+                                                                          gain):
+    import r1kit.evaluation.evaluate as ev
+    from r1kit.data.problems import Problem
+    from r1kit.models.loading import load_model, load_tokenizer
+
+    monkeypatch.setattr(ev, "generate", _stand_in_generate(needs_think))
+    problems = [Problem(f"What is {a} + {b}?", str(a + b), f"p{a}{b}") for a in range(3) for b in range(2)]
+    tok, model = load_tokenizer(tiny_model), load_model(tiny_model)
+    summary, records = ev.evaluate(model, tok, problems, num_samples=2, prompt_style="r1zero", sampler=model)
+    assert summary["pass@1"] == 1.0 and summary["pass@1_no_think"] == 1.0 - gain
+    assert summary["think_gain"] == gain
+    assert summary["think_closed_rate"] == 1.0 and summary["think_tokens"] > 0
+    assert [r["mode"] for r in records].count("no_think") == len(problems) * 2  # the same budget
+    # without think_gain only the think pass runs
+    summary, records = ev.evaluate(model, tok, problems, num_samples=2, prompt_style="r1zero", sampler=model,
+                                   think_gain=False)
+    assert "think_gain" not in summary and {r["mode"] for r in records} == {"think"}
+
+
+@pytest.mark.parametrize("style", ["r1zero", "r1chat", "chat", "fewshot", "readable"])
+def test_the_think_removed_prefill_is_read_as_an_answer_in_every_style(style):
+    """A model that answers at once after the no-think prefill is read correctly in every prompt style."""
+    from r1kit.evaluation.evaluate import PromptStyle, no_think_prefill
+
+    prefill = no_think_prefill(style)
+    completion = {"r1zero": "4</answer>", "r1chat": "4</answer>", "chat": "4}$", "fewshot": " 4.",
+                  "readable": "The answer is 4."}[style]
+    answer, _ = PromptStyle(style).read(prefill + completion)
+    assert answer is not None and answers_match(answer, "4")
+
+
+def test_worked_examples_are_earlier_chat_turns_in_training_and_evaluation_prompts(tmp_path):
+    from r1kit.core.errors import ConfigError, DataError
+    from r1kit.data.sources import read_examples
+    from r1kit.data.templates import build_prompt
+    from r1kit.evaluation.evaluate import PromptStyle
+    from r1kit.models.loading import load_tokenizer
+    from r1kit.trainers.grpo.config import make_config
+
+    path = tmp_path / "ex.jsonl"
+    path.write_text(json.dumps({"question": "What is 6 + 5 - 3?",
+                                "response": "<think> 6 + 5 = 11, 11 - 3 = 8 </think> <answer> 8 </answer>"}) + "\n")
+    examples = read_examples(path)
+    tok = load_tokenizer("embedded")
+    prompt = build_prompt("What is 2 + 2 - 1?", tok, "chat", "<think>", examples=examples)
+    assert prompt.index("What is 6 + 5 - 3?") < prompt.index("11 - 3 = 8") < prompt.index("What is 2 + 2 - 1?")
+    assert prompt.count("<|im_start|>assistant") == 2 and prompt.endswith("<|im_start|>assistant\n<think>")
+    # evaluation renders the same prompt as training
+    assert PromptStyle("r1chat", examples=examples).prompt("What is 2 + 2 - 1?", tok, "<think>") == prompt
+    assert make_config(overrides={"template": "chat", "prompt_examples": str(path)}).prompt_examples == str(path)
+    with pytest.raises(ConfigError, match="need template=chat"):
+        make_config(overrides={"template": "r1zero", "prompt_examples": str(path)})
+    (tmp_path / "bad.jsonl").write_text('{"question": "q"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:1: a worked example needs"):
+        make_config(overrides={"template": "chat", "prompt_examples": str(tmp_path / "bad.jsonl")})

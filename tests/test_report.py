@@ -357,6 +357,8 @@ def test_report_of_a_fresh_training_run_via_the_cli(tmp_path, tiny_model, capsys
     samples = data["runs"][0]["samples"]
     assert sorted(samples["train"]) == ["1", "2"] and [len(v) for v in samples["train"].values()] == [4, 4]
     assert sorted(samples["eval"]) == ["0", "2"] and len(samples["eval"]["2"]) == 2 * 2
+    assert sorted(samples["eval_no_think"]) == ["0", "2"]  # the same problems, the think removed
+    assert all(x["c"].startswith("<think>\n</think>\n<answer>") for x in samples["eval_no_think"]["2"])
 
 
 def test_report_tolerates_old_and_partial_runs_and_rejects_non_runs(tmp_path, capsys):

@@ -15,7 +15,8 @@
     r1kit distill-compare [--option value ...]                  the paper's Table 6 at small scale
 
 Every training option is a field of GRPOConfig and appears here as --field_name or --field-name
-(booleans also as --no-field_name / --no-field-name); a config file is read first and command-line options override it. Expected failures
+(booleans also as --no-field_name / --no-field-name, or followed by true / false as TRL writes them; options
+are never abbreviated, see cli/parsing.py); a config file is read first and command-line options override it. Expected failures
 (bad options, missing files, bad data, a failing reward under reward_failure=abort) print one line
 `r1kit: error: ...` and exit 2; a run that cannot go on (repeated NaN updates, a checkpoint that cannot be
 written) prints one line and exits 1; SIGINT/SIGTERM save a checkpoint and exit 0 with the --resume hint.
@@ -29,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from r1kit.cli.parsing import Parser, without_flag
 from r1kit.core.errors import ConfigError, DataError, ModelError, RewardError, TrainingError, TrainingStopped
 from r1kit.core.options import load_config
 from r1kit.pipeline.stages import config_class, stage_commands
@@ -117,7 +119,7 @@ def _declared_by(cls: type, name: str) -> type:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="r1kit", description="DeepSeek-R1 style reasoning RL (GRPO) for language models.")
+    parser = Parser(prog="r1kit", description="DeepSeek-R1 style reasoning RL (GRPO) for language models.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, stype in stage_commands().items():
         sp = sub.add_parser(name, aliases=list(stype.aliases), help=stype.command,
@@ -139,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt_style", default="r1zero", choices=["r1zero", "r1chat", "chat", "fewshot"],
                     help="r1zero (answer in <answer>), chat (chat template + \\boxed{} instruction), fewshot (base models)")
     ev.add_argument("--prefill", default="<think>", help="response prefill for the r1zero style")
+    ev.add_argument("--system_prompt", "--system-prompt", default=None,
+                    help="r1chat style: the system message (default: r1kit's R1 instruction)")
+    ev.add_argument("--prompt_examples", "--prompt-examples", default=None,
+                    help="r1chat style: a .jsonl of worked examples (question, response) shown before each question")
+    ev.add_argument("--think_gain", "--think-gain", action=argparse.BooleanOptionalAction, default=True,
+                    help="also sample each problem with the think removed: pass@1_no_think and think_gain "
+                         "(pass@1 - pass@1_no_think) say whether the think does the work (default: on)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate only this many problems")
     ev.add_argument("--subset", default="first", choices=["first", "random"], help="which problems --limit keeps")
     ev.add_argument("--seed", type=int, default=0)
@@ -150,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset_config", default=None, help="configuration of a folder or cached hub benchmark")
     ev.add_argument("--dataset_split", default="test", help="split of a folder, save_to_disk or cached hub benchmark")
     ev.add_argument("--output_dir", default="runs/eval", help="writes OUTPUT_DIR/BENCHMARK/{summary.json,samples.jsonl}")
-    ev.add_argument("--trust_remote_code", action="store_true")
+    ev.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=False)
     ev.set_defaults(run=cmd_eval)
     st = sub.add_parser("student", help="cut a smaller student from a model: N evenly spaced decoder layers kept",
                         description="Make a distillation student by keeping num_layers evenly spaced decoder layers "
@@ -201,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--top_p", type=float, default=0.95)
     chat.add_argument("--max_new_tokens", type=int, default=512)
     chat.add_argument("--seed", type=int, default=None, help="seed the sampling (repeatable answers)")
-    chat.add_argument("--trust_remote_code", action="store_true")
+    chat.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=False)
     chat.set_defaults(run=cmd_chat)
     _add_vllm_serve(sub)
     for subparser in sub.choices.values():
@@ -222,7 +231,7 @@ def _add_vllm_serve(sub) -> None:
     vs.add_argument("--gpu_memory_utilization", type=float, default=0.9,
                     help="share of the GPU's memory (on the CPU: of the RAM, for the KV cache)")
     vs.add_argument("--kv_cache_memory_bytes", type=int, default=0, help="KV cache size (0: from --gpu_memory_utilization)")
-    vs.add_argument("--enforce_eager", action="store_true", help="no torch.compile / CUDA graphs: starts in seconds")
+    vs.add_argument("--enforce_eager", action=argparse.BooleanOptionalAction, default=False, help="no torch.compile / CUDA graphs: starts in seconds")
     vs.add_argument("--seed", type=int, default=0)
     vs.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for a weight push")
     vs.set_defaults(run=cmd_vllm_serve)
@@ -295,6 +304,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from r1kit.data.sources import read_examples
     from r1kit.evaluation.benchmarks import BENCHMARKS, load_benchmark, select_problems
     from r1kit.evaluation.evaluate import evaluate, format_table, write_outputs
 
@@ -302,6 +312,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError("--num_samples and --batch_size must be >= 1")
     if not 0 < args.top_p <= 1 or args.temperature < 0:
         raise ConfigError("--top_p must be in (0, 1] and --temperature >= 0")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit}: must be >= 1 (leave it out to evaluate every problem)")
+    bad_k = [k for k in args.pass_k or () if not 1 <= k <= args.num_samples]
+    if bad_k:
+        raise ConfigError(f"--pass_k {bad_k[0]}: pass@k needs 1 <= k <= the samples per problem "
+                          f"(--num_samples/-k {args.num_samples})")
+    if args.prompt_examples and args.prompt_style != "r1chat":
+        raise ConfigError(f"--prompt_examples are shown as earlier chat turns: use --prompt_style r1chat, "
+                          f"not {args.prompt_style}")
+    examples = read_examples(args.prompt_examples) if args.prompt_examples else ()
     # every benchmark is read and checked before the model loads
     suites = {name: select_problems(load_benchmark(name, args.data_dir, args.question_field, args.answer_field,
                                                    args.dataset_config, args.dataset_split),
@@ -326,7 +346,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                         temperature=args.temperature, top_p=args.top_p,
                                         max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style,
                                         prefill=args.prefill, batch_size=args.batch_size, seed=args.seed,
-                                        pass_k=pass_k, progress=bar.update)
+                                        pass_k=pass_k, system_prompt=args.system_prompt, examples=examples,
+                                        think_gain=args.think_gain, progress=bar.update)
         write_outputs(Path(args.output_dir) / label, label, summary, records, settings)
         print(format_table(label, summary))
         print(f"  -> {Path(args.output_dir) / label}/summary.json, samples.jsonl")
@@ -391,11 +412,11 @@ def main(argv: list[str] | None = None) -> int:
             import os
             import shlex
 
-            again = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--no-resume"]
+            again = without_flag(sys.argv[1:] if argv is None else argv, "resume")
             if args.command == "pipeline":  # a rerun resumes the interrupted stage by itself
                 again = [a for a in again if a != "--from" and a != getattr(args, "start_from", None)]
             else:
-                again += [] if "--resume" in again else ["--resume"]
+                again += ["--resume"]
             print(f"r1kit: {e}. To continue: r1kit {shlex.join(again)}"
                   f"{' (under accelerate launch: the same launch command with --resume)' if 'WORLD_SIZE' in os.environ else ''}")
         return 0

@@ -71,12 +71,14 @@ class Options:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping at the top of a YAML file; ConfigError naming the file (and line) otherwise."""
+    """The mapping at the top of a YAML file; ConfigError naming the file (and line) otherwise: a file that
+    is missing, a folder, not UTF-8, not YAML, or that gives a key twice."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path}: not found")
+    text = _read_text(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}:{e.line}: key '{e.key}' given twice (first at line {e.first}); keep one") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -84,6 +86,54 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value at the top level")
     return data
+
+
+def _read_text(path: Path) -> str:
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.y*ml"))[:3]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise ConfigError(f"config file {path}: a folder, not a YAML file{hint}")
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: not found")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"config file {path}: cannot read it ({e.strerror or e})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(key)
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a key given twice in one mapping is an error: PyYAML keeps the
+    last one silently, so `learning_rate` set twice in a long file would hide the first."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *defaults` may be overridden key by key, as YAML intends
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            if key in first_line:
+                raise _DuplicateKey(key, line, first_line[key])
+            first_line[key] = line
+        except TypeError:
+            continue  # an unhashable key: PyYAML reports it itself
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 def coerce(name: str, value: Any, source: str, fields: dict[str, dataclasses.Field]) -> Any:

@@ -41,9 +41,18 @@ class PromptOptions(Options):
                                           "option; checkpoints keep it)")
     prefill: str = opt("", "text the response is forced to start with, e.g. '<think>'")
     max_prompt_length: int = opt(512, "prompts longer than this many tokens are cut from the left")
+    prompt_examples: str | None = opt(None, "template=chat: a .jsonl of worked examples (question, response), shown "
+                                            "before each question as earlier turns of the conversation, in "
+                                            "training and in evaluation")
 
     def check(self) -> None:
         from r1kit.data.templates import TEMPLATES
 
         need_choice("template", self.template, TEMPLATES)
         need(self.max_prompt_length >= 1, "max_prompt_length must be >= 1")
+        need(not self.prompt_examples or self.template == "chat",
+             f"prompt_examples are shown as earlier chat turns: they need template=chat, not {self.template}")
+        if self.prompt_examples:
+            from r1kit.data.sources import read_examples
+
+            read_examples(self.prompt_examples)  # a bad file fails before any model loads

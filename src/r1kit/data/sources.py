@@ -336,3 +336,15 @@ def general_examples(path: str | Path, prompt_field: str = "prompt", skipped: li
     if skipped is not None:
         skipped.extend(message for _, message in sorted(bad))
     return examples
+
+
+def read_examples(path: str | Path) -> tuple[tuple[str, str], ...]:
+    """Worked examples for a prompt, (question, response) pairs from a .jsonl with those fields; DataError
+    names the file and line of a bad one."""
+    pairs = []
+    for lineno, rec in read_jsonl(path):
+        values = [rec.get(f) for f in ("question", "response")]
+        if not all(isinstance(v, str) and v.strip() for v in values):
+            raise DataError(f"{path}:{lineno}: a worked example needs text fields 'question' and 'response'")
+        pairs.append((values[0], values[1]))
+    return tuple(pairs)

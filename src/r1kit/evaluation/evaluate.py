@@ -17,15 +17,25 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from r1kit.data.problems import Problem
 from r1kit.data.templates import build_prompt
-from r1kit.rewards.answers import ANSWER_IS, answers_match, extract_final_answer, last_boxed
-from r1kit.rewards.readable import final_answer, parse_readable
+from r1kit.rewards.answers import (
+    ANSWER_IS,
+    ANSWER_OPEN,
+    THINK_CLOSE,
+    THINK_OPEN,
+    answers_match,
+    extract_final_answer,
+    last_boxed,
+)
+from r1kit.rewards.readable import DEFAULT_SPECIAL_TOKEN, final_answer, parse_readable, split_reasoning
 from r1kit.rewards.registry import REWARDS
+from r1kit.rewards.tags import think_span
 from r1kit.rollout.decoder import FusedDecoder, unsupported_reason
 from r1kit.rollout.sampling import generate
 
@@ -100,35 +110,73 @@ def format_ok(completion: str, style: str) -> bool:
     return bool(ANSWER_IS.search(completion))
 
 
-def evaluate(model, tokenizer, problems: list[Problem], *, num_samples: int = 4, temperature: float = 0.6,
-             top_p: float = 0.95, max_new_tokens: int = 512, prompt_style: str = "r1zero", prefill: str = "<think>",
-             batch_size: int = 8, seed: int = 0, pass_k: tuple[int, ...] = (), progress=None,
-             template: str = "plain", special_token: str = "|special_token|",
-             sampler=None) -> tuple[dict, list[dict]]:
-    """Sample `num_samples` completions per problem and score them; returns (summary, per-sample records).
+def no_think_prefill(style: str, special_token: str = DEFAULT_SPECIAL_TOKEN) -> str:
+    """How a response starts with its think removed, for a prompt style: an empty think block where the
+    style has one, else the closest equivalent (the final-answer marker straight away)."""
+    if style in ("r1zero", "r1chat"):
+        return f"{THINK_OPEN}\n{THINK_CLOSE}\n{ANSWER_OPEN}"
+    if style == "readable":
+        return f"{special_token}\n{special_token}"
+    if style == "chat":
+        return "The answer is $\\boxed{"
+    return " The answer is"  # fewshot: the prompt ends with "Answer:"
 
-    The "readable" style (models trained on R1's readable format, e.g. after cold-start SFT) renders the
-    question with `template` plus `prefill`, lets the model stop at EOS, reads the answer from the final
-    part (the summary; see r1kit.readable.final_answer) and counts a sample well-formed when it is
-    `special_token reasoning special_token summary`.
-    """
-    if num_samples < 1:
-        raise ValueError("num_samples must be >= 1")
-    readable = prompt_style == "readable"
-    tagged = prompt_style in ("r1zero", "r1chat")
-    prefill = prefill if tagged or readable else ""
-    stops = ("</answer>",) if tagged else ("\n\nQuestion:",) if prompt_style == "fewshot" else ()
-    records: list[dict] = []
-    start = time.perf_counter()
-    device = next(model.parameters()).device
-    # Llama-family models decode through the fused decoder (same function, fewer ops per token), on a copy
-    # of the weights taken once for the whole evaluation
-    if sampler is None:
-        sampler = FusedDecoder(model) if unsupported_reason(model) is None else model
+
+def think_of(text: str, style: str, special_token: str = DEFAULT_SPECIAL_TOKEN) -> tuple[str, str]:
+    """(the think's text, its state: closed, empty, unclosed or none) of a completion in a prompt style;
+    for the styles without think tags, the text before the final answer is the think."""
+    if style in ("r1zero", "r1chat"):
+        return think_span(text)
+    if style == "readable":
+        if text.count(special_token) >= 2:
+            reasoning = split_reasoning(text, special_token)[0]
+            return reasoning, "closed" if reasoning.strip() else "empty"
+        return (text.split(special_token, 1)[-1], "unclosed") if special_token in text else ("", "none")
+    marker = text.rfind("\\boxed") if style == "chat" else text.rfind("answer is")
+    if marker == -1:
+        return text, "unclosed"
+    return text[:marker], "closed" if text[:marker].strip() else "empty"
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """How problems are put to the model and its answers read (see `evaluate`)."""
+
+    style: str = "r1zero"
+    template: str = "plain"  # the readable style's template
+    special_token: str = DEFAULT_SPECIAL_TOKEN
+    system_prompt: str | None = None  # r1chat: the run's system message (default: r1kit's R1 instruction)
+    examples: tuple[tuple[str, str], ...] = ()  # r1chat: worked (question, response) turns before the question
+
+    def prompt(self, question: str, tokenizer, prefill: str) -> str:
+        if self.style == "readable":
+            return build_prompt(question, tokenizer, self.template, prefill)
+        if self.style == "r1chat":
+            return build_prompt(question, tokenizer, "chat", prefill, system_prompt=self.system_prompt,
+                                examples=self.examples)
+        return eval_prompt(question, tokenizer, self.style, prefill)
+
+    def read(self, text: str) -> tuple[str | None, bool]:
+        """(the extracted answer, whether the completion is well-formed for the style)."""
+        if self.style == "readable":
+            tok = self.special_token
+            answer = final_answer(text, tok)
+            parts = text.split(tok)
+            if answer is None and len(parts) == 3 and not parts[1].strip():  # an empty reasoning: the think removed
+                answer = extract_final_answer(parts[2], allow_last_number=True)
+            return answer, parse_readable(text, tok) is not None
+        return extract_final_answer(text, allow_last_number=self.style == "fewshot"), format_ok(text, self.style)
+
+
+def _sample_records(sampler, tokenizer, problems: list[Problem], ps: PromptStyle, prefill: str, mode: str, *,
+                    device, num_samples: int, max_new_tokens: int, temperature: float, top_p: float, batch_size: int,
+                    seed: int, progress=None) -> list[dict]:
+    """num_samples completions per problem, each read and scored, as per-sample records."""
+    stops = ("</answer>",) if ps.style in ("r1zero", "r1chat") else ("\n\nQuestion:",) if ps.style == "fewshot" else ()
+    records = []
     for b in range(0, len(problems), batch_size):
         batch = problems[b: b + batch_size]
-        prompts = [build_prompt(p.question, tokenizer, template, prefill) if readable else
-                   eval_prompt(p.question, tokenizer, prompt_style, prefill) for p in batch]
+        prompts = [ps.prompt(p.question, tokenizer, prefill) for p in batch]
         gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + b)
         r = generate(sampler, tokenizer, prompts, num_generations=num_samples, max_new_tokens=max_new_tokens,
                      temperature=temperature, top_p=top_p, stop_strings=stops, generator=gen)
@@ -136,30 +184,87 @@ def evaluate(model, tokenizer, problems: list[Problem], *, num_samples: int = 4,
             for j in range(num_samples):
                 row = i * num_samples + j
                 text = prefill + r.completions[row]
-                if prompt_style == "fewshot":
+                if ps.style == "fewshot":
                     text = text.split("\n\nQuestion:")[0]
-                if readable:
-                    answer, well_formed = final_answer(text, special_token), parse_readable(text, special_token) is not None
-                else:
-                    answer = extract_final_answer(text, allow_last_number=prompt_style == "fewshot")
-                    well_formed = format_ok(text, prompt_style)
-                records.append({"problem_id": p.id, "sample": j, "prompt": prompts[i], "completion": text,
-                                "extracted": answer, "gold": p.answer,
+                answer, well_formed = ps.read(text)
+                think, state = think_of(text, ps.style, ps.special_token)
+                records.append({"problem_id": p.id, "sample": j, "mode": mode, "prompt": prompts[i],
+                                "completion": text, "extracted": answer, "gold": p.answer,
                                 "correct": answer is not None and answers_match(answer, p.answer),
                                 "format_ok": well_formed, "length": int(r.lengths[row]),
-                                "truncated": bool(r.truncated[row]), "groups": p.groups})
+                                "truncated": bool(r.truncated[row]), "groups": p.groups, "think_state": state,
+                                "think_tokens": len(tokenizer.encode(think, add_special_tokens=False)) if think else 0})
         if progress is not None:
             progress(len(batch))
+    return records
+
+
+def evaluate(model, tokenizer, problems: list[Problem], *, num_samples: int = 4, temperature: float = 0.6,
+             top_p: float = 0.95, max_new_tokens: int = 512, prompt_style: str = "r1zero", prefill: str = "<think>",
+             batch_size: int = 8, seed: int = 0, pass_k: tuple[int, ...] = (), progress=None,
+             template: str = "plain", special_token: str = DEFAULT_SPECIAL_TOKEN, system_prompt: str | None = None,
+             examples: tuple[tuple[str, str], ...] = (), think_gain: bool = True,
+             sampler=None) -> tuple[dict, list[dict]]:
+    """Sample `num_samples` completions per problem and score them; returns (summary, per-sample records).
+
+    With `think_gain` the same problems are sampled again, with the same budget, with the think removed
+    (the response starts as `no_think_prefill` says): pass@1_no_think, and think_gain = pass@1 -
+    pass@1_no_think, say whether the think does the work. Those records carry mode "no_think".
+
+    The "readable" style (models trained on R1's readable format, e.g. after cold-start SFT) renders the
+    question with `template` plus `prefill`, lets the model stop at EOS, reads the answer from the final
+    part (the summary; see r1kit.rewards.readable.final_answer) and counts a sample well-formed when it is
+    `special_token reasoning special_token summary`.
+    """
+    if num_samples < 1:
+        raise ValueError("num_samples must be >= 1")
+    if prompt_style not in PROMPT_STYLES:
+        raise ValueError(f"prompt_style={prompt_style!r}: choose one of {', '.join(PROMPT_STYLES)}")
+    if examples and prompt_style != "r1chat":
+        raise ValueError(f"worked examples are shown as earlier chat turns: prompt_style r1chat, not {prompt_style}")
+    ps = PromptStyle(prompt_style, template, special_token, system_prompt, tuple(examples))
+    start = time.perf_counter()
+    # Llama-family models decode through the fused decoder (same function, fewer ops per token), on a copy
+    # of the weights taken once for the whole evaluation
+    if sampler is None:
+        sampler = FusedDecoder(model) if unsupported_reason(model) is None else model
+    kw = dict(device=next(model.parameters()).device, num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+              batch_size=batch_size, seed=seed)
+    think_prefill = prefill if prompt_style in ("r1zero", "r1chat", "readable") else ""
+    records = _sample_records(sampler, tokenizer, problems, ps, think_prefill, "think", progress=progress, **kw)
+    if think_gain:
+        records += _sample_records(sampler, tokenizer, problems, ps, no_think_prefill(prompt_style, special_token),
+                                   "no_think", **kw)
     return summarize(records, num_samples, pass_k, time.perf_counter() - start), records
 
 
-def summarize(records: list[dict], num_samples: int, pass_k: tuple[int, ...] = (), seconds: float = 0.0) -> dict:
-    """Benchmark metrics from per-sample records (num_samples consecutive records per problem)."""
-    n = num_samples
+def _pass1(problems: list[list[dict]]) -> float:
+    """Mean over problems of the share of a problem's samples that are correct."""
+    return sum(sum(r["correct"] for r in rs) / len(rs) for rs in problems) / max(len(problems), 1)
+
+
+def _by_problem(records: list[dict]) -> list[list[dict]]:
     by_problem: dict[str, list[dict]] = {}
     for r in records:
         by_problem.setdefault(r["problem_id"], []).append(r)
-    problems = list(by_problem.values())
+    return list(by_problem.values())
+
+
+def think_metrics(records: list[dict]) -> dict:
+    """How the think looked in the with-think samples: its mean length in tokens and the shares of
+    completions whose think is closed around some text, empty, or never closed."""
+    n = max(len(records), 1)
+    states = [r.get("think_state", "none") for r in records]
+    return {"think_tokens": sum(r.get("think_tokens", 0) for r in records) / n,
+            **{f"think_{s}_rate": states.count(s) / n for s in ("closed", "empty", "unclosed")}}
+
+
+def summarize(records: list[dict], num_samples: int, pass_k: tuple[int, ...] = (), seconds: float = 0.0) -> dict:
+    """Benchmark metrics from per-sample records (num_samples records per problem and mode); the records
+    of mode "no_think" give pass@1_no_think and think_gain."""
+    n = num_samples
+    think = [r for r in records if r.get("mode", "think") == "think"]
+    problems = _by_problem(think)
     count = max(len(problems), 1)
     mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
 
@@ -170,13 +275,18 @@ def summarize(records: list[dict], num_samples: int, pass_k: tuple[int, ...] = (
     summary = {
         "problems": len(problems),
         "samples_per_problem": n,
-        "pass@1": sum(mean([r["correct"] for r in rs]) for rs in problems) / count,
+        "pass@1": _pass1(problems),
         f"cons@{n}": sum(voted_correct(rs) for rs in problems) / count,
-        "format_rate": mean([r["format_ok"] for r in records]),
-        "mean_length": mean([r["length"] for r in records]),
-        "truncated_frac": mean([r["truncated"] for r in records]),
+        "format_rate": mean([r["format_ok"] for r in think]),
+        "mean_length": mean([r["length"] for r in think]),
+        "truncated_frac": mean([r["truncated"] for r in think]),
+        **think_metrics(think),
         "seconds": seconds,
     }
+    no_think = [r for r in records if r.get("mode") == "no_think"]
+    if no_think:
+        summary["pass@1_no_think"] = _pass1(_by_problem(no_think))
+        summary["think_gain"] = summary["pass@1"] - summary["pass@1_no_think"]
     for k in pass_k:
         if 1 < k <= n:
             summary[f"pass@{k}"] = sum(pass_at_k(len(rs), sum(r["correct"] for r in rs), k) for rs in problems) / count
@@ -193,8 +303,11 @@ def format_table(name: str, summary: dict) -> str:
     n = summary["samples_per_problem"]
     keys = ["pass@1"] + sorted(k for k in summary if k.startswith("pass@") and k[5:].isdigit() and k != "pass@1")
     keys += [f"cons@{n}", "format_rate", "mean_length"]
+    keys += [k for k in ("pass@1_no_think", "think_gain", "think_tokens", "think_closed_rate", "think_empty_rate",
+                         "think_unclosed_rate") if k in summary]
     lines = [f"{name}: {summary['problems']} problems x {n} samples ({summary['seconds']:.0f} s)"]
-    lines += [f"  {k:<14}{summary[k]:.4f}" if k != "mean_length" else f"  {k:<14}{summary[k]:.1f}" for k in keys]
+    lines += [f"  {k:<20}{summary[k]:.1f}" if k in ("mean_length", "think_tokens") else f"  {k:<20}{summary[k]:.4f}"
+              for k in keys]
     for k, v in summary.items():
         if k.startswith("pass@1_by_"):
             lines.append(f"  {k}:")

@@ -19,6 +19,9 @@ class EvalOptions(Options):
     eval_max_new_tokens: int | None = opt(None, "default: max_completion_length")
     eval_temperature: float = opt(0.6, "sampling temperature for evaluation (paper: 0.6)")
     eval_top_p: float = opt(0.95, "top-p for evaluation (paper: 0.95)")
+    eval_think_gain: bool = opt(True, "also sample the held-out set with the think removed (the response starts "
+                                      "with an empty think): eval/pass@1_no_think and eval/think_gain = pass@1 - "
+                                      "pass@1_no_think say whether the think does the work")
 
     def check(self) -> None:
         need(self.eval_steps >= 0 and self.eval_limit >= 1 and self.eval_num_samples >= 1,

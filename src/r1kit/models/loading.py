@@ -12,6 +12,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -115,20 +116,58 @@ def resolve_model_path(name: str) -> str:
         return str(ensure_embedded_model())
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"model path {name}: no config.json in that folder (not an HF model folder)")
+        _check_model_folder(name, path)
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") != 1:
         raise ModelError(f"model path {name}: no such folder")
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        raise ModelError(f"model {name}: no such folder, and no model of that id in the local Hugging Face cache "
+                         f"(r1kit never downloads a model while it runs)")
     return name  # a hub id: loaded with local_files_only, so only from the local HF cache
+
+
+def _check_model_folder(name: str, path: Path) -> None:
+    """A folder given as a model must be one: not a file, not a training run's folder (whose config.json is
+    the run's, not a model's)."""
+    if not path.is_dir():
+        raise ModelError(f"model path {name}: is a file, not a model folder")
+    checkpoints = sorted((p for p in path.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                         key=lambda p: int(p.name.split("-")[-1]))
+    config = path / "config.json"
+    if not config.is_file():
+        if (path / "adapter_config.json").is_file():
+            raise ModelError(f"model path {name}: a LoRA adapter, not a model; give its base model as the model")
+        hint = f"; its latest checkpoint is {checkpoints[-1]}" if checkpoints else ""
+        raise ModelError(f"model path {name}: no config.json in that folder (not an HF model folder){hint}")
+    try:
+        info = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"model path {name}: {config} does not parse ({e})") from None
+    if isinstance(info, dict) and "model_type" not in info and "architectures" not in info:
+        if checkpoints or (path / "metrics.jsonl").is_file():
+            latest = f"its latest checkpoint is {checkpoints[-1]}" if checkpoints else "it has no checkpoint yet"
+            raise ModelError(f"model path {name}: a training run's folder, not a model; give one of its "
+                             f"checkpoints ({latest})")
+        raise ModelError(f"model path {name}: {config} has no model_type (not an HF model's config)")
+
+
+def load_failure(name: str, what: str, e: Exception) -> ModelError:
+    """A model or tokenizer that does not load, in one line: a damaged weights file (SafetensorError), a
+    truncated tokenizer.json, a config transformers does not know."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if type(e).__name__ == "SafetensorError":
+        first = f"a weights file is damaged or incomplete: {first}"
+    return ModelError(f"model {name}: cannot load {what} ({first})")
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     path = resolve_model_path(name)
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise ModelError(f"model {name}: cannot load its tokenizer offline ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 - the tokenizers library raises a bare Exception on a damaged file
+        raise load_failure(name, "its tokenizer", e) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -140,8 +179,8 @@ def load_model(name: str, dtype: torch.dtype = torch.float32, trust_remote_code:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype, local_files_only=True, trust_remote_code=trust_remote_code
         )
-    except OSError as e:
-        raise ModelError(f"model {name}: cannot load it offline ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ValueError: any of them is one line
+        raise load_failure(name, "it", e) from None
     return model
 
 

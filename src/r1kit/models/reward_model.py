@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 
 from r1kit.core.errors import ModelError
 from r1kit.data.templates import build_prompt
-from r1kit.models.loading import load_tokenizer, resolve_model_path
+from r1kit.models.loading import load_failure, load_tokenizer, resolve_model_path
 
 RM_INFO = "r1kit_rm.json"  # in a saved reward model folder: the template it was trained with, its base model
 
@@ -97,8 +97,8 @@ def load_sequence_classifier(name: str, trust_remote_code: bool = False, new_hea
             path, num_labels=1, dtype=torch.float32, local_files_only=True, trust_remote_code=trust_remote_code)
     except ValueError as e:  # no sequence-classification class for this model type
         raise ModelError(f"model {name}: cannot be loaded as a sequence classifier ({str(e).splitlines()[0]})") from None
-    except OSError as e:
-        raise ModelError(f"model {name}: cannot load it offline ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # noqa: BLE001 - a damaged weights file (SafetensorError), a missing one (OSError)
+        raise load_failure(name, "it", e) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     model.config.use_cache = False  # one forward per text: a KV cache would be built and thrown away

@@ -20,7 +20,8 @@ Design decisions:
   re-evaluates it. A stage is marked done before it is evaluated, so a failed evaluation never retrains.
 - A rerun skips finished stages whose fingerprint is unchanged and whose artifacts exist; a training
   stage that was interrupted resumes from its last checkpoint; `--from STAGE` reruns STAGE and all
-  later stages from scratch.
+  later stages from scratch. OUTPUT_DIR is locked for the pipeline's life (core/lock.py): a second
+  pipeline in it is refused, naming the first.
 - After every stage that produces a language model, the pipeline evaluates it the same way (one
   benchmark, k samples, temperature 0.6, top-p 0.95 by default), each in its own output format; the
   final summary puts all stages side by side (summary.md, summary.json).
@@ -41,6 +42,7 @@ from typing import Any, Callable
 
 from r1kit.core.errors import ConfigError, PipelineError
 from r1kit.core.files import write_atomic, write_json
+from r1kit.core.lock import FolderLock
 from r1kit.core.options import build_dataclass, need, opt, read_yaml
 from r1kit.pipeline.stages import ARTIFACTS, STAGE_TYPES, config_class, make_stage_config
 
@@ -322,6 +324,13 @@ def run_pipeline(path: str | Path, start_from: str | None = None, output_dir: st
     names = [s.name for s in p.stages]
     if start_from is not None and start_from not in names:
         raise PipelineError(f"--from {start_from}: no such stage in {p.path}; stages: {', '.join(names)}")
+    if p.output_dir.exists() and not p.output_dir.is_dir():
+        raise PipelineError(f"output_dir {p.output_dir} is a file; choose a folder")
+    with FolderLock.acquire(p.output_dir, "the pipeline's output_dir"):  # one pipeline in a folder at a time
+        return _run_stages(p, names, start_from, log)
+
+
+def _run_stages(p: Pipeline, names: list[str], start_from: str | None, log: Callable[[str], None]) -> dict:
     out = p.output_dir
     manifest = read_manifest(out)
     manifest["config"] = str(p.path)

@@ -70,6 +70,7 @@ class AlertMonitor:
     _streaks: dict[str, int] = field(default_factory=dict, init=False)
     _timeouts: dict[str, int] = field(default_factory=dict, init=False)
     _first_format: float | None = field(default=None, init=False)
+    _first_think: float | None = field(default=None, init=False)  # think length at the first evaluation
 
     def __post_init__(self) -> None:
         self.thresholds = alert_thresholds(self.config)
@@ -115,11 +116,12 @@ class AlertMonitor:
                            f"format rate rose to {fmt:.2f} (from {self._first_format:.2f}) while accuracy stayed 0 "
                            f"for {patience} steps: the rewards pay for the form, not the task")
 
-        copies = _number(metrics, "template_copy_rate")
-        if copies is not None and t.alert_template_copy_max > 0 and copies > t.alert_template_copy_max:
-            self._fire(found, "template_copies", step, "template_copy_rate", copies,
-                       f"{copies:.0%} of completions copy the template's example text "
-                       f"(> {t.alert_template_copy_max:g})")
+        for kind, key, what in (("template_copies", "template_copy_rate", "the template's example text"),
+                                ("example_copies", "example_copy_rate", "the think of a worked example in the prompt")):
+            copies = _number(metrics, key)
+            if copies is not None and t.alert_template_copy_max > 0 and copies > t.alert_template_copy_max:
+                self._fire(found, kind, step, key, copies,
+                           f"{copies:.0%} of completions copy {what} (> {t.alert_template_copy_max:g})")
 
         kl = _number(metrics, "kl")
         if kl is not None and t.alert_kl_max > 0 and kl > t.alert_kl_max:
@@ -132,6 +134,7 @@ class AlertMonitor:
             self._fire(found, "clip_exploding", step, "clip_ratio", clip,
                        f"{clip:.0%} of tokens clipped (> {t.alert_clip_max:g}): updates leave the trust region")
 
+        self._think_alerts(found, metrics, step, patience)
         if t.alert_timeouts_max > 0:
             for key in sorted(k for k in metrics if k.startswith("rewards/") and k.endswith("/timeouts")):
                 count = _number(metrics, key)
@@ -144,6 +147,27 @@ class AlertMonitor:
                                f"reward {name!r} timed out on {total} samples so far (>= {t.alert_timeouts_max}); "
                                f"each scored 0 (see reward_failures.jsonl)")
         return found
+
+
+    def _think_alerts(self, found: list[Alert], metrics: dict, step: int, patience: int) -> None:
+        """The think stops mattering (held-out think_gain near 0 while the think shrinks), or the policy
+        answers without a closed think (training completions)."""
+        t = self.thresholds
+        gain, think = _number(metrics, "eval/think_gain"), _number(metrics, "eval/think_tokens")
+        if think is not None and self._first_think is None:
+            self._first_think = think
+        shrunk = think is not None and self._first_think and think < 0.75 * self._first_think
+        if gain is not None and t.alert_think_gain_min > 0 and step > 0 and gain < t.alert_think_gain_min and shrunk:
+            self._fire(found, "think_unused", step, "eval/think_gain", gain,
+                       f"held-out accuracy with the think is {gain:+.3f} from accuracy without it (< "
+                       f"{t.alert_think_gain_min:g}) while the think shrank from {self._first_think:.0f} to "
+                       f"{think:.0f} tokens: the policy is dropping a think that does no work")
+        guess = _number(metrics, "guess_rate")
+        if guess is not None and t.alert_guess_rate_max > 0 and \
+                self._streak("guessing", guess >= t.alert_guess_rate_max) >= patience:
+            self._fire(found, "guessing", step, "guess_rate", guess,
+                       f"{guess:.0%} of completions answer after an unclosed or empty think for {patience} steps "
+                       f"(>= {t.alert_guess_rate_max:g}): the policy guesses instead of working the problem out")
 
 
 def check_alerts(history: Iterable[dict], config: Any = None) -> list[Alert]:

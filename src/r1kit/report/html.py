@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 from typing import Iterable
 
-from r1kit.core.errors import DataError
-from r1kit.core.files import iter_jsonl, write_atomic
+from r1kit.core.errors import ConfigError, DataError
+from r1kit.core.files import iter_jsonl, write_atomic, write_failure
 from r1kit.report import aha
 from r1kit.report.alerts import check_alerts
 from r1kit.report.plots import figure_specs, render_aha_figure, render_figure
@@ -76,8 +76,9 @@ def _clip(text: str) -> tuple[str, int]:
 
 
 def collect_samples(path: Path, steps: list[int], keep: dict[int, set[int]], max_per_step: int,
-                    compiled_markers, kind: str) -> dict[int, list[dict]]:
-    """The records of `steps` in a samples file (train or eval), as compact dicts for the page.
+                    compiled_markers, kind: str, mode: str | None = None) -> dict[int, list[dict]]:
+    """The records of `steps` in a samples file (train or eval), as compact dicts for the page; with `mode`,
+    only the evaluation records of that mode ("think", or "no_think": the think removed).
 
     A completion's index is its position within its step in file order, the numbering r1kit.report.aha uses
     for its links; indices in `keep` are embedded even past `max_per_step`.
@@ -87,7 +88,7 @@ def collect_samples(path: Path, steps: list[int], keep: dict[int, set[int]], max
     position: dict[int, int] = {}
     for rec in iter_jsonl(path):
         step = rec.get("step")
-        if not isinstance(step, int):
+        if not isinstance(step, int) or (mode is not None and rec.get("mode", "think") != mode):
             continue
         index = position.get(step, 0)
         position[step] = index + 1
@@ -315,10 +316,12 @@ def write_report(run_dirs: list[str | Path] | str | Path, out: str | Path | None
     runs = [load_run(d) for d in dirs]
     label_runs(runs)
 
-    html_path = Path(out) if out is not None else default_output(dirs)
-    if html_path.suffix.lower() not in (".html", ".htm"):
-        html_path = html_path / "report.html"
-    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path = output_path(Path(out) if out is not None else default_output(dirs))
+    for run in runs:
+        if run["unreadable"]:
+            print(f"r1kit: report: {run['dir'] / 'metrics.jsonl'}: {run['unreadable']} of "
+                  f"{run['unreadable'] + len(run['metrics'])} lines could not be read (not metrics records); "
+                  f"left out", file=sys.stderr)
 
     page_runs = []
     for run in runs:
@@ -338,7 +341,9 @@ def write_report(run_dirs: list[str | Path] | str | Path, out: str | Path | None
         eval_steps = sorted({r["step"] for r in iter_jsonl(eval_path) if isinstance(r.get("step"), int)})
         if eval_steps:
             chosen_eval = choose_steps(eval_steps, (), num_sample_steps)
-            samples["eval"] = collect_samples(eval_path, chosen_eval, {}, max_samples_per_step, compiled, "eval")
+            for name, mode in (("eval", "think"), ("eval_no_think", "no_think")):
+                samples[name] = collect_samples(eval_path, chosen_eval, {}, max_samples_per_step, compiled, "eval",
+                                                mode)
         page_runs.append({"name": run["name"], "samples": samples})
 
     figures: list[tuple[dict, bytes]] = []
@@ -347,10 +352,31 @@ def write_report(run_dirs: list[str | Path] | str | Path, out: str | Path | None
     aha_png = render_aha_figure(runs)
     if aha_png is not None:
         figures.append(({"name": "aha", "title": "Reflection markers"}, aha_png))
-    for spec, png in figures:
-        write_atomic(html_path.parent / f"{spec['name']}.png", png)
     page = render_html(runs, figures, marker_names, {"runs": page_runs, "markers": marker_names})
-    write_atomic(html_path, page.encode("utf-8"))
+    target = html_path
+    try:
+        for spec, png in figures:
+            target = html_path.parent / f"{spec['name']}.png"
+            write_atomic(target, png)
+        target = html_path
+        write_atomic(html_path, page.encode("utf-8"))
+    except OSError as e:
+        raise ConfigError(f"report: cannot write {target}: {write_failure(e, target)}") from None
+    return html_path
+
+
+def output_path(out: Path) -> Path:
+    """The report's HTML file for `out` (a .html file, or a folder that gets report.html), its folder made;
+    ConfigError for a path that cannot be one (a file that is not .html, a folder under a file)."""
+    html_path = out if out.suffix.lower() in (".html", ".htm") else out / "report.html"
+    if out.is_file() and html_path is not out:
+        raise ConfigError(f"report: {out} is a file that is not .html; give a .html file or a folder")
+    if html_path.is_dir():
+        raise ConfigError(f"report: {html_path} is a folder; give a .html file or a folder to write report.html in")
+    try:
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"report: cannot create {html_path.parent}: {write_failure(e, html_path.parent)}") from None
     return html_path
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from r1kit.core.options import Options, need, opt
 
 THRESHOLDS = ("alert_entropy_min", "alert_zero_std_max", "alert_format_rate", "alert_template_copy_max",
-              "alert_kl_max", "alert_clip_max")
+              "alert_kl_max", "alert_clip_max", "alert_think_gain_min", "alert_guess_rate_max")
 
 
 @dataclass
@@ -23,9 +23,15 @@ class AlertOptions(Options):
     alert_format_rate: float = opt(0.5, "alert when format_rate has risen to at least this while accuracy stayed 0 "
                                         "for alert_patience steps")
     alert_template_copy_max: float = opt(0.2, "alert when template_copy_rate (completions copying the template's "
-                                              "example) exceeds this")
+                                              "example) or example_copy_rate (thinks copying a worked example shown "
+                                              "in the prompt) exceeds this")
     alert_kl_max: float = opt(1.0, "alert when the KL to the reference (per token) exceeds this")
     alert_clip_max: float = opt(0.2, "alert when the share of clipped tokens exceeds this")
+    alert_think_gain_min: float = opt(0.02, "alert when held-out think_gain (pass@1 with the think minus without) "
+                                            "falls below this while the think has shrunk below 3/4 of its first "
+                                            "length")
+    alert_guess_rate_max: float = opt(0.5, "alert when the share of training completions that answer after an "
+                                           "unclosed or empty think stays at or above this for alert_patience steps")
     alert_timeouts_max: int = opt(10, "alert when one reward has timed out on this many samples in the run")
     alert_patience: int = opt(3, "logged steps in a row a sustained alert condition must hold")
     alert_stop: bool = opt(False, "stop the run (after saving a checkpoint) when an alert fires; default: print it "

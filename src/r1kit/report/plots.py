@@ -18,16 +18,25 @@ FIGURES = [
     ("reward", "Reward, accuracy and format rate (training completions)", [
         ("reward (total and per function)", [("reward", "total"), ("rewards/*", "")], None),
         ("accuracy, format rate and template copies", [("accuracy", "accuracy"), ("format_rate", "format rate"),
-                                                      ("template_copy_rate", "template copies")], (0, 1)),
+                                                      ("template_copy_rate", "template copies"),
+                                                      ("example_copy_rate", "worked-example copies")], (0, 1)),
     ]),
     ("eval", "Evaluation on the held-out set (paper, Figure 2)", [
-        ("pass@1 (and cons@k)", [("eval/pass@1", "pass@1"), ("eval/pass@*", ""), ("eval/cons@*", "")], (0, 1)),
+        ("pass@1 (and cons@k), with the think and with it removed",
+         [("eval/pass@1", "pass@1"), ("eval/pass@1_no_think", "pass@1, think removed"), ("eval/pass@*", ""),
+          ("eval/cons@*", "")], (0, 1)),
+        ("think_gain: pass@1 minus pass@1 with the think removed", [("eval/think_gain", "think_gain")], None),
         ("format rate", [("eval/format_rate", "format rate")], (0, 1)),
-        ("mean response length (tokens)", [("eval/mean_length", "mean length")], None),
+        ("mean response and think length (tokens)", [("eval/mean_length", "response"), ("eval/think_tokens", "think")],
+         None),
+        ("thinks left unclosed or empty", [("eval/think_unclosed_rate", "unclosed"), ("eval/think_empty_rate", "empty"),
+                                           ("eval/think_closed_rate", "closed")], (0, 1)),
     ]),
     ("length", "Response length (paper, Figure 3)", [
         ("response length (tokens): mean and min-max", [("completion_length", "mean length")], None),
         ("truncated fraction (hit max_completion_length)", [("truncated_frac", "truncated")], (0, 1)),
+        ("think length (tokens), training completions", [("think_length", "think")], None),
+        ("answers after an unclosed or empty think (guesses)", [("guess_rate", "guesses")], (0, 1)),
     ]),
     ("training", "Optimisation", [
         ("KL to the reference", [("kl", "kl")], None),

@@ -8,24 +8,31 @@ import math
 from pathlib import Path
 
 from r1kit.core.errors import DataError
-from r1kit.core.files import iter_jsonl
+from r1kit.core.files import read_jsonl
 
 
 def load_run(run_dir: str | Path) -> dict:
-    """A run's metrics (one dict per logged line, sorted by step) and config; DataError if it holds neither."""
+    """A run's metrics (one dict per logged line, sorted by step), its config, and how many lines of
+    metrics.jsonl could not be read ("unreadable"); DataError if it holds no metrics or samples, or if
+    metrics.jsonl has lines but none can be read."""
     path = Path(run_dir)
     if not path.is_dir():
         raise DataError(f"run {path}: no such folder")
     if not (path / "metrics.jsonl").is_file() and not (path / "samples.jsonl").is_file():
         raise DataError(f"run {path}: no metrics.jsonl or samples.jsonl (not an r1kit run folder)")
-    metrics = [m for m in iter_jsonl(path / "metrics.jsonl") if is_number(m.get("step"))]
+    records, unreadable = read_jsonl(path / "metrics.jsonl")
+    metrics = [m for m in records if is_number(m.get("step"))]
+    unreadable += len(records) - len(metrics)  # JSON objects without a step number
+    if unreadable and not metrics:
+        raise DataError(f"run {path}: none of the {unreadable} lines of metrics.jsonl is a metrics record "
+                        f"(a JSON object with a step); no report written")
     metrics.sort(key=lambda m: m["step"])
     config: dict = {}
     try:
         config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         pass
-    return {"dir": path, "name": path.resolve().name, "metrics": metrics,
+    return {"dir": path, "name": path.resolve().name, "metrics": metrics, "unreadable": unreadable,
             "config": config if isinstance(config, dict) else {}}
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from r1kit.data.templates import R1_ZERO_TEMPLATE
-from r1kit.rewards.answers import ANSWER_CLOSE, R1_TAGS, THINK_CLOSE, THINK_OPEN, extract_answer
+from r1kit.rewards.answers import ANSWER_CLOSE, ANSWER_OPEN, R1_TAGS, THINK_CLOSE, THINK_OPEN, extract_answer
 
 
 def is_well_formed(text: str) -> bool:
@@ -38,13 +38,8 @@ def _canonical(text: str) -> str:
 
 
 _m = _EXAMPLE_RE.search(R1_ZERO_TEMPLATE)
-
-
 TEMPLATE_EXAMPLES: tuple[str, ...] = tuple(_canonical(_m.group(k)) for k in ("think", "answer"))  # canonical form
-
-
 del _m
-
 
 # Words a block may be made of and still be the example: the examples' own words plus the fillers and
 # near-synonyms that policies were seen to swap in ("reason process here", "<think> here </think>",
@@ -105,3 +100,47 @@ def template_copy_rate(completions: list[str]) -> float:
     if not completions:
         return 0.0
     return sum(copies_template(c) for c in completions) / len(completions)
+
+
+THINK_STATES = ("closed", "empty", "unclosed", "none")
+
+
+def think_span(text: str) -> tuple[str, str]:
+    """(the think's text, its state), one of THINK_STATES: "closed" (``<think>..</think>`` around some
+    text), "empty" (closed around blank text), "unclosed" (never closed: the think is what follows
+    ``<think>`` up to an ``<answer>`` or the end), "none" (no think at all). A ``</think>`` without an
+    opening tag closes a think that starts the text (the prompt may have opened it).
+
+    >>> think_span("<think> 3 + 1 = 4 </think> <answer>4</answer>")
+    (' 3 + 1 = 4 ', 'closed')
+    >>> think_span("<think>\\n<answer>5</answer>")
+    ('\\n', 'unclosed')
+    """
+    start = text.find(THINK_OPEN)
+    begin = start + len(THINK_OPEN) if start != -1 else 0
+    close = text.find(THINK_CLOSE, begin)
+    if close != -1:
+        content = text[begin:close]
+        return content, "closed" if content.strip() else "empty"
+    if start == -1:
+        return "", "none"
+    end = text.find(ANSWER_OPEN, begin)
+    return text[begin: end if end != -1 else len(text)], "unclosed"
+
+
+def is_guess(text: str) -> bool:
+    """An answer given without a think that closed around some working: the shortcut of a policy that
+    learned the think does not pay (an unclosed or empty think, or none, then ``<answer>``)."""
+    return extract_answer(text) is not None and think_span(text)[1] != "closed"
+
+
+def copies_example(text: str, examples: tuple[str, ...]) -> bool:
+    """True if the think of ``text`` is, in canonical form, the think of one of the worked example
+    responses shown in the prompt (``prompt_examples``): the example copied instead of the question worked.
+
+    >>> copies_example("<think> 2 + 5 = 7, 7 + 4 = 11 </think> <answer>11</answer>",
+    ...                ("<think>2+5 = 7, 7+4 = 11</think> <answer> 11 </answer>",))
+    True
+    """
+    think, state = think_span(text)
+    return state == "closed" and any(_canonical(think) == _canonical(think_span(ex)[0]) for ex in examples)

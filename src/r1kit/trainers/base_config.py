@@ -39,7 +39,11 @@ class BaseConfig(Options):
     save_steps: int = opt(0, "save a checkpoint every N steps (and always at the end); 0: only at the end")
     save_total_limit: int | None = opt(None, "keep only the last N checkpoints")
     logging_steps: int = opt(1, "write a metrics line every N steps (and at the last step)")
-    resume: bool = opt(False, "resume from the last checkpoint in output_dir")
+    resume: bool = opt(False, "resume from the newest checkpoint in output_dir that loads whole, with the settings "
+                              "it was trained with")
+    allow_resume_changes: bool = opt(False, "with resume: accept a larger max_steps or num_train_epochs and a lower "
+                                            "learning_rate than the checkpoint's (recorded in resume_changes.jsonl); "
+                                            "other changes are refused")
     overwrite_output_dir: bool = opt(False, "start afresh even if output_dir already holds a run (its checkpoints "
                                             "are deleted)")
     torch_threads: int | None = opt(None, "CPU threads per process (default: cores / processes)")

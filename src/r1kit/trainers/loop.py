@@ -5,9 +5,10 @@ A trainer supplies only what is its own: how a step's batch is prepared, the los
 the body of `for step in run.steps(): ...`. Everything else is done here, once, the same way for all:
 
 - accelerate and CPU threads (`open_run`, before any model loads);
-- the run folder: a folder that holds a run needs `resume` or `overwrite_output_dir`; a resumed run
-  restarts from the latest complete checkpoint and its JSONL logs are cut back to that step, so a
-  resumed run writes what the uninterrupted run would have written;
+- the run folder (run_folder.py): locked for the run's life; a folder that holds a run needs `resume` or
+  `overwrite_output_dir`; a resumed run restarts from the newest checkpoint that loads whole, only with
+  the settings it was trained with (a few safe changes allowed on request), and its JSONL logs are cut
+  back to that step, so a resumed run writes what the uninterrupted run would have written;
 - AdamW and a transformers scheduler, stepped once per optimizer update, never on a skipped one;
 - checkpoints: atomic HF folders with optimizer, scheduler, step and every process's RNG state
   (checkpoint.py), plus whatever the trainer adds (`extra_state`, checked on resume);
@@ -47,8 +48,8 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 from transformers.utils import logging as hf_logging
 
-from r1kit.core.errors import ConfigError, EngineError, TrainingError, TrainingStopped
-from r1kit.core.files import append_jsonl, truncate_jsonl, write_json
+from r1kit.core.errors import EngineError, TrainingError, TrainingStopped
+from r1kit.core.files import append_jsonl, truncate_jsonl, write_failure, write_json
 from r1kit.core.tracking import make_trackers
 from r1kit.models.loading import default_threads
 from r1kit.models.weights import full_tensor
@@ -56,12 +57,12 @@ from r1kit.trainers.base_config import BaseConfig
 from r1kit.trainers.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
-    load_training_state,
     remove_temporary_checkpoints,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from r1kit.trainers.run_folder import CHANGES_LOG, Claim, check_extra_state, claim_output_dir, describe
 from r1kit.trainers.sharding import (
     FULL_BY_NAME,
     check_fsdp_request,
@@ -152,20 +153,6 @@ def stop_requested(acc: Accelerator) -> bool:
 # --------------------------------------------------------------------------
 
 
-def claim_output_dir(o: LoopOptions) -> Path | None:
-    """The checkpoint to resume from (None: a fresh start); refuses a folder that holds another run.
-    Checked before anything is loaded or written."""
-    out = Path(o.output_dir)
-    if o.resume and o.overwrite_output_dir:
-        raise ConfigError("resume and overwrite_output_dir: choose one")
-    if o.resume:
-        return latest_checkpoint(out)
-    if not o.overwrite_output_dir and (any((out / name).exists() for name in o.run_markers) or list_checkpoints(out)):
-        raise ConfigError(f"output_dir {out} already holds a run; pass --resume to continue it, "
-                          f"--overwrite_output_dir to replace it, or choose another output_dir")
-    return None
-
-
 @dataclass
 class Update:
     """One optimizer update's outcome."""
@@ -177,18 +164,27 @@ class Update:
 class Run:
     """One training run's shared machinery; see the module docstring. Use as a context manager."""
 
-    def __init__(self, o: LoopOptions, acc: Accelerator, checkpoint: Path | None, show_progress: bool = True) -> None:
-        self.o, self.acc, self.checkpoint, self.show_progress = o, acc, checkpoint, show_progress
+    def __init__(self, o: LoopOptions, acc: Accelerator, claim: Claim, show_progress: bool = True) -> None:
+        self.o, self.acc, self.claim, self.show_progress = o, acc, claim, show_progress
+        self.checkpoint = claim.checkpoint
         self.out_dir = Path(o.output_dir)
         self.rank, self.world = acc.process_index, acc.num_processes
         self.is_main = acc.is_main_process
         self.sharded = is_sharded(acc)  # FSDP2: parameters, gradients and optimizer state are DTensor shards
         self.start_step = 0
         self.nonfinite_streak = 0  # non-finite updates in a row, carried across steps
-        self.state: dict = load_training_state(checkpoint) if checkpoint is not None else {}
-        if self.state:
-            check_optimizer_format(self.state, self.sharded, checkpoint)  # before any model loads
+        self.state: dict = claim.state
         self._cleanup = contextlib.ExitStack()
+        if claim.lock is not None:  # given back on any exit; the kernel gives it back if the process dies
+            self._cleanup.callback(claim.lock.release, remove_empty_folder=True)
+        for note in claim.notes if self.is_main else ():
+            print(f"r1kit: {o.name.lower()}: {note}")
+        if self.state:
+            try:
+                check_optimizer_format(self.state, self.sharded, self.checkpoint)  # before any model loads
+            except BaseException:
+                self._cleanup.close()
+                raise
         self.bar = None
         self._stepping = False  # steps() has begun: an engine failure is reported with the step
 
@@ -224,6 +220,7 @@ class Run:
             else:
                 self.optimizer.load_state_dict(self.state["optimizer"])
             self.scheduler.load_state_dict(self.state["scheduler"])
+            self._resume_schedule()
             rngs = self.state["rng"]
             set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
             self.start_step = self.state["step"]
@@ -238,32 +235,60 @@ class Run:
         return self.model, self.policy
 
     def _check_extra_state(self) -> None:
-        for key, value in self.extra_state.items():
-            if self.state and self.state.get(key) != value:
-                raise ConfigError(f"resume: the training data differs from the data of {self.checkpoint} ({key}: "
-                                  f"dataset, template, max_length or tokenizer changed), so the batches would "
-                                  f"not match; use a new output_dir")
+        if self.state:
+            check_extra_state(self.state, self.extra_state, self.checkpoint)
+
+    def _resume_schedule(self) -> None:
+        """The learning rate of the resumed step from this run's settings: the schedule's factor at the
+        checkpoint's step times learning_rate. Unchanged settings give the very value the checkpoint holds;
+        an accepted change (more steps, a lower rate) takes effect from the first resumed step."""
+        sched = self.scheduler
+        sched.base_lrs = [self.o.learning_rate for _ in sched.base_lrs]
+        for group, factor in zip(self.adamw.param_groups, sched.lr_lambdas):
+            group["initial_lr"] = self.o.learning_rate
+            group["lr"] = self.o.learning_rate * factor(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in self.adamw.param_groups]
 
     def _prepare_folder(self) -> None:
         """Resume: cut the logs back to the checkpoint's step. Fresh start: empty logs, config.json, and
         with overwrite_output_dir no checkpoint of the old run (it would pass for this run's)."""
         if self.is_main:
-            remove_temporary_checkpoints(self.out_dir)  # half-written by a run killed while saving
-            if self.checkpoint is not None:
-                for name in self.o.logs:
-                    truncate_jsonl(self.out_dir / name, self.start_step)
-                print(f"r1kit: {self.o.name.lower()}: resuming from {self.checkpoint} at step {self.start_step}")
-            else:
-                if self.o.resume:
-                    print(f"r1kit: {self.o.name.lower()}: no complete checkpoint in {self.out_dir}; starting from step 0")
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-                if self.o.overwrite_output_dir:
-                    for old in list_checkpoints(self.out_dir):
-                        shutil.rmtree(old)
-                for name in self.o.logs:
-                    (self.out_dir / name).write_text("")
-                write_json(self.out_dir / "config.json", self.o.config)
+            path = self.out_dir
+            try:
+                remove_temporary_checkpoints(self.out_dir)  # half-written by a run killed while saving
+                if self.checkpoint is not None:
+                    for name in self.o.logs:
+                        path = self.out_dir / name
+                        truncate_jsonl(path, self.start_step)
+                    self._record_changes()
+                    print(f"r1kit: {self.o.name.lower()}: resuming from {self.checkpoint} at step {self.start_step}")
+                else:
+                    if self.o.resume:
+                        print(f"r1kit: {self.o.name.lower()}: no complete checkpoint in {self.out_dir}; starting from step 0")
+                    self.out_dir.mkdir(parents=True, exist_ok=True)
+                    if self.o.overwrite_output_dir:
+                        for old in list_checkpoints(self.out_dir):
+                            shutil.rmtree(old)
+                    for name in (*self.o.logs, "config.json"):
+                        path = self.out_dir / name
+                        if name == "config.json":
+                            write_json(path, self.o.config)
+                        else:
+                            path.write_text("")
+            except OSError as e:  # a full disk at the start: nothing of the run's earlier files was lost
+                raise TrainingError(f"could not write {path}: {write_failure(e, path)}") from e
         self.acc.wait_for_everyone()
+
+    def _record_changes(self) -> None:
+        """The safe changes a resume accepted: config.json shows the settings in force, resume_changes.jsonl
+        when each change was made."""
+        if not self.claim.changes:
+            return
+        write_json(self.out_dir / "config.json", self.o.config)
+        append_jsonl(self.out_dir / CHANGES_LOG, [{"step": self.start_step, "checkpoint": str(self.checkpoint),
+                                                   "changes": self.claim.changes, "time": time.strftime("%Y-%m-%d %H:%M:%S")}])
+        print(f"r1kit: {self.o.name.lower()}: resuming with changed settings: {describe(self.claim.changes)} "
+              f"(recorded in {self.out_dir / CHANGES_LOG})")
 
     def __enter__(self) -> "Run":
         return self
@@ -419,5 +444,4 @@ def open_run(o: LoopOptions, show_progress: bool = True) -> Run:
     enable_fsdp_on_cpu(acc)  # accelerate leaves FSDP off without a GPU (sharding.py)
     if o.torch_threads or acc.device.type == "cpu":
         torch.set_num_threads(default_threads(o.torch_threads, acc.num_processes))
-    checkpoint = claim_output_dir(o)
-    return Run(o, acc, checkpoint, show_progress)
+    return Run(o, acc, claim_output_dir(o, acc), show_progress)

@@ -51,7 +51,7 @@ from transformers import (
 )
 
 from r1kit.core.errors import DataError, TrainingError
-from r1kit.core.files import jsonl_text, write_atomic, write_json
+from r1kit.core.files import jsonl_text, write_atomic, write_failure, write_json
 from r1kit.core.options import load_config, need, opt
 from r1kit.data.order import prompt_indices
 from r1kit.data.preferences import check_pair, read_preference_pairs, toy_preferences
@@ -153,9 +153,9 @@ def _save_model_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
         tokenizer.save_pretrained(tmp)
         write_json(tmp / RM_INFO, info)
         fsync_tree(tmp)
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 - safetensors reports a full disk as its own error
         shutil.rmtree(tmp, ignore_errors=True)
-        raise TrainingError(f"could not write the reward model to {target}: {e.strerror or e}") from None
+        raise TrainingError(f"could not write the reward model to {target}: {write_failure(e, target.parent)}") from None
     if target.exists():
         os.replace(target, old)  # a folder cannot be replaced while it has files
     os.replace(tmp, target)
@@ -214,24 +214,24 @@ def train_reward_model(config: RMConfig, pairs: list[dict] | None = None, show_p
             run.end_step(step + 1, metrics, postfix=dict(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.2f}"))
         run.finish()
         after, after_scores = held_out_scores(run, body, data)
-    eval_records = [{**records[data.keep[i]], "chosen_score": cs, "rejected_score": rs}
-                    for i, (cs, rs) in zip(data.eval_idx, after_scores)]
-    summary = {
-        "model_dir": str(run.out_dir / "model"), "base_model": c.model, "template": c.template,
-        "pairs": len(records), "dropped": data.dropped, "train_pairs": len(data.train_pairs),
-        "eval_pairs": len(data.eval_pairs), "steps": data.steps, "eval_accuracy_before": before["accuracy"],
-        "eval_margin_before": before["margin"], "eval_accuracy_after": after["accuracy"],
-        "eval_margin_after": after["margin"], "seconds": round(time.perf_counter() - t_start, 2),
-    }
-    if run.is_main:
-        _save_model_atomic(body, tokenizer, run.out_dir / "model", {"template": c.template, "base_model": c.model,
-                                                                     "max_length": c.max_length})
-        write_atomic(run.out_dir / "eval_scores.jsonl", jsonl_text(eval_records))
-        write_json(run.out_dir / "rm_summary.json", summary)  # last: its presence marks a finished run
-        if data.eval_pairs:
-            print(f"r1kit: reward model held-out accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} "
-                  f"({len(data.eval_pairs)} pairs); saved to {run.out_dir / 'model'}", file=sys.stderr)
-    run.acc.wait_for_everyone()
+        eval_records = [{**records[data.keep[i]], "chosen_score": cs, "rejected_score": rs}
+                        for i, (cs, rs) in zip(data.eval_idx, after_scores)]
+        summary = {
+            "model_dir": str(run.out_dir / "model"), "base_model": c.model, "template": c.template,
+            "pairs": len(records), "dropped": data.dropped, "train_pairs": len(data.train_pairs),
+            "eval_pairs": len(data.eval_pairs), "steps": data.steps, "eval_accuracy_before": before["accuracy"],
+            "eval_margin_before": before["margin"], "eval_accuracy_after": after["accuracy"],
+            "eval_margin_after": after["margin"], "seconds": round(time.perf_counter() - t_start, 2),
+        }
+        if run.is_main:  # while the folder is still this run's
+            _save_model_atomic(body, tokenizer, run.out_dir / "model", {"template": c.template, "base_model": c.model,
+                                                                         "max_length": c.max_length})
+            write_atomic(run.out_dir / "eval_scores.jsonl", jsonl_text(eval_records))
+            write_json(run.out_dir / "rm_summary.json", summary)  # last: its presence marks a finished run
+            if data.eval_pairs:
+                print(f"r1kit: reward model held-out accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} "
+                      f"({len(data.eval_pairs)} pairs); saved to {run.out_dir / 'model'}", file=sys.stderr)
+        run.acc.wait_for_everyone()
     return {**summary, "eval_records": eval_records}
 
 

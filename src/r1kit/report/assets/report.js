@@ -21,8 +21,9 @@
   function fillSets() {
     var run = Number(runSel.value), keep = setSel.value;
     setSel.textContent = "";
-    ["train", "eval"].forEach(function (set) {
-      if (steps(run, set).length) option(setSel, set, set === "train" ? "training rollouts" : "evaluation");
+    var labels = {train: "training rollouts", eval: "evaluation", eval_no_think: "evaluation, think removed"};
+    ["train", "eval", "eval_no_think"].forEach(function (set) {
+      if (steps(run, set).length) option(setSel, set, labels[set]);
     });
     var known = Array.prototype.some.call(setSel.options, function (o) { return o.value === keep; });
     if (keep && known) setSel.value = keep;

@@ -14,7 +14,7 @@ from r1kit.core.files import append_jsonl
 from r1kit.data.problems import Problem
 from r1kit.evaluation.evaluate import STYLE_FOR_TEMPLATE, evaluate, summarize
 from r1kit.report.html import write_report_safely
-from r1kit.rewards.tags import copies_template
+from r1kit.rewards.tags import copies_example, copies_template, is_guess, think_span
 from r1kit.rollout.decoder import FusedDecoder
 from r1kit.rollout.engines import LocalEngine
 from r1kit.rollout.sampling import Rollout
@@ -26,7 +26,7 @@ def initial_eval(s: GRPOSetup) -> dict:
     """The held-out evaluation before any update (step 0 of the curve)."""
     initial = {"step": 0, **run_eval(s, 0)}
     s.run.log(initial, 0, force=True)
-    s.run.write(f"[step 0] eval pass@1={initial['eval/pass@1']:.3f} format={initial['eval/format_rate']:.2f}")
+    s.run.write(eval_line(initial, 0))
     return initial
 
 
@@ -59,6 +59,12 @@ def step_metrics(s: GRPOSetup, step: int, rollout: Rollout, scores: Scores, zero
         # completions that copy the template's example ("reasoning process here"): a reward that pays for
         # them, or a policy that learned them, is a failure to see at once
         "template_copy_rate": g([float(copies_template(t)) for t in texts]).mean().item(),
+        # thinks that copy a worked example shown in the prompt instead of working the question out
+        **({"example_copy_rate": g([float(copies_example(t, tuple(r for _, r in s.examples))) for t in texts])
+            .mean().item()} if s.examples else {}),
+        # an answer after an unclosed or empty think: the policy guesses instead of working it out
+        "guess_rate": g([float(is_guess(t)) for t in texts]).mean().item(),
+        "think_length": g([_think_tokens(s.tokenizer, t) for t in texts]).mean().item(),
         "completion_length": lengths.mean().item(),
         "completion_length_min": lengths.min().item(),
         "completion_length_max": lengths.max().item(),
@@ -86,9 +92,24 @@ def step_metrics(s: GRPOSetup, step: int, rollout: Rollout, scores: Scores, zero
     }
 
 
+def _think_tokens(tokenizer, text: str) -> int:
+    think, state = think_span(text)
+    return len(tokenizer.encode(think, add_special_tokens=False)) if state != "none" and think else 0
+
+
 def progress_postfix(m: dict) -> dict[str, str]:
     return dict(reward=f"{m['reward']:.3f}", fmt=f"{m['format_rate']:.2f}", acc=f"{m['accuracy']:.2f}",
-                copy=f"{m['template_copy_rate']:.2f}", len=f"{m['completion_length']:.0f}", s=f"{m['step_time']:.1f}")
+                guess=f"{m['guess_rate']:.2f}", think=f"{m['think_length']:.0f}", len=f"{m['completion_length']:.0f}",
+                s=f"{m['step_time']:.1f}")
+
+
+def eval_line(m: dict, step: int) -> str:
+    """The one line an evaluation prints: accuracy with and without the think, and what the think looked like."""
+    line = f"[step {step}] eval pass@1={m['eval/pass@1']:.3f}"
+    if "eval/think_gain" in m:
+        line += f" no_think={m['eval/pass@1_no_think']:.3f} think_gain={m['eval/think_gain']:+.3f}"
+    return (line + f" think={m['eval/think_tokens']:.0f} tok (unclosed {m['eval/think_unclosed_rate']:.2f}, "
+            f"empty {m['eval/think_empty_rate']:.2f}) format={m['eval/format_rate']:.2f}")
 
 
 def raise_alerts(s: GRPOSetup, metrics: dict) -> None:
@@ -170,13 +191,16 @@ def run_eval(s: GRPOSetup, step: int) -> dict:
                           max_new_tokens=c.eval_max_new_tokens or c.max_completion_length,
                           prompt_style=STYLE_FOR_TEMPLATE[c.template], prefill=c.prefill,
                           batch_size=max(1, c.per_device_train_batch_size // c.eval_num_samples),
-                          seed=c.seed + run.rank, sampler=eval_sampler(s, step))
+                          seed=c.seed + run.rank, system_prompt=c.system_prompt, examples=s.examples,
+                          think_gain=c.eval_think_gain,
+                          sampler=eval_sampler(s, step))
     records = run.gather_objects(records)
     summary = summarize(records, c.eval_num_samples)
     if run.is_main:
         append_jsonl(run.out_dir / "eval_samples.jsonl", [{"step": step, **r} for r in records])
-    keep = ("pass@1", f"cons@{c.eval_num_samples}", "format_rate", "mean_length")
-    return {**{f"eval/{k}": summary[k] for k in keep}, "eval/seconds": time.perf_counter() - t0}
+    keep = ("pass@1", f"cons@{c.eval_num_samples}", "format_rate", "mean_length", "pass@1_no_think", "think_gain",
+            "think_tokens", "think_closed_rate", "think_empty_rate", "think_unclosed_rate")
+    return {**{f"eval/{k}": summary[k] for k in keep if k in summary}, "eval/seconds": time.perf_counter() - t0}
 
 
 @dataclass

@@ -57,7 +57,7 @@ def score_rollout(s: GRPOSetup, batch: list[Problem], rollout: Rollout, step: in
     ids = [r[m.bool()].tolist() for r, m in zip(rollout.completion_ids, rollout.completion_mask)]  # unpadded
     # the prompt as TRL-style rewards get it: the messages it was rendered from, if any (completions then come
     # as messages too), else the record's own
-    prompts = [chat_messages(e.question, c.template, e.messages, c.system_prompt) or e.messages or e.question
+    prompts = [chat_messages(e.question, c.template, e.messages, c.system_prompt, s.examples) or e.messages or e.question
                for e in batch]
     log = RewardLog()
     totals, per_fn, failures = score_batch(c, s.rewards, texts, answers, kinds, questions, s.judges, batch=batch,

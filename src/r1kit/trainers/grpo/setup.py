@@ -5,6 +5,8 @@ every step reads."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 import torch
@@ -14,7 +16,7 @@ from r1kit.algorithms.options import AlgorithmOptions
 from r1kit.core.errors import ConfigError
 from r1kit.core.files import iter_jsonl
 from r1kit.data.problems import Problem
-from r1kit.data.sources import general_examples, load_examples
+from r1kit.data.sources import general_examples, load_examples, read_examples
 from r1kit.evaluation.benchmarks import held_out_problems
 from r1kit.models.loading import load_model, load_policy, load_tokenizer, resolve_dtype
 from r1kit.models.options import LoraOptions, ModelOptions
@@ -77,6 +79,7 @@ class GRPOSetup:
     dtype: torch.dtype
     skipped_lines: int
     alerts: AlertMonitor  # fed every step's metrics, in order (replayed from metrics.jsonl on resume)
+    examples: tuple[tuple[str, str], ...] = ()  # worked examples shown before each question (prompt_examples)
     failing: dict = field(default_factory=dict)  # reward -> (steps in a row it failed on every sample, first error)
 
     @property
@@ -143,16 +146,28 @@ def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs:
                           f"decode with the sharded policy ({unsupported_reason(model)}); use rollout_engine=hf")
     # max_steps -1: num_train_epochs passes over the prompts; warmup_ratio when warmup_steps is 0 (TRL's names)
     max_steps, warmup_steps = training_steps(c, len(reasoning), run.world)
-    wrapped, policy = run.start(model, tokenizer, on_close=lambda: _final_report(c, run), max_steps=max_steps,
-                                warmup_steps=warmup_steps)
+    wrapped, policy = run.start(model, tokenizer, extra_state=run_identity(c, reasoning + general, reward_funcs),
+                                on_close=lambda: _final_report(c, run), max_steps=max_steps, warmup_steps=warmup_steps)
     if skipped and run.is_main:
         (run.out_dir / "skipped_data.txt").write_text("".join(line + "\n" for line in skipped), encoding="utf-8")
     algo = AlgorithmOptions.from_config(c, importance_sampling_cap=rollout_correction(c, run, engine, dtype))
     alerts = AlertMonitor(AlertOptions.from_config(c))
     for past in iter_jsonl(run.out_dir / "metrics.jsonl") if run.start_step else ():
         alerts.update(past)  # those that fired before the resume stay fired, silently
-    return GRPOSetup(c, algo, run, wrapped, policy, tokenizer, ref_model, engine, bound_rewards(c, reward_funcs), judges,
-                     reasoning, general, eval_problems, dtype, len(skipped), alerts)
+    examples = read_examples(c.prompt_examples) if c.prompt_examples else ()
+    return GRPOSetup(c, algo, run, wrapped, policy, tokenizer, ref_model, engine,
+                     bound_rewards(c, reward_funcs), judges, reasoning, general, eval_problems, dtype, len(skipped),
+                     alerts, examples)
+
+
+def run_identity(c: GRPOConfig, problems: list[Problem], reward_funcs: list | None) -> dict:
+    """What a resumed run must share with its checkpoint beyond the config: the problems as read (a dataset
+    file edited in place changes them) and the reward functions by name (callables given to `train` too)."""
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(json.dumps([p.question, p.answer, p.kind, p.messages, p.columns], default=str, sort_keys=True).encode())
+    names = [r if isinstance(r, str) else getattr(r, "__name__", type(r).__name__) for r in (reward_funcs or c.reward_funcs)]
+    return {"data_fingerprint": h.hexdigest()[:16], "reward_functions": names}
 
 
 def rollout_correction(c: GRPOConfig, run: Run, engine: RolloutEngine, dtype: torch.dtype) -> float:

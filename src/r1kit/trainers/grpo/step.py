@@ -25,7 +25,7 @@ from r1kit.data.order import prompt_indices
 from r1kit.data.problems import Problem
 from r1kit.data.templates import build_prompt
 from r1kit.rollout.sampling import Rollout, cat_rollouts, take_groups
-from r1kit.trainers.grpo.metrics import UpdateStats, run_eval, step_metrics, write_step_records
+from r1kit.trainers.grpo.metrics import UpdateStats, eval_line, run_eval, step_metrics, write_step_records
 from r1kit.trainers.grpo.scoring import (
     Scores,
     general_prompts_per_step,
@@ -56,6 +56,7 @@ def grpo_step(s: GRPOSetup, step: int) -> dict:
     if s.c.eval_steps and ((step + 1) % s.c.eval_steps == 0 or step + 1 == s.run.o.max_steps):
         with timer(times, "eval"):
             metrics.update(run_eval(s, step + 1))
+        s.run.write(eval_line(metrics, step + 1))
     with timer(times, "records"):
         write_step_records(s, step, batch, rollout, scores, advantages)
     metrics.update({f"timing/{name}": seconds for name, seconds in times.items()})
@@ -81,7 +82,7 @@ def generate_rollout(s: GRPOSetup, batch: list[Problem], step: int, round_: int 
     """G completions per prompt from an engine that holds the policy's current weights."""
     c = s.c
     prompts = [build_prompt(e.question, s.tokenizer, c.template, c.prefill, messages=e.messages,
-                            system_prompt=c.system_prompt) for e in batch]
+                            system_prompt=c.system_prompt, examples=s.examples) for e in batch]
     if round_ == 0:
         s.engine.sync_weights(s.policy, step)
     rollout = s.engine.generate(s.tokenizer, prompts, seed=sampling_seed(c.seed + 7919 * round_, step, s.run.rank),
