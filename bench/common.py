@@ -37,3 +37,10 @@ def median(xs: list[float]) -> float:
 def forward_flops_per_token(model) -> float:
     """~2 FLOPs per parameter per token (matmuls); a tied embedding counts once, as the LM head."""
     return 2.0 * sum(p.numel() for p in model.parameters())
+
+
+def per_length(values: list[int], lengths: list[int]) -> list[int]:
+    """A per-length option given once (for every length) or once per length."""
+    if len(values) not in (1, len(lengths)):
+        raise SystemExit(f"bench: give one value or one per length ({len(lengths)}), not {len(values)}")
+    return values * len(lengths) if len(values) == 1 else values

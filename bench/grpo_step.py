@@ -4,27 +4,32 @@ beta and num_iterations, A/B alternated after a warm-up.
     pip install -e ".[bench]"        # TRL is a bench-only dependency
     python bench/grpo_step.py [--model embedded] [--steps 4] [--warmup 1] [--natural] [--beta 0.04] [--bf16_rollout]
     python bench/grpo_step.py --dtype bfloat16     # both sides train bf16 weights (TRL: bf16=True)
+    python bench/grpo_step.py --max_completion_length 64 256 1024 --steps 2 2 1 --warmup 1 1 0 --json out.json
+    python bench/grpo_step.py --no_trl --async_side --one_at_a_time     # async_rollout against the plain step
 
 Each side runs in its own worker process (so each has its own peak resident memory); the parent sends
 "step" to one worker and waits, then to the other, so the two never compete for the cores. Per step:
-whole step time, generation tokens/s, training tokens/s (prompt + completion tokens of every completion
+whole step time, generation tokens/s (for the async side: tokens over the time the step waited for its
+rollout), training tokens/s (prompt + completion tokens of every completion
 over the time outside generation), peak RSS, and model FLOP/s as a fraction of the machine's fp32 matmul
 peak. Model FLOPs use one formula for both sides: 2N per generated token, 6N per trained token (forward and
 backward), 2N per token of each extra no-grad forward (reference model when beta > 0; pi_old when
 num_iterations > 1), N = parameter count. Fixed-length mode (default) makes both sides generate exactly
-max_completion_length tokens (EOS ignored), so they do identical work.
+max_completion_length tokens (EOS ignored), so they do identical work. Each length gets fresh workers, so
+each side's peak RSS is that length's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import QUESTIONS, median, peak_rss_mb  # noqa: E402
+from common import QUESTIONS, median, peak_rss_mb, per_length  # noqa: E402
 
 
 def reward_len(completions, **kwargs):
@@ -36,22 +41,26 @@ def r1kit_reward(completions, answers):
     return [float(len(c) % 7) for c in completions]
 
 
-def r1kit_worker(conn, args, rollout_dtype: str = "auto") -> None:
+def r1kit_worker(conn, args, rollout_dtype: str = "auto", async_rollout: bool = False) -> None:
     import torch
 
     from r1kit.data.problems import Example
     from r1kit.trainers.grpo.config import make_config
     from r1kit.trainers.grpo.trainer import iter_train
 
-    torch.set_num_threads(args.threads)
+    # async_rollout: the cores are split between the training process and its generation worker
+    threads = max(1, args.threads // 2) if async_rollout else args.threads
+    torch.set_num_threads(threads)
     examples = [Example(q, "0", str(i)) for i, q in enumerate(QUESTIONS * 50)]
     config = make_config(overrides=dict(
         model=args.model, template="r1zero", prefill="", num_generations=args.G,
-        per_device_train_batch_size=args.batch, max_completion_length=args.max_completion_length,
+        per_device_train_batch_size=micro_batch(args), gradient_accumulation_steps=args.batch // micro_batch(args),
+        max_completion_length=args.max_completion_length,
         temperature=1.0, top_p=1.0, beta=args.beta, num_iterations=args.num_iterations, learning_rate=1e-6,
         max_steps=10_000, save_steps=0, log_completions_steps=0, ignore_eos=not args.natural,
-        output_dir=str(Path(args.out) / "r1kit"), overwrite_output_dir=True, torch_threads=args.threads,
-        reward_timeout=0, write_report=False, rollout_dtype=rollout_dtype, dtype=args.dtype))  # rewards in-process, as TRL runs them
+        output_dir=str(Path(args.out) / f"r1kit-{rollout_dtype}-{async_rollout}"), overwrite_output_dir=True,
+        torch_threads=threads, reward_timeout=0, write_report=False, rollout_dtype=rollout_dtype, dtype=args.dtype,
+        async_rollout=async_rollout, rollout_worker_threads=max(1, args.threads - threads)))  # rewards in-process, as TRL runs them
     steps = iter_train(config, examples=examples, reward_funcs=[r1kit_reward], show_progress=False)
     conn.send("ready")
     while conn.recv() == "step":
@@ -59,7 +68,28 @@ def r1kit_worker(conn, args, rollout_dtype: str = "auto") -> None:
         prompt_tokens = m["tokens_per_second"] * m["step_time"] - m["completion_length"] * args.batch
         conn.send({"step_time": m["step_time"], "generation_time": m["generation_time"],
                    "completion_tokens": m["completion_length"] * args.batch, "prompt_tokens": prompt_tokens,
-                   "rss": peak_rss_mb()})
+                   "rss": peak_rss_mb() + children_peak_rss_mb()})
+
+
+def micro_batch(args) -> int:
+    """r1kit's completions per micro-batch: --micro_batch, else as many as keep it within 4,096 completion
+    tokens (all 16 at 64 and 256 tokens, 4 at 1024), dividing the step's batch."""
+    micro = getattr(args, "micro_batch", 0) or min(args.batch, max(1, 4096 // args.max_completion_length))
+    return micro if args.batch % micro == 0 else args.batch
+
+
+def children_peak_rss_mb() -> float:
+    """Peak RSS of this process's children (async_rollout's generation worker; its shared-memory copy of the
+    weights counts in both processes)."""
+    total = 0.0
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0) / 1024
+    return total
 
 
 def trl_worker(conn, args) -> None:
@@ -122,11 +152,17 @@ def main() -> None:
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--G", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16, help="completions per step")
-    ap.add_argument("--max_completion_length", type=int, default=64)
+    ap.add_argument("--max_completion_length", type=int, nargs="+", default=[64],
+                    help="one or more completion lengths, each run with fresh workers")
+    ap.add_argument("--micro_batch", type=int, default=0,
+                    help="r1kit's completions per micro-batch (0: at most 4,096 completion tokens per micro-batch)")
     ap.add_argument("--beta", type=float, default=0.04)
     ap.add_argument("--num_iterations", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=4, help="measured steps per side")
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--steps", type=int, nargs="+", default=[4], help="measured steps per side (one, or one per length)")
+    ap.add_argument("--warmup", type=int, nargs="+", default=[1], help="warm-up steps (one, or one per length)")
+    ap.add_argument("--one_at_a_time", action="store_true",
+                    help="run one side's steps, stop it, then the next (not alternated): for lengths where the "
+                         "sides' peaks together would not fit in memory")
     ap.add_argument("--natural", action="store_true", help="stop at EOS (real runs) instead of fixed length")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="/tmp/r1kit-bench")
@@ -134,6 +170,12 @@ def main() -> None:
                     help="weights dtype of both sides' models (bfloat16: TRL also gets bf16=True)")
     ap.add_argument("--bf16_rollout", action="store_true",
                     help="add a third side: r1kit with rollout_dtype=bfloat16 (training stays float32)")
+    ap.add_argument("--async_side", action="store_true",
+                    help="add a side: r1kit with async_rollout (one-step-off-policy; the threads split between the "
+                         "trainer and its generation worker); use with --one_at_a_time, or the worker's background "
+                         "generation would overlap the other sides' steps")
+    ap.add_argument("--no_trl", action="store_true", help="r1kit's side(s) only")
+    ap.add_argument("--json", help="also write every figure to this file (bench/plot_lengths.py reads it)")
     args = ap.parse_args()
 
     import torch
@@ -144,28 +186,51 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     peak = matmul_peak_flops()
     n_flops = forward_flops_per_token(load_model(args.model))  # 2N
+    lengths = args.max_completion_length
+    results = {"machine": {"threads": args.threads, "matmul_peak_gflops": peak / 1e9}, "lengths": {}}
+    for L, steps, warmup in zip(lengths, per_length(args.steps, lengths), per_length(args.warmup, lengths)):
+        run_args = argparse.Namespace(**{**vars(args), "max_completion_length": L})
+        rows = summarize(run_sides(run_args, steps, warmup), run_args, n_flops, peak)
+        results["lengths"][L] = {"steps": steps, "warmup": warmup, "rows": rows}
+        print_rows(rows, run_args, peak, steps, warmup)
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+def run_sides(args, steps: int, warmup: int) -> dict[str, list[dict]]:
+    """Each side in its own worker process; steps alternated between the sides (never concurrent), or one
+    side after the other with --one_at_a_time."""
     ctx = mp.get_context("spawn")
-    workers = {}
-    sides = [("r1kit", r1kit_worker, ("auto",)), ("trl", trl_worker, ())]
+    sides = [("r1kit", r1kit_worker, ("auto",))] + ([] if args.no_trl else [("trl", trl_worker, ())])
     if args.bf16_rollout:
         sides.insert(1, ("r1kit-bf16", r1kit_worker, ("bfloat16",)))
-    for name, fn, extra in sides:
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=fn, args=(child, args, *extra))
-        proc.start()
-        assert parent.recv() == "ready", name
-        workers[name] = (parent, proc)
-    results = {name: [] for name in workers}
-    for i in range(args.warmup + args.steps):
-        for name, (conn, _) in workers.items():  # A/B alternated, never concurrent
-            conn.send("step")
-            m = conn.recv()
-            if i >= args.warmup:
-                results[name].append(m)
-    for conn, proc in workers.values():
-        conn.send("stop")
-        proc.join(timeout=30)
+    if args.async_side:
+        sides.insert(1, ("r1kit-async", r1kit_worker, ("auto", True)))
+    groups = [[side] for side in sides] if args.one_at_a_time else [sides]
+    results = {}
+    for group in groups:
+        workers = {}
+        for name, fn, extra in group:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=fn, args=(child, args, *extra))
+            proc.start()
+            assert parent.recv() == "ready", name
+            workers[name] = (parent, proc)
+        for name in workers:
+            results[name] = []
+        for i in range(warmup + steps):
+            for name, (conn, _) in workers.items():  # A/B alternated, never concurrent
+                conn.send("step")
+                m = conn.recv()
+                if i >= warmup:
+                    results[name].append(m)
+        for conn, proc in workers.values():
+            conn.send("stop")
+            proc.join(timeout=60)
+    return results
 
+
+def summarize(results: dict[str, list[dict]], args, n_flops: float, peak: float) -> dict[str, dict]:
     extra_forwards = (args.beta > 0) + (args.num_iterations > 1)
     rows = {}
     for name, ms in results.items():
@@ -182,20 +247,27 @@ def main() -> None:
             "peak RSS (MB)": max(m["rss"] for m in ms),
             "model FLOP/s / peak": med(lambda m: flops(m) / m["step_time"] / peak),
         }
+    return rows
+
+
+def print_rows(rows: dict[str, dict], args, peak: float, steps: int, warmup: int) -> None:
     mode = "natural" if args.natural else "fixed-length"
     print(f"machine: {args.threads} threads, fp32 matmul peak {peak / 1e9:.0f} GFLOP/s; {mode} mode; G={args.G}, "
           f"{args.batch} completions/step, max {args.max_completion_length} new tokens, beta={args.beta}, "
-          f"num_iterations={args.num_iterations}, {args.dtype} weights; medians of {args.steps} steps after {args.warmup} warm-up")
+          f"num_iterations={args.num_iterations}, {args.dtype} weights; medians of {steps} steps after {warmup} "
+          f"warm-up{', sides one at a time' if args.one_at_a_time else ''}")
     ours = [n for n in rows if n != "trl"]
-    print(f"{'metric':<22}" + "".join(f"{n:>12}" for n in rows) + "".join(f"{n + '/TRL':>16}" for n in ours))
+    theirs = ours if "trl" in rows else []
+    print(f"{'metric':<22}" + "".join(f"{n:>12}" for n in rows) + "".join(f"{n + '/TRL':>16}" for n in theirs))
     for key in rows["r1kit"]:
         fmt = "{:>12.1%}" if "peak" in key and "FLOP" in key else "{:>12.1f}"
         line = f"{key:<22}" + "".join(fmt.format(rows[n][key]) for n in rows)
-        for n in ours:
+        for n in theirs:
             a, b = rows[n][key], rows["trl"][key]
             line += f"{(b / a if key in ('step time (s)', 'peak RSS (MB)') else a / b):>15.2f}x"
-        print(line)
-    print("(ratios: > 1 means r1kit is better; for time and memory it is TRL / r1kit)")
+        print(line, flush=True)
+    if theirs:
+        print("(ratios: > 1 means r1kit is better; for time and memory it is TRL / r1kit)")
 
 
 if __name__ == "__main__":

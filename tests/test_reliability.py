@@ -138,6 +138,31 @@ def test_sigkill_between_checkpoints_then_resume_matches_uninterrupted_run(tmp_p
     assert not list(out.glob(".tmp-checkpoint-*"))
 
 
+@pytest.mark.slow
+def test_async_rollout_sigkill_takes_the_generation_worker_down_and_resume_matches(tmp_path, tiny_model):
+    """async_rollout: the generation worker dies with the trainer, and the run resumed from the last
+    checkpoint (which holds the rollout generated ahead) ends bitwise like an uninterrupted one."""
+    reference = tmp_path / "reference"
+    config = make_config(overrides=dict(model=tiny_model, output_dir=str(reference), max_steps=MAX_STEPS,
+                                        num_generations=4, per_device_train_batch_size=8, max_completion_length=12,
+                                        learning_rate=1e-3, beta=0.04, torch_threads=1, log_completions_steps=0,
+                                        seed=11, save_steps=1, async_rollout=True))
+    train(config, reward_funcs=[slow_len, "tag_count"], show_progress=False)
+    out = tmp_path / "run"
+    with _started(_cli_args(tiny_model, out, "--save_steps", "1", "--async_rollout"),
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        _wait_for(lambda: (out / "checkpoint-2" / ckpt.STATE_FILE).is_file(), proc)
+        workers = _children(proc.pid)  # the reward worker and the generation worker
+        proc.kill()
+        proc.wait()
+    assert len(workers) >= 2 and _gone(workers)  # and multiprocessing's resource tracker
+    assert not (out / f"checkpoint-{MAX_STEPS}").exists()
+    resumed = subprocess.run(_cli_args(tiny_model, out, "--save_steps", "1", "--async_rollout", "--resume"),
+                             capture_output=True, text=True, env=_env(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_same_run(reference, out)
+
+
 def test_sigterm_finishes_the_step_saves_and_resume_completes_the_run(tmp_path, tiny_model, reference_run):
     out = tmp_path / "run"
     # save_steps 0: the only checkpoint before the end is the one the signal makes

@@ -314,4 +314,6 @@ def test_eval_on_a_parquet_benchmark_from_the_cli(tmp_path, tiny_model):
                    "--output-dir", str(tmp_path / "eval"))
     assert proc.returncode == 0, proc.stderr
     samples = [json.loads(x) for x in (tmp_path / "eval" / "sums" / "samples.jsonl").read_text().splitlines()]
-    assert sorted(s["gold"] for s in samples) == sorted(ROWS["solution"])
+    # one sample per problem with the think, and again with it removed (mode no_think: pass@1_no_think)
+    for mode in ("think", "no_think"):
+        assert sorted(s["gold"] for s in samples if s.get("mode") == mode) == sorted(ROWS["solution"]), mode

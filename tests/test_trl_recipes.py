@@ -407,3 +407,25 @@ def test_an_engine_with_its_own_kernels_samples_off_policy_in_any_dtype():
 
     assert samples_off_policy(VLLMLike(), torch.float32) and not samples_off_policy(Same(), torch.float32)
     assert samples_off_policy(Same(), torch.bfloat16) and not samples_off_policy(object(), torch.bfloat16)
+
+
+def test_async_rollouts_one_step_behind_are_corrected_by_default_and_said_so():
+    import torch
+
+    from r1kit.trainers.grpo.setup import rollout_correction
+
+    class Engine:  # a generation worker in the policy's dtype
+        dtype = torch.float32
+
+    lines = []
+    run = type("Run", (), {"write": staticmethod(lines.append)})
+    assert rollout_correction(make_config(overrides={"async_rollout": True}), run, Engine(), torch.float32) == 3.0
+    assert rollout_correction(make_config(overrides={"async_rollout": True, "importance_sampling_cap": 0}), run,
+                              Engine(), torch.float32) == 0.0
+    assert rollout_correction(make_config(), run, Engine(), torch.float32) == 0.0
+    assert [x.split(": ", 1)[1] for x in lines] == [
+        "rollout engine Engine samples with float32 weights one step behind, the policy trains in float32: off-policy, "
+        "corrected by importance_sampling_cap=3 (token_truncate; 0 turns it off)",
+        "rollout engine Engine samples with float32 weights one step behind, the policy trains in float32: off-policy "
+        "and uncorrected (importance_sampling_cap: 0)",
+        "rollout engine Engine samples with float32 weights, the policy trains in float32: on-policy"]

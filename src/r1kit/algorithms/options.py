@@ -45,6 +45,10 @@ class AlgorithmOptions(Options):
                                                           "min(w, C) per token), token_mask (IcePop: w outside "
                                                           "[1/C, C] set to 0), sequence_truncate, sequence_mask (one "
                                                           "w per completion)")
+    logprob_chunk_tokens: int = opt(1024, "rows x positions sent through the LM head at a time when computing "
+                                          "log-probs: the full-vocabulary logits are never held for more (with a "
+                                          "gradient, each chunk's logits are recomputed in the backward); 0: all at "
+                                          "once")
     mask_truncated_completions: bool = opt(False, "no loss on completions cut at max_completion_length (DAPO)")
     overlong_buffer_length: int = opt(0, "soft_overlong reward (DAPO): completions longer than max_completion_length "
                                          "minus this many tokens are penalised linearly, down to "
@@ -89,4 +93,5 @@ class AlgorithmOptions(Options):
         need(cap == 0 or not self.importance_sampling_mode.endswith("mask") or cap > 1,
              f"importance_sampling_cap={cap}: importance_sampling_mode="
              f"{self.importance_sampling_mode} keeps weights in [1/C, C], so C must be > 1")
+        need(self.logprob_chunk_tokens >= 0, f"logprob_chunk_tokens={self.logprob_chunk_tokens}: must be >= 0 (0: no chunks)")
         need(self.overlong_penalty_factor >= 0, f"overlong_penalty_factor={self.overlong_penalty_factor}: must be >= 0")

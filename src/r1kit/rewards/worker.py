@@ -10,17 +10,16 @@ parent."""
 from __future__ import annotations
 
 import atexit
-import ctypes
 import multiprocessing
 import os
 import random
-import signal
 import zlib
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from r1kit.core.processes import die_with_parent, ignore_stop_signals
 from r1kit.rewards.registry import RewardFn, RewardLog, invoke_reward, resolve_rewards
 
 
@@ -41,14 +40,6 @@ _WORKER_FNS: tuple[RewardFn, ...] = ()
 _ATEXIT_REGISTERED = False
 
 
-def _die_with_parent() -> None:
-    """Have Linux kill the worker when its parent dies, even while it hangs in C code."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # elsewhere the worker still exits when the pipe closes, unless it is hung
-
-
 def _input_seed(completions: list[str], answers: list[str]) -> int:
     """A seed that depends only on the batch, so a reward that draws random numbers is repeatable."""
     crc = 0
@@ -61,10 +52,8 @@ def _worker_main(conn, parent_end, fns: tuple[RewardFn, ...], parent_pid: int) -
     """Worker loop: receive (function index, completions, answers, keyword data per completion, keyword data
     shared by all), send back the outcome and what the reward logged."""
     parent_end.close()  # otherwise the worker would never see EOF when the parent goes away
-    # Ctrl-C reaches the whole process group; stopping is the trainer's decision, which kills us with SIGKILL
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with_parent()
+    ignore_stop_signals()  # the trainer kills us with SIGKILL
+    die_with_parent()
     if os.getppid() != parent_pid:
         return  # the parent died before prctl took effect
     while True:

@@ -45,6 +45,12 @@ class EngineOptions(Options):
     rollout_kernels: str = opt("auto", "fused decoder's matmuls: 'onednn' (weights prepacked once per update, ~2.5x "
                                        "faster fp32 decode matmuls on CPUs; differs from plain by reduction order, "
                                        "~4e-6), 'torch' (plain F.linear), 'auto' (onednn on the CPU where torch has it)")
+    async_rollout: bool = opt(False, "one-step-off-policy rollouts: step t+1's completions are generated with the "
+                                     "weights of step t by a second process (a local generation worker, or the "
+                                     "vLLM server with vllm_mode=server) while step t trains; the one-step lag is "
+                                     "corrected by importance_sampling_cap (3 unless set; 0 turns it off)")
+    rollout_worker_threads: int = opt(0, "async_rollout with a local worker: its CPU threads (0: as many as the "
+                                         "training process)")
     vllm_dtype: str = opt("bfloat16", "weights dtype inside vLLM (rollout_engine=vllm)")
     vllm_gpu_memory_utilization: float = opt(0.3, "share of the GPU's memory vLLM may take, colocated with training "
                                                   "(rollout_engine=vllm; on the CPU: share of the RAM for its KV cache)")
@@ -74,14 +80,18 @@ class EngineOptions(Options):
         need(0 < self.vllm_gpu_memory_utilization <= 1,
              f"vllm_gpu_memory_utilization={self.vllm_gpu_memory_utilization}: must be in (0, 1]")
         need(self.vllm_mode in VLLM_MODES, f"vllm_mode={self.vllm_mode!r}: choose colocate or server")
-        # checked here, before any model loads; a `r1kit vllm-serve` server needs no vLLM in this process
-        need(self.rollout_engine != "vllm" or self.vllm_mode != "colocate" or importlib.util.find_spec("vllm") is not None,
-             f"rollout_engine=vllm (TRL: use_vllm): vLLM is not installed in this Python ({sys.executable}); on a CUDA "
-             "machine pip install 'r1kit[vllm]', on the CPU bash scripts/setup.sh --vllm and run .venv-vllm/bin/r1kit; "
-             "or vllm_mode: server with `r1kit vllm-serve` running where vLLM is, or rollout_engine: auto")
         ports = (self.vllm_server_port, self.vllm_group_port)
         need(all(0 < p < 65536 for p in ports) and ports[0] != ports[1],
              f"vllm_server_port={ports[0]}, vllm_group_port={ports[1]}: two different ports in 1..65535")
         need(self.vllm_server_timeout > 0, f"vllm_server_timeout={self.vllm_server_timeout}: must be > 0 seconds")
+        need(not (self.async_rollout and self.rollout_engine == "vllm" and self.vllm_mode == "colocate"),
+             "async_rollout generates in a second process: with rollout_engine=vllm set vllm_mode=server (a "
+             "`r1kit vllm-serve` process), or use rollout_engine fused/hf (a local generation worker)")
+        # checked after the settings, before any model loads; `r1kit vllm-serve` needs no vLLM in this process
+        need(self.rollout_engine != "vllm" or self.vllm_mode != "colocate" or importlib.util.find_spec("vllm") is not None,
+             f"rollout_engine=vllm (TRL: use_vllm): vLLM is not installed in this Python ({sys.executable}); on a CUDA "
+             "machine pip install 'r1kit[vllm]', on the CPU bash scripts/setup.sh --vllm and run .venv-vllm/bin/r1kit; "
+             "or vllm_mode: server with `r1kit vllm-serve` running where vLLM is, or rollout_engine: auto")
+        need(self.rollout_worker_threads >= 0, f"rollout_worker_threads={self.rollout_worker_threads}: must be >= 0")
         need(self.vllm_kv_cache_memory_bytes >= 0,
              f"vllm_kv_cache_memory_bytes={self.vllm_kv_cache_memory_bytes}: must be >= 0")

@@ -187,6 +187,9 @@ class Run:
                 raise
         self.bar = None
         self._stepping = False  # steps() has begun: an engine failure is reported with the step
+        # key -> what this process adds to each checkpoint (saved as a list by rank), e.g. a rollout
+        # generated ahead of its step
+        self.process_state: dict[str, Callable[[], Any]] = {}
 
     # --- set-up ----------------------------------------------------------------------------------------
 
@@ -397,6 +400,7 @@ class Run:
     def save(self, step: int) -> Path | None:
         """checkpoint-{step}: the policy (or adapter), tokenizer, optimizer, scheduler, every RNG state."""
         states = gather_object([rng_state()]) if self.world > 1 else [rng_state()]
+        provided = {key: gather_object([get()]) if self.world > 1 else [get()] for key, get in self.process_state.items()}
         weights = sharded_optimizer = None
         if self.sharded:  # gathered from every process's shards to rank 0 (collectives: all take part)
             weights = full_model_state(self.acc, self.model)
@@ -406,12 +410,17 @@ class Run:
         if self.is_main:
             optimizer = sharded_optimizer if self.sharded else {"optimizer": self.optimizer.state_dict()}
             training_state = {**optimizer, "scheduler": self.scheduler.state_dict(), "step": step, "rng": states,
-                              **self.extra_state}
+                              **self.extra_state, **provided}
             path = save_checkpoint(self.out_dir, step, self.policy, self.tokenizer, training_state,
                                    {"config": self.o.config, "world_size": self.world, "stage": self.o.name.lower()},
                                    self.o.save_total_limit, state_dict=weights)
         self.acc.wait_for_everyone()
         return path
+
+    def saved_process_state(self, key: str) -> Any:
+        """What this process added under `key` to the checkpoint the run resumed from (None: nothing)."""
+        saved = self.state.get(key) or []
+        return saved[self.rank] if self.rank < len(saved) else None
 
     def finish(self) -> None:
         """After the last step: close the bar and wait for every process."""

@@ -91,6 +91,9 @@ class GRPOConfig(AlertOptions, EvalOptions, AlgorithmOptions, RewardOptions, Eng
         need(0 <= self.overlong_buffer_length <= self.max_completion_length,
              f"overlong_buffer_length={self.overlong_buffer_length}: must be in [0, max_completion_length="
              f"{self.max_completion_length}]")
+        need(not (self.async_rollout and self.dynamic_sampling),
+             "async_rollout with dynamic_sampling: the extra rounds of a step would wait behind the next step's "
+             "rollout in the generation worker; use one of them")
         need(self.max_resample_rounds >= 0, f"max_resample_rounds={self.max_resample_rounds}: must be >= 0")
         need(self.max_steps >= 1 or (self.max_steps == -1 and self.num_train_epochs > 0),
              "max_steps must be >= 1 (or -1 with num_train_epochs > 0)" if self.max_steps != -1 else

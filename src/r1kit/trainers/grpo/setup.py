@@ -24,6 +24,7 @@ from r1kit.report.alerts import AlertMonitor
 from r1kit.report.html import write_report_safely
 from r1kit.report.options import AlertOptions
 from r1kit.rewards.registry import bind_reward_options
+from r1kit.rollout.background import ProcessEngine, ThreadEngine
 from r1kit.rollout.decoder import FusedDecoder, unsupported_reason
 from r1kit.rollout.engines import LocalEngine, RolloutEngine, make_engine, samples_off_policy
 from r1kit.rollout.options import EngineOptions
@@ -80,6 +81,7 @@ class GRPOSetup:
     skipped_lines: int
     alerts: AlertMonitor  # fed every step's metrics, in order (replayed from metrics.jsonl on resume)
     examples: tuple[tuple[str, str], ...] = ()  # worked examples shown before each question (prompt_examples)
+    rollouts: object | None = None  # async_rollout: trainers.grpo.rollouts.OneStepOff, set by the trainer
     failing: dict = field(default_factory=dict)  # reward -> (steps in a row it failed on every sample, first error)
 
     @property
@@ -138,6 +140,8 @@ def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs:
         ref_model.eval().requires_grad_(False)
     model.config.use_cache = False
     judges = load_reward_models(c, device)
+    if c.async_rollout:
+        engine = background_engine(c, run, model, tokenizer, dtype, engine)
     engine = engine if engine is not None else make_engine(EngineOptions.from_config(c), model, dtype, device, model=c.model,
                                                                max_model_len=c.max_prompt_length + c.max_completion_length,
                                                                seed=c.seed, sharded=run.sharded)
@@ -172,9 +176,10 @@ def run_identity(c: GRPOConfig, problems: list[Problem], reward_funcs: list | No
 
 def rollout_correction(c: GRPOConfig, run: Run, engine: RolloutEngine, dtype: torch.dtype) -> float:
     """The run's importance_sampling_cap: as given, else AUTO_IMPORTANCE_SAMPLING_CAP when the engine samples
-    off-policy (vLLM, weights in another dtype) and 0 otherwise, as TRL corrects whenever vLLM samples. Says
-    once, in one line, what the engine samples with and whether that is the policy's distribution."""
-    off_policy = samples_off_policy(engine, dtype)
+    off-policy (vLLM, weights in another dtype, async_rollout's one step behind) and 0 otherwise, as TRL
+    corrects whenever vLLM samples. Says once, in one line, what the engine samples with and whether that is
+    the policy's distribution."""
+    off_policy = c.async_rollout or samples_off_policy(engine, dtype)
     cap = c.importance_sampling_cap
     if cap is None:
         cap = AUTO_IMPORTANCE_SAMPLING_CAP if off_policy else 0.0
@@ -183,12 +188,32 @@ def rollout_correction(c: GRPOConfig, run: Run, engine: RolloutEngine, dtype: to
     else:
         name = c.rollout_engine if c.rollout_engine == "vllm" else type(engine).__name__
     held = str(getattr(engine, "dtype", None) or dtype).removeprefix("torch.")
+    lag = " one step behind" if c.async_rollout else ""
     state = ("on-policy" if not off_policy else
              f"off-policy, corrected by importance_sampling_cap={cap:g} ({c.importance_sampling_mode}; 0 turns it "
              "off)" if cap > 0 else "off-policy and uncorrected (importance_sampling_cap: 0)")
-    run.write(f"r1kit: rollout engine {name} samples with {held} weights, the policy trains in "
+    run.write(f"r1kit: rollout engine {name} samples with {held} weights{lag}, the policy trains in "
               f"{str(dtype).removeprefix('torch.')}: {state}")
     return cap
+
+
+def background_engine(c: GRPOConfig, run: Run, model, tokenizer, dtype, engine: RolloutEngine | None):
+    """async_rollout: an engine that generates while the trainer trains. A user's engine, or the vLLM
+    server's client, runs in a thread (its work is elsewhere); otherwise a local generation worker process."""
+    o = EngineOptions.from_config(c)
+    if engine is None and c.rollout_engine == "vllm":
+        engine = make_engine(o, model, dtype, run.acc.device, model=c.model, seed=c.seed,
+                             max_model_len=c.max_prompt_length + c.max_completion_length)
+    if isinstance(engine, LocalEngine):
+        raise ConfigError("async_rollout with a LocalEngine given to train(engine=...): it would sample in this "
+                          "process, from weights being trained; leave engine unset and r1kit starts a generation "
+                          "worker process")
+    if engine is not None:
+        return ThreadEngine(engine)
+    if run.sharded:
+        raise ConfigError("async_rollout under FSDP2: the local generation worker needs a whole copy of the "
+                          "policy; use rollout_engine=vllm with vllm_mode=server")
+    return ProcessEngine(o, model, dtype, tokenizer, c.rollout_worker_threads or torch.get_num_threads())
 
 
 def _final_report(c: GRPOConfig, run: Run) -> None:

@@ -53,6 +53,8 @@ def grpo_step(s: GRPOSetup, step: int) -> dict:
         update = policy_update(s, rollout, advantages, old_lp, ref_lp, entropy_threshold)
     metrics = step_metrics(s, step, rollout, scores, zero_std, update, time.perf_counter() - start, times["rollout"])
     metrics.update(sampling)
+    if s.rollouts is not None:
+        metrics.update(s.rollouts.metrics())
     if s.c.eval_steps and ((step + 1) % s.c.eval_steps == 0 or step + 1 == s.run.o.max_steps):
         with timer(times, "eval"):
             metrics.update(run_eval(s, step + 1))
@@ -79,17 +81,25 @@ def select_prompts(s: GRPOSetup, step: int, round_: int = 0) -> list[Problem]:
 
 
 def generate_rollout(s: GRPOSetup, batch: list[Problem], step: int, round_: int = 0) -> Rollout:
-    """G completions per prompt from an engine that holds the policy's current weights."""
+    """G completions per prompt from an engine that holds the policy's current weights, or with
+    async_rollout the rollout generated one step ahead (trainers/grpo/rollouts.py)."""
+    if s.rollouts is not None and round_ == 0:
+        return s.rollouts.take(step, batch).to(s.run.acc.device)
+    prompts, kw = rollout_request(s, batch, step, round_)
+    if round_ == 0:
+        s.engine.sync_weights(s.policy, step)
+    return s.engine.generate(s.tokenizer, prompts, **kw).to(s.run.acc.device)
+
+
+def rollout_request(s: GRPOSetup, batch: list[Problem], step: int, round_: int = 0) -> tuple[list[str], dict]:
+    """(prompts, the engine's generate keywords) of a step's rollout: a pure function of the step."""
     c = s.c
     prompts = [build_prompt(e.question, s.tokenizer, c.template, c.prefill, messages=e.messages,
                             system_prompt=c.system_prompt, examples=s.examples) for e in batch]
-    if round_ == 0:
-        s.engine.sync_weights(s.policy, step)
-    rollout = s.engine.generate(s.tokenizer, prompts, seed=sampling_seed(c.seed + 7919 * round_, step, s.run.rank),
-                                num_generations=s.G, max_new_tokens=c.max_completion_length,
-                                temperature=c.temperature, top_p=c.top_p, stop_strings=tuple(c.stop_strings),
-                                max_prompt_length=c.max_prompt_length, ignore_eos=c.ignore_eos)
-    return rollout.to(s.run.acc.device)
+    return prompts, dict(seed=sampling_seed(c.seed + 7919 * round_, step, s.run.rank), num_generations=s.G,
+                         max_new_tokens=c.max_completion_length, temperature=c.temperature, top_p=c.top_p,
+                         stop_strings=tuple(c.stop_strings), max_prompt_length=c.max_prompt_length,
+                         ignore_eos=c.ignore_eos)
 
 
 def sample_batch(s: GRPOSetup, step: int, times: dict[str, float]) -> tuple[list[Problem], Rollout, Scores, dict]:
@@ -162,8 +172,8 @@ def frozen_logprobs(s: GRPOSetup, rollout: Rollout) -> tuple[Tensor | None, Tens
     old_lp = ref_lp = threshold = None
     with torch.no_grad():
         if c.num_iterations > 1 or c.top_entropy_quantile < 1:
-            parts = [rollout_logprobs(s.policy, rollout, r, c.temperature, with_entropy=c.top_entropy_quantile < 1)
-                     for r in chunks]
+            parts = [rollout_logprobs(s.policy, rollout, r, c.temperature, with_entropy=c.top_entropy_quantile < 1,
+                                      chunk_tokens=c.logprob_chunk_tokens) for r in chunks]
             old_lp = torch.cat([lp for lp, _ in parts]) if c.num_iterations > 1 else None  # [N, T]
             if c.top_entropy_quantile < 1:  # one threshold for every micro-batch and process
                 ent = torch.cat([e for _, e in parts])  # [N, T]
@@ -173,7 +183,8 @@ def frozen_logprobs(s: GRPOSetup, rollout: Rollout) -> tuple[Tensor | None, Tens
             ctx = s.policy.disable_adapter() if c.use_lora else contextlib.nullcontext()
             with ctx:
                 ref = s.policy if c.use_lora else s.ref_model
-                ref_lp = torch.cat([rollout_logprobs(ref, rollout, r, c.temperature)[0] for r in chunks])  # [N, T]
+                ref_lp = torch.cat([rollout_logprobs(ref, rollout, r, c.temperature, chunk_tokens=c.logprob_chunk_tokens)[0]
+                                    for r in chunks])  # [N, T]
     return old_lp, ref_lp, threshold
 
 
@@ -199,7 +210,8 @@ def policy_update(s: GRPOSetup, rollout: Rollout, advantages: Tensor, old_lp: Te
             sync = contextlib.nullcontext() if k == len(chunks) - 1 else run.acc.no_sync(s.model)
             with sync:
                 lp, ent = rollout_logprobs(s.model, rollout, rows, c.temperature, with_entropy=(it == 0 or every_entropy),
-                                           prefix_model=s.policy, entropy_grad=c.entropy_coef > 0)  # [n, T]
+                                           prefix_model=s.policy, entropy_grad=c.entropy_coef > 0,
+                                           chunk_tokens=c.logprob_chunk_tokens)  # [n, T]
                 old = old_lp[rows] if old_lp is not None else lp.detach()
                 # log pi_old - log pi_sampler per token: 0 up to rounding when the sampler is the policy
                 sampler_gap = (old - rollout.logprobs[rows]) * mask[rows]  # [n, T]

@@ -19,6 +19,7 @@ from r1kit.rewards.worker import close_reward_worker, start_reward_worker
 from r1kit.rollout.engines import RolloutEngine
 from r1kit.trainers.grpo.config import GRPOConfig
 from r1kit.trainers.grpo.metrics import initial_eval, progress_postfix, raise_alerts
+from r1kit.trainers.grpo.rollouts import OneStepOff
 from r1kit.trainers.grpo.setup import bound_rewards, setup
 from r1kit.trainers.grpo.step import grpo_step
 from r1kit.trainers.loop import LoopOptions, open_run
@@ -60,6 +61,9 @@ def iter_train(config: GRPOConfig, examples: list[Problem] | None = None,
         options = LoopOptions.from_config(c, name="GRPO", updates_per_step=c.num_iterations, logs=RUN_LOGS)
         run = cleanup.enter_context(open_run(options, show_progress))
         s = setup(c, run, examples, reward_funcs, engine)
+        if c.async_rollout:
+            cleanup.callback(s.engine.close)
+            s.rollouts = OneStepOff(s)
         if c.eval_steps and run.start_step == 0:
             yield initial_eval(s)
         for step in run.steps():
