@@ -28,6 +28,18 @@ from pathlib import Path
 import yaml
 
 
+def finished(run_dir: Path, max_steps: int) -> dict | None:
+    """A run already in run_dir that evaluated at its last step (--reuse), as run_seed returns it."""
+    path = run_dir / "metrics.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    if not any(m.get("step") == max_steps and "eval/pass@1" in m for m in lines):
+        return None
+    timing = run_dir / "learning_wall.json"  # written by run_seed; else the span between the run's first and last file
+    wall = (json.loads(timing.read_text())["wall_s"] if timing.exists()
+            else path.stat().st_mtime - (run_dir / "config.json").stat().st_mtime)
+    return {"seed": int(run_dir.name.removeprefix("seed")), "wall_s": wall, "metrics": lines}
+
+
 def run_seed(config: str, seed: int, out: Path, extra: list[str]) -> dict:
     """One seed's run; returns its metrics lines (metrics.jsonl) and wall time."""
     run_dir = out / f"seed{seed}"
@@ -42,6 +54,7 @@ def run_seed(config: str, seed: int, out: Path, extra: list[str]) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"bench/learning.py: seed {seed} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    (run_dir / "learning_wall.json").write_text(json.dumps({"wall_s": wall}))
     return {"seed": seed, "wall_s": wall, "metrics": lines}
 
 
@@ -55,7 +68,8 @@ def summarize(run: dict) -> dict:
             "think_gain_before": evals[0].get("eval/think_gain"), "think_gain_after": evals[-1].get("eval/think_gain"),
             "no_think_after": evals[-1].get("eval/pass@1_no_think"), "think_tokens_after": evals[-1].get("eval/think_tokens"),
             "eval_format_rate": evals[-1].get("eval/format_rate"), "format_rate": last.get("format_rate"),
-            "template_copy_rate": last.get("template_copy_rate"), "guess_rate": last.get("guess_rate"),
+            "template_copy_rate": last.get("template_copy_rate"),
+            "example_copy_rate": last.get("example_copy_rate"), "guess_rate": last.get("guess_rate"),
             "wall_s": round(run["wall_s"], 1)}
 
 
@@ -98,19 +112,23 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("--seeds", type=int, default=5, help="how many seeds: the config's own, then 1, 2, ...")
     parser.add_argument("--out", default="runs/learning")
+    parser.add_argument("--reuse", action="store_true",
+                        help="a seed whose folder under --out holds a finished run is read, not run again")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    own = (yaml.safe_load(Path(args.config).read_text()) or {}).get("seed", 42)
+    options = yaml.safe_load(Path(args.config).read_text()) or {}
+    own = options.get("seed", 42)
     seeds = [own, *[s for s in range(1, args.seeds + 1) if s != own]][:args.seeds]
     runs = []
     for seed in seeds:  # printed as they finish: a long sweep shows its progress
-        runs.append(run_seed(args.config, seed, out, extra))
+        done = finished(out / f"seed{seed}", options.get("max_steps", 100)) if args.reuse else None
+        runs.append(done or run_seed(args.config, seed, out, extra))
         print(f"seed {seed}: {json.dumps(summarize(runs[-1]))}", flush=True)
     rows = [summarize(r) for r in runs]
     head = ("seed", "pass@1_before", "pass@1_after", "ratio", "gain", "think_gain_before", "think_gain_after",
-            "no_think_after", "think_tokens_after", "eval_format_rate", "template_copy_rate", "guess_rate", "wall_s")
+            "no_think_after", "think_tokens_after", "eval_format_rate", "template_copy_rate", "example_copy_rate", "guess_rate", "wall_s")
     print(" | ".join(head))
     for r in rows:
         print(" | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in head))
