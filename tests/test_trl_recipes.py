@@ -218,6 +218,11 @@ def test_an_open_r1_recipe_gives_the_same_config_through_the_cli_and_python_and_
     assert c.system_prompt.startswith("Reason step by step inside <think>\n...\n</think>, then")
 
 
+def test_r1kit_zero_reads_a_recipe_as_r1kit_grpo_does():
+    argv = ["--config", str(DEMO), *ON_THIS_MACHINE_FLAGS]
+    assert stage_config(build_parser().parse_args(["zero", *argv])) == cli_config(*argv)
+
+
 def test_a_recipe_without_system_prompt_renders_the_user_turn_alone_and_template_stays_overridable(tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("model_name_or_path: some/model\n")
