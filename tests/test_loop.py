@@ -1,5 +1,5 @@
-"""The shared training loop (r1kit.trainers.loop) keeps every trainer's runs safe, not only GRPO's: for SFT and reward-model
-training as for GRPO, a SIGKILL between checkpoints then --resume ends bitwise equal to an uninterrupted run,
+"""The shared training loop (r1kit.trainers.loop) keeps every trainer's runs safe, not only GRPO's: for SFT, reward-model
+and process-reward-model training as for GRPO, a SIGKILL between checkpoints then --resume ends bitwise equal to an uninterrupted run,
 SIGTERM finishes the step, saves and resumes, a second signal stops at once, and a non-finite update is skipped
 without moving the schedule.
 
@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 
 from r1kit.core.errors import TrainingError
 from r1kit.trainers import checkpoint as ckpt
-from r1kit.trainers import reward_model, sft
+from r1kit.trainers import prm, reward_model, sft
+from r1kit.trainers.prm import make_prm_config, train_prm
 from r1kit.trainers.reward_model import make_rm_config, train_reward_model
 from r1kit.trainers.sft import make_sft_config, sft_train
 from tests.conftest import assert_same_run, started
@@ -37,7 +38,7 @@ DRIVER = """
 import signal, sys, time
 signal.signal(signal.SIGINT, signal.SIG_DFL)   # whatever the test runner's shell left them as
 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-from r1kit.trainers import reward_model, sft
+from r1kit.trainers import prm, reward_model, sft
 
 def slowed(fn):
     def wrapper(*args, **kwargs):
@@ -47,6 +48,7 @@ def slowed(fn):
 
 sft.sft_loss = slowed(sft.sft_loss)
 reward_model.bradley_terry_loss = slowed(reward_model.bradley_terry_loss)
+prm.prm_loss = slowed(prm.prm_loss)
 from r1kit.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -58,17 +60,28 @@ def _sft_data(path: Path) -> Path:
     return path
 
 
+def _step_labels(path: Path) -> Path:
+    """Step-label records for the process reward model: the first step right when a + b is even, say."""
+    rows = [{"prompt": f"{a}+{b}=", "problem_id": f"{a}{b}", "steps": [f"{a + b}", "=ok" if (a + b) % 2 else "=no"],
+             "labels": [float((a + b) % 2 == 0), 0.5]} for a in range(6) for b in range(6)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def _options(kind: str, model: str, out: Path, data: Path) -> dict:
     common = dict(model=model, output_dir=str(out), max_steps=MAX_STEPS, learning_rate=1e-3, torch_threads=1,
                   lr_scheduler_type="linear", seed=3)
     if kind == "sft":
         return dict(common, dataset=str(data), prompt_field="question", response_field="summary",
                     per_device_train_batch_size=4)
+    if kind == "prm":
+        return dict(common, dataset=str(data.with_name("labels.jsonl")), eval_fraction=0.25, per_device_train_batch_size=4)
     return dict(common, dataset="toy", toy_examples=64, eval_fraction=0.25, per_device_train_batch_size=4)
 
 
 TRAIN = {"sft": lambda o, **kw: sft_train(make_sft_config(overrides=o), **kw),
-         "rm": lambda o, **kw: train_reward_model(make_rm_config(overrides=o), **kw)}
+         "rm": lambda o, **kw: train_reward_model(make_rm_config(overrides=o), **kw),
+         "prm": lambda o, **kw: train_prm(make_prm_config(overrides=o), **kw)}
 
 
 def _cli(kind: str, options: dict, *extra: str, sleep: float = 0.3) -> list[str]:
@@ -89,6 +102,7 @@ def references(tmp_path_factory, tiny_model) -> dict:
     """Uninterrupted runs of each trainer (in this process), which interrupted ones must reproduce."""
     root = tmp_path_factory.mktemp("loop")
     data = _sft_data(root / "pairs.jsonl")
+    _step_labels(root / "labels.jsonl")
     refs = {}
     for kind in TRAIN:
         out = root / f"{kind}-reference"
@@ -101,7 +115,7 @@ def references(tmp_path_factory, tiny_model) -> dict:
     return {"data": data, **refs}
 
 
-@pytest.mark.parametrize("kind", ["sft", "rm"])
+@pytest.mark.parametrize("kind", ["sft", "rm", "prm"])
 def test_sigkill_between_checkpoints_then_resume_matches_uninterrupted_run(tmp_path, tiny_model, references, kind):
     out = tmp_path / "run"
     options = dict(_options(kind, tiny_model, out, references["data"]), save_steps=1)
@@ -119,7 +133,7 @@ def test_sigkill_between_checkpoints_then_resume_matches_uninterrupted_run(tmp_p
     assert not list(out.glob(".tmp-checkpoint-*"))
 
 
-@pytest.mark.parametrize("kind", ["sft", "rm"])
+@pytest.mark.parametrize("kind", ["sft", "rm", "prm"])
 def test_sigterm_finishes_the_step_saves_and_resume_completes_the_run(tmp_path, tiny_model, references, kind):
     out = tmp_path / "run"
     options = dict(_options(kind, tiny_model, out, references["data"]), save_steps=0)
@@ -144,7 +158,7 @@ def test_sigterm_finishes_the_step_saves_and_resume_completes_the_run(tmp_path, 
     _assert_same_run(references[kind], out)
 
 
-@pytest.mark.parametrize("kind", ["sft", "rm"])
+@pytest.mark.parametrize("kind", ["sft", "rm", "prm"])
 def test_a_second_signal_a_second_later_stops_at_once(tmp_path, tiny_model, references, kind):
     out = tmp_path / "run"
     options = dict(_options(kind, tiny_model, out, references["data"]), save_steps=1)
@@ -174,12 +188,13 @@ def _poison(monkeypatch, module, name: str, bad_calls: set[int]) -> None:
     monkeypatch.setattr(module, name, poisoned)
 
 
-LOSSES = {"sft": (sft, "sft_loss"), "rm": (reward_model, "bradley_terry_loss")}
+LOSSES = {"sft": (sft, "sft_loss"), "rm": (reward_model, "bradley_terry_loss"), "prm": (prm, "prm_loss")}
 
 
-@pytest.mark.parametrize("kind", ["sft", "rm"])
+@pytest.mark.parametrize("kind", ["sft", "rm", "prm"])
 def test_a_nonfinite_update_is_skipped_without_moving_the_schedule(tmp_path, tiny_model, monkeypatch, capsys, kind):
     data = _sft_data(tmp_path / "pairs.jsonl")
+    _step_labels(tmp_path / "labels.jsonl")
     _poison(monkeypatch, *LOSSES[kind], {2})
     out = tmp_path / "run"
     TRAIN[kind](dict(_options(kind, tiny_model, out, data), max_steps=3, save_steps=1), show_progress=False)
@@ -193,9 +208,10 @@ def test_a_nonfinite_update_is_skipped_without_moving_the_schedule(tmp_path, tin
     assert all(torch.isfinite(w).all() for w in load_file(out / "checkpoint-3" / "model.safetensors").values())
 
 
-@pytest.mark.parametrize("kind", ["sft", "rm"])
+@pytest.mark.parametrize("kind", ["sft", "rm", "prm"])
 def test_too_many_nonfinite_updates_stop_at_the_last_good_checkpoint(tmp_path, tiny_model, monkeypatch, kind):
     data = _sft_data(tmp_path / "pairs.jsonl")
+    _step_labels(tmp_path / "labels.jsonl")
     _poison(monkeypatch, *LOSSES[kind], {3, 4, 5})
     out = tmp_path / "run"
     with pytest.raises(TrainingError, match=rf"3 non-finite updates in a row .* the last at step 5; stopped\. "

@@ -202,11 +202,14 @@ def test_each_option_is_declared_once_in_the_trainer_configs():
     import dataclasses
 
     from r1kit.core.options import Options
+    from r1kit.pipeline.mcts import MCTSConfig
+    from r1kit.pipeline.prm_data import PRMDataConfig
     from r1kit.trainers.grpo.config import GRPOConfig
+    from r1kit.trainers.prm import PRMConfig
     from r1kit.trainers.reward_model import RMConfig
     from r1kit.trainers.sft import SFTConfig
 
-    for cls in (GRPOConfig, SFTConfig, RMConfig):
+    for cls in (GRPOConfig, SFTConfig, RMConfig, PRMConfig, PRMDataConfig, MCTSConfig):
         groups = [base for base in cls.__mro__[1:] if issubclass(base, Options) and base is not Options]
         owner: dict[str, type] = {}
         for group in reversed(groups):
@@ -280,7 +283,7 @@ def test_the_command_line_runs_each_stage_command_of_the_stage_table():
 
     parser = build_parser()
     commands = [name for name, stype in STAGE_TYPES.items() if stype.command]
-    assert {"grpo", "sft", "coldstart", "rejection", "rm"} <= set(commands)
+    assert {"grpo", "sft", "coldstart", "rejection", "rm", "prm_data", "prm", "mcts"} <= set(commands)
     for name in commands:
         for alias in (name, *STAGE_TYPES[name].aliases):
             option = next(f.name for f in dataclasses.fields(config_class(name)) if str(f.type) == "str")

@@ -107,6 +107,29 @@ def reinforce_plus_plus_advantages(rewards: Tensor, num_generations: int,
     return advantages.reshape(-1), _zero_spread(grouped)
 
 
+def process_advantages(step_rewards: list[list[float]], step_ends: list[list[int]], num_generations: int,
+                       width: int, eps: float = ADV_EPS) -> Tensor:
+    """Process supervision with GRPO (DeepSeekMath section 4.1.3), the step-level advantages of Math-Shepherd's
+    step-by-step PPO without a critic: within a group, every step reward of every output is normalised by the
+    mean and std of all the group's step rewards, r~ = (r - mean) / (std + eps), and token t of output i gets
+    the sum of r~ over the steps of o_i that end at or after t.
+
+    step_rewards[i], step_ends[i]: output i's step rewards and the index of each step's last token (outputs
+    without steps, e.g. general prompts, get 0). A group with a single step reward, or equal ones, gets 0.
+    Returns [N, width]."""
+    out = torch.zeros(len(step_rewards), width)  # [N, T]
+    for g in range(0, len(step_rewards), num_generations):
+        rows = range(g, g + num_generations)
+        group = torch.tensor([r for i in rows for r in step_rewards[i]], dtype=torch.float32)  # [steps in group]
+        if len(group) < 2 or bool((group == group[0]).all()):
+            continue
+        mean, std = group.mean(), group.std()
+        for i in rows:
+            for end, r in zip(step_ends[i], step_rewards[i]):
+                out[i, : min(end, width - 1) + 1] += (r - mean) / (std + eps)  # every token up to the step's end
+    return out
+
+
 def informative_rows(zero_std: Tensor, num_generations: int) -> Tensor:
     """Row indices [M] of the completions whose group has reward spread (DAPO's dynamic sampling keeps these)."""
     keep = (~zero_std).repeat_interleave(num_generations)  # [N]

@@ -226,7 +226,8 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | Non
               num_local_tokens: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The policy loss of a batch of completions and token sums for the step's statistics.
 
-    logprobs, old_logprobs, ref_logprobs, mask: [N, T]; advantages: [N]. `num_sequences` / `num_tokens`
+    logprobs, old_logprobs, ref_logprobs, mask: [N, T]; advantages: [N], or [N, T] with one advantage per
+    token (process supervision, algorithms.advantages.process_advantages). `num_sequences` / `num_tokens`
     are the whole batch's counts over all processes, `num_local_tokens` this process's batch's tokens,
     when this is one micro-batch of it (defaults: this call's own).
     loss_type: a name in LOSS_TYPES (its term and aggregation); importance_sampling_level: token | sequence
@@ -246,7 +247,7 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor, ref_logprobs: Tensor | Non
     options = LossOptions(epsilon, epsilon if epsilon_high is None else epsilon_high,
                           sapo_temperature_pos, sapo_temperature_neg)
     ratio = policy_ratio(logprobs, old_logprobs, mask, importance_sampling_level)  # [N, T] or [N, 1]
-    adv = advantages[:, None]  # [N, 1]
+    adv = advantages[:, None] if advantages.dim() == 1 else advantages  # [N, 1], or [N, T] (process supervision)
     per_token_loss, low, high = _term_output(spec.term(ratio, adv, logprobs * mask, options), mask)  # [N, T]
     selected = mask
     if top_entropy_quantile < 1.0:

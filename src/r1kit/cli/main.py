@@ -33,6 +33,9 @@ from typing import Any
 from r1kit.cli.parsing import Parser, without_flag
 from r1kit.core.errors import ConfigError, DataError, ModelError, RewardError, TrainingError, TrainingStopped
 from r1kit.core.options import load_config
+from r1kit.data.templates import TEMPLATES
+from r1kit.evaluation.evaluate import PROMPT_STYLES
+from r1kit.models.options import PRM_AGGREGATIONS
 from r1kit.pipeline.stages import config_class, stage_commands
 from r1kit.trainers.grpo.config import GRPOConfig
 
@@ -118,16 +121,7 @@ def _declared_by(cls: type, name: str) -> type:
     return next(k for k in reversed(cls.__mro__) if name in k.__dict__.get("__annotations__", {}))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="r1kit", description="DeepSeek-R1 style reasoning RL (GRPO) for language models.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, stype in stage_commands().items():
-        sp = sub.add_parser(name, aliases=list(stype.aliases), help=stype.command,
-                            description=stype.description or stype.command)
-        sp.add_argument("--config", help="YAML file of options (every option below is also one of its keys); "
-                                         "command-line options override it")
-        _add_config_options(sp, config_class(name))
-        sp.set_defaults(run=cmd_stage, stage=name)
+def _add_eval_parser(sub) -> None:
     ev = sub.add_parser("eval", help="evaluate a model: pass@1 over k samples, pass@k, cons@k",
                         description="Evaluate as the R1 paper reports it: pass@1 averaged over k samples "
                                     "(temperature 0.6, top-p 0.95), the unbiased pass@k, and majority vote cons@k.")
@@ -138,9 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--temperature", type=float, default=0.6, help="default 0.6, as in the paper")
     ev.add_argument("--top_p", type=float, default=0.95, help="default 0.95, as in the paper")
     ev.add_argument("--max_new_tokens", type=int, default=512)
-    ev.add_argument("--prompt_style", default="r1zero", choices=["r1zero", "r1chat", "chat", "fewshot"],
-                    help="r1zero (answer in <answer>), chat (chat template + \\boxed{} instruction), fewshot (base models)")
-    ev.add_argument("--prefill", default="<think>", help="response prefill for the r1zero style")
+    ev.add_argument("--prompt_style", default="r1zero", choices=list(PROMPT_STYLES),
+                    help="r1zero (answer in <answer>), r1chat (chat template + R1 system prompt), chat (chat template "
+                         "+ \\boxed{} instruction), fewshot (base models), readable (--template and --prefill as in "
+                         "training, the answer from R1's readable format)")
+    ev.add_argument("--prefill", default="<think>", help="response prefill for the r1zero, r1chat and readable styles")
+    ev.add_argument("--template", default="plain", choices=list(TEMPLATES), help="prompt template of the readable style")
+    ev.add_argument("--special_token", default="|special_token|", help="the readable format's separator")
     ev.add_argument("--system_prompt", "--system-prompt", default=None,
                     help="r1chat style: the system message (default: r1kit's R1 instruction)")
     ev.add_argument("--prompt_examples", "--prompt-examples", default=None,
@@ -160,7 +158,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset_split", default="test", help="split of a folder, save_to_disk or cached hub benchmark")
     ev.add_argument("--output_dir", default="runs/eval", help="writes OUTPUT_DIR/BENCHMARK/{summary.json,samples.jsonl}")
     ev.add_argument("--trust_remote_code", action=argparse.BooleanOptionalAction, default=False)
+    ev.add_argument("--prm", default=None, help="a process reward model (OUTPUT_DIR/model of `r1kit prm`): also "
+                                                "report prm@k, the share of problems whose best-scored sample is correct")
+    ev.add_argument("--prm_aggregation", default="min", choices=list(PRM_AGGREGATIONS),
+                    help="a solution's PRM score from its steps' scores (default min, Math-Shepherd's)")
     ev.set_defaults(run=cmd_eval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="r1kit", description="DeepSeek-R1 style reasoning RL (GRPO) for language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, stype in stage_commands().items():
+        sp = sub.add_parser(name, aliases=list(stype.aliases), help=stype.command,
+                            description=stype.description or stype.command)
+        sp.add_argument("--config", help="YAML file of options (every option below is also one of its keys); "
+                                         "command-line options override it")
+        _add_config_options(sp, config_class(name))
+        sp.set_defaults(run=cmd_stage, stage=name)
+    _add_eval_parser(sub)
     st = sub.add_parser("student", help="cut a smaller student from a model: N evenly spaced decoder layers kept",
                         description="Make a distillation student by keeping num_layers evenly spaced decoder layers "
                                     "(first and last included) of a Llama-family model, weights copied.")
@@ -335,6 +350,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.model, args.trust_remote_code)
     model = load_model(args.model, trust_remote_code=args.trust_remote_code)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
+    prm = None
+    if args.prm:
+        from r1kit.evaluation.rerank import prm_rerank
+        from r1kit.models.process_reward_model import load_process_reward_model
+
+        prm = load_process_reward_model(args.prm, trust_remote_code=args.trust_remote_code)
     pass_k = tuple(args.pass_k) if args.pass_k is not None else (args.num_samples,)
     settings = {k: v for k, v in vars(args).items() if k not in ("command", "benchmark")}
     for name, problems in suites.items():
@@ -346,8 +367,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                         temperature=args.temperature, top_p=args.top_p,
                                         max_new_tokens=args.max_new_tokens, prompt_style=args.prompt_style,
                                         prefill=args.prefill, batch_size=args.batch_size, seed=args.seed,
+                                        template=args.template, special_token=args.special_token,
                                         pass_k=pass_k, system_prompt=args.system_prompt, examples=examples,
                                         think_gain=args.think_gain, progress=bar.update)
+        if prm is not None:
+            summary.update(prm_rerank(records, problems, prm, args.num_samples, args.prm_aggregation))
         write_outputs(Path(args.output_dir) / label, label, summary, records, settings)
         print(format_table(label, summary))
         print(f"  -> {Path(args.output_dir) / label}/summary.json, samples.jsonl")

@@ -28,6 +28,16 @@ class DataOptions(Options):
     skip_bad_data: bool = opt(False, "skip malformed dataset lines (counted, reported, listed in skipped_data.txt) "
                                      "instead of stopping with an error")
 
+    def problems(self, seed: int, skipped: list[str] | None = None) -> list:
+        """The problems these options name (a list of data.problems.Problem); with a `skipped` list, bad lines
+        are recorded there instead of raising."""
+        from r1kit.data.sources import load_examples
+
+        return load_examples(self.dataset, data_dir=self.data_dir, split=self.dataset_split, config=self.dataset_config,
+                             question_field=self.question_field, answer_field=self.answer_field, seed=seed,
+                             num_examples=self.arithmetic_examples, num_terms=self.arithmetic_terms,
+                             max_value=self.arithmetic_max_value, ops=self.arithmetic_ops, skipped=skipped)
+
 
 @dataclass
 class PromptOptions(Options):

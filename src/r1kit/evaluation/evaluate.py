@@ -302,7 +302,7 @@ def format_table(name: str, summary: dict) -> str:
     """A plain-text table of a summary (the headline metrics, then per-group pass@1)."""
     n = summary["samples_per_problem"]
     keys = ["pass@1"] + sorted(k for k in summary if k.startswith("pass@") and k[5:].isdigit() and k != "pass@1")
-    keys += [f"cons@{n}", "format_rate", "mean_length"]
+    keys += [f"cons@{n}", *([f"prm@{n}"] if f"prm@{n}" in summary else []), "format_rate", "mean_length"]
     keys += [k for k in ("pass@1_no_think", "think_gain", "think_tokens", "think_closed_rate", "think_empty_rate",
                          "think_unclosed_rate") if k in summary]
     lines = [f"{name}: {summary['problems']} problems x {n} samples ({summary['seconds']:.0f} s)"]

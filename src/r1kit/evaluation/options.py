@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from r1kit.core.options import Options, need, opt
+from r1kit.core.options import Options, need, need_choice, opt
 
 
 @dataclass
@@ -19,6 +19,9 @@ class EvalOptions(Options):
     eval_max_new_tokens: int | None = opt(None, "default: max_completion_length")
     eval_temperature: float = opt(0.6, "sampling temperature for evaluation (paper: 0.6)")
     eval_top_p: float = opt(0.95, "top-p for evaluation (paper: 0.95)")
+    eval_style: str = opt("auto", "how evaluation prompts and reads answers: auto (as the training template asks: "
+                                  "r1zero, r1chat, fewshot for plain), or readable (the training template and "
+                                  "prefill, the answer from R1's readable format; after cold-start SFT)")
     eval_think_gain: bool = opt(True, "also sample the held-out set with the think removed (the response starts "
                                       "with an empty think): eval/pass@1_no_think and eval/think_gain = pass@1 - "
                                       "pass@1_no_think say whether the think does the work")
@@ -26,3 +29,4 @@ class EvalOptions(Options):
     def check(self) -> None:
         need(self.eval_steps >= 0 and self.eval_limit >= 1 and self.eval_num_samples >= 1,
              "eval_steps must be >= 0, eval_limit and eval_num_samples >= 1")
+        need_choice("eval_style", self.eval_style, ("auto", "readable"))

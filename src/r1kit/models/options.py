@@ -36,3 +36,28 @@ class LoraOptions(Options):
     def check(self) -> None:
         need(self.lora_r >= 1 and self.lora_alpha >= 1 and 0 <= self.lora_dropout < 1,
              "lora_r and lora_alpha must be >= 1 and lora_dropout in [0, 1)")
+
+
+# how a process reward model's step scores make a solution's score (models.process_reward_model.AGGREGATIONS)
+PRM_AGGREGATIONS = ("min", "prod", "last", "mean", "sum")
+PRM_MODES = ("outcome", "steps")
+
+
+@dataclass
+class ProcessRewardOptions(Options):
+    """a process reward model as a reward"""
+
+    process_reward_model: str | None = opt(None, "a process reward model (OUTPUT_DIR/model of `r1kit prm`) scoring each "
+                                                 "step of reasoning completions")
+    prm_weight: float = opt(1.0, "weight of the process reward model's score")
+    prm_mode: str = opt("outcome", "outcome: the steps' scores, aggregated by prm_aggregation, are added to the "
+                                   "rule reward; steps: step-level advantages (DeepSeekMath's process supervision: "
+                                   "each token gets the normalised scores of the steps from its own on) added to the "
+                                   "outcome advantage")
+    prm_aggregation: str = opt("sum", f"prm_mode=outcome: a completion's score from its steps' scores: "
+                                      f"{', '.join(PRM_AGGREGATIONS)} (sum: step rewards summed into the outcome)")
+
+    def check(self) -> None:
+        need_choice("prm_mode", self.prm_mode, PRM_MODES)
+        need_choice("prm_aggregation", self.prm_aggregation, PRM_AGGREGATIONS)
+        need(self.prm_weight >= 0, f"prm_weight={self.prm_weight}: must be >= 0")

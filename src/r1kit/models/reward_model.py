@@ -13,6 +13,7 @@ from torch import Tensor
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -70,42 +71,62 @@ def _architectures(path: str, name: str, trust_remote_code: bool) -> tuple[Any, 
     return config, list(getattr(config, "architectures", None) or [])
 
 
-def load_sequence_classifier(name: str, trust_remote_code: bool = False, new_head: bool = False,
-                             seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A one-label sequence-classification model and its tokenizer, pad_token_id set in the config.
+# what a model with a one-logit head is called in its config, and the transformers class that loads it
+HEADS = {"sequence": ("ForSequenceClassification", AutoModelForSequenceClassification),
+         "token": ("ForTokenClassification", AutoModelForTokenClassification)}
+TRAIN_COMMAND = {"sequence": "r1kit rm", "token": "r1kit prm"}
 
-    A sequence-classification folder is loaded as it is. A causal LM is accepted only with new_head
-    (training): its body is kept and a score head is initialised from `seed`. Anything else is a
-    one-line ModelError.
+
+def load_classifier(name: str, head: str = "sequence", trust_remote_code: bool = False, new_head: bool = False,
+                    seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A model with a one-logit classification head over whole sequences (a reward model) or over every
+    token (a process reward model, a value head), and its tokenizer, pad_token_id set in the config.
+
+    A folder that already has such a head is loaded as it is. A causal LM is accepted only with new_head
+    (training): its body is kept and a head is initialised from `seed`. Anything else is a one-line
+    ModelError.
     """
+    suffix, auto_class = HEADS[head]
     path = resolve_model_path(name)
     config, archs = _architectures(path, name, trust_remote_code)
-    is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
+    is_classifier = any(a.endswith(suffix) for a in archs)
     is_causal_lm = any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs)
     if not is_classifier and not (is_causal_lm and new_head):
-        what = f"a causal LM ({', '.join(archs)}) with no trained score head; train one with `r1kit rm`" if is_causal_lm \
-            else f"not a sequence-classification or causal LM (architectures: {', '.join(archs) or 'none listed'})"
+        what = f"a causal LM ({', '.join(archs)}) with no trained {head} head; train one with `{TRAIN_COMMAND[head]}`" \
+            if is_causal_lm else f"not a {head}-classification model or a causal LM (architectures: " \
+                                 f"{', '.join(archs) or 'none listed'})"
         raise ModelError(f"model {name}: {what}")
     if is_classifier and config.num_labels != 1:
-        raise ModelError(f"model {name}: a classifier with {config.num_labels} labels; a reward model has exactly 1")
+        raise ModelError(f"model {name}: a classifier with {config.num_labels} labels; r1kit's heads have exactly 1")
     tokenizer = load_tokenizer(name, trust_remote_code)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized: score.weight" warning is the intent here
-    torch.manual_seed(seed)  # the new score head's initialisation
+    torch.manual_seed(seed)  # the new head's initialisation
+    # a new token head without transformers' default dropout of 0.1: its labels (Monte Carlo shares) are
+    # noisy already, and a value head scored during search must score what it was trained to score
+    config.num_labels = 1
+    if head == "token" and not is_classifier:
+        config.classifier_dropout = 0.0
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, dtype=torch.float32, local_files_only=True, trust_remote_code=trust_remote_code)
-    except ValueError as e:  # no sequence-classification class for this model type
-        raise ModelError(f"model {name}: cannot be loaded as a sequence classifier ({str(e).splitlines()[0]})") from None
+        model = auto_class.from_pretrained(path, config=config, dtype=torch.float32, local_files_only=True,
+                                           trust_remote_code=trust_remote_code)
+    except ValueError as e:  # no class with this head for this model type
+        raise ModelError(f"model {name}: cannot be loaded as a {head} classifier ({str(e).splitlines()[0]})") from None
     except Exception as e:  # noqa: BLE001 - a damaged weights file (SafetensorError), a missing one (OSError)
         raise load_failure(name, "it", e) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     model.config.use_cache = False  # one forward per text: a KV cache would be built and thrown away
     if model.config.pad_token_id is None:
-        # the head scores the last token that is not pad_token_id; without one it cannot batch
+        # the sequence head scores the last token that is not pad_token_id; without one it cannot batch
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def load_sequence_classifier(name: str, trust_remote_code: bool = False, new_head: bool = False,
+                             seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A one-label sequence-classification model (a reward model) and its tokenizer; see load_classifier."""
+    return load_classifier(name, "sequence", trust_remote_code, new_head, seed)
 
 
 class RewardModel:

@@ -121,6 +121,35 @@ def _run_rm(c, stage_dir: Path) -> tuple[dict, str]:
     return {"model": str(stage_dir / "model"), "run": str(stage_dir)}, f"reward model in {c.output_dir}/model"
 
 
+def _run_prm_data(c, stage_dir: Path) -> tuple[dict, str]:
+    from r1kit.pipeline.prm_data import build_prm_data
+
+    counts = build_prm_data(c)
+    account = (f"step labels of {counts['solutions']} solutions in {c.output_dir}/data.jsonl (counts: "
+               f"{c.output_dir}/prm_data.json)")
+    return {"data": str(stage_dir / "data.jsonl"), "run": str(stage_dir)}, account
+
+
+def _run_prm(c, stage_dir: Path) -> tuple[dict, str]:
+    from r1kit.trainers.prm import train_prm
+
+    s = train_prm(c)
+    acc = s["held_out_step_accuracy_after"]
+    account = f"process reward model in {c.output_dir}/model" + (
+        f" (held-out step accuracy {s['held_out_step_accuracy_before']:.3f} -> {acc:.3f})" if acc is not None else "")
+    return {"model": str(stage_dir / "model"), "run": str(stage_dir)}, account
+
+
+def _run_mcts(c, stage_dir: Path) -> tuple[dict, str]:
+    from r1kit.pipeline.mcts import models_of_round, run_mcts
+
+    lines = run_mcts(c)
+    last = lines[-1] if lines else {}
+    account = (f"mcts done: {c.rounds} rounds" + (f", eval pass@1 {last['eval/pass@1']:.3f}" if "eval/pass@1" in last
+                                                  else "") + f"; outputs in {c.output_dir}")
+    return {"model": models_of_round(c, stage_dir, c.rounds)[0], "run": str(stage_dir)}, account
+
+
 # --- the table
 
 
@@ -155,6 +184,15 @@ STAGE_TYPES: dict[str, StageType] = {
     "rm": StageType(("r1kit.trainers.reward_model", "RMConfig"), _run_rm, "model", evaluate=False,
                     resumable=True,
                     command="train a reward model (Bradley-Terry on chosen/rejected pairs)"),
+    "prm_data": StageType(("r1kit.pipeline.prm_data", "PRMDataConfig"), _run_prm_data, "data", evaluate=False,
+                          aliases=("prm-data",),
+                          command="step labels, Math-Shepherd style: each step labelled by the share of rollouts "
+                                  "from its prefix that reach the right answer"),
+    "prm": StageType(("r1kit.trainers.prm", "PRMConfig"), _run_prm, "model", evaluate=False, resumable=True,
+                     command="train a process reward model (a token head scoring each step) on step labels"),
+    "mcts": StageType(("r1kit.pipeline.mcts", "MCTSConfig"), _run_mcts, "model", resumable=True,
+                      command="MCTS rounds: UCT search over steps guided by a value head, then the value head and "
+                              "the actor trained on what it found"),
 }
 
 

@@ -13,6 +13,10 @@ Design decisions:
 * Conditions that a single noisy step could meet (entropy, zero-std groups, format without accuracy)
   must hold for ``alert_patience`` logged steps in a row; a KL or clip fraction over its limit is
   reported at once, because one such step is already an update far from the sampling policy.
+* A process reward model used as a reward is hacked when the policy learns what the PRM pays for rather
+  than the task: the PRM's score (``rewards/prm``) and held-out accuracy (``eval/pass@1``) part ways.
+  The PRM score is smoothed over ``alert_patience`` steps (one step's 16 completions are noisy) and
+  compared with its first ``alert_patience`` steps; accuracy is compared with the first evaluation.
 * Reward timeouts are counted over the whole run, per reward: a timed-out sample scores 0, so a reward
   that keeps timing out quietly trains on zeros.
 * Rows without the training metrics (the step-0 evaluation line) are skipped, and a metric a row lacks
@@ -70,6 +74,8 @@ class AlertMonitor:
     _streaks: dict[str, int] = field(default_factory=dict, init=False)
     _timeouts: dict[str, int] = field(default_factory=dict, init=False)
     _first_format: float | None = field(default=None, init=False)
+    _prm_scores: list[float] = field(default_factory=list, init=False)  # rewards/prm of every step so far
+    _first_pass: float | None = field(default=None, init=False)
     _first_think: float | None = field(default=None, init=False)  # think length at the first evaluation
 
     def __post_init__(self) -> None:
@@ -134,6 +140,7 @@ class AlertMonitor:
             self._fire(found, "clip_exploding", step, "clip_ratio", clip,
                        f"{clip:.0%} of tokens clipped (> {t.alert_clip_max:g}): updates leave the trust region")
 
+        self._check_prm(found, step, metrics)
         self._think_alerts(found, metrics, step, patience)
         if t.alert_timeouts_max > 0:
             for key in sorted(k for k in metrics if k.startswith("rewards/") and k.endswith("/timeouts")):
@@ -148,6 +155,26 @@ class AlertMonitor:
                                f"each scored 0 (see reward_failures.jsonl)")
         return found
 
+    def _check_prm(self, found: list[Alert], step: int, metrics: dict) -> None:
+        """prm_hacking: the PRM's score up by alert_prm_rise, held-out pass@1 down by alert_prm_drop."""
+        t = self.thresholds
+        score, passed = _number(metrics, "rewards/prm"), _number(metrics, "eval/pass@1")
+        if score is not None:
+            self._prm_scores.append(score)
+        if passed is None:
+            return
+        if self._first_pass is None:
+            self._first_pass = passed
+        k = max(1, int(t.alert_patience))
+        if t.alert_prm_rise <= 0 or t.alert_prm_drop <= 0 or len(self._prm_scores) < 2 * k:
+            return
+        rise = sum(self._prm_scores[-k:]) / k - sum(self._prm_scores[:k]) / k
+        drop = self._first_pass - passed
+        if rise >= t.alert_prm_rise and drop >= t.alert_prm_drop:
+            self._fire(found, "prm_hacking", step, "rewards/prm", rise,
+                       f"the process reward model's score rose by {rise:.3f} while held-out pass@1 fell from "
+                       f"{self._first_pass:.3f} to {passed:.3f}: the policy is learning what the PRM pays for, not "
+                       f"the task (reward hacking, DeepSeek-R1 section 4.2)")
 
     def _think_alerts(self, found: list[Alert], metrics: dict, step: int, patience: int) -> None:
         """The think stops mattering (held-out think_gain near 0 while the think shrinks), or the policy

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from r1kit.core.options import Options, need, opt
 
 THRESHOLDS = ("alert_entropy_min", "alert_zero_std_max", "alert_format_rate", "alert_template_copy_max",
-              "alert_kl_max", "alert_clip_max", "alert_think_gain_min", "alert_guess_rate_max")
+              "alert_kl_max", "alert_clip_max", "alert_think_gain_min", "alert_guess_rate_max", "alert_prm_rise",
+              "alert_prm_drop")
 
 
 @dataclass
@@ -27,6 +28,10 @@ class AlertOptions(Options):
                                               "in the prompt) exceeds this")
     alert_kl_max: float = opt(1.0, "alert when the KL to the reference (per token) exceeds this")
     alert_clip_max: float = opt(0.2, "alert when the share of clipped tokens exceeds this")
+    alert_prm_rise: float = opt(0.1, "reward hacking of a process reward model: alert when its score (rewards/prm, "
+                                     "the mean of the last alert_patience steps) has risen by at least this over its "
+                                     "first alert_patience steps while held-out accuracy fell by alert_prm_drop")
+    alert_prm_drop: float = opt(0.05, "see alert_prm_rise: the fall of held-out pass@1 below the first evaluation's")
     alert_think_gain_min: float = opt(0.02, "alert when held-out think_gain (pass@1 with the think minus without) "
                                             "falls below this while the think has shrunk below 3/4 of its first "
                                             "length")

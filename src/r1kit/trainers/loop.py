@@ -140,6 +140,12 @@ def request_stop(reason: str) -> None:
         _STOP.update(signal=reason, time=time.monotonic())
 
 
+def stop_signal() -> str | None:
+    """The pending stop request (the signal's name or the reason), or None: for loops that run outside a
+    `Run` between its runs (a tree search), which install the handlers themselves."""
+    return _STOP["signal"]
+
+
 def stop_requested(acc: Accelerator) -> bool:
     """Whether any process got a stop signal; every process must call this at the same step."""
     if acc.num_processes == 1:

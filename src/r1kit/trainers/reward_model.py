@@ -138,10 +138,10 @@ def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], l
 # --- training ------------------------------------------------------------------------------------------
 
 
-def _save_model_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, target: Path,
-                       info: dict) -> None:
-    """save_pretrained (and `info` as r1kit_rm.json) into a temporary folder, then rename it to `target`
-    (replacing an old one)."""
+def save_model_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, target: Path,
+                      info: dict, info_name: str = RM_INFO) -> None:
+    """save_pretrained (and `info` as `info_name`, r1kit_rm.json) into a temporary folder, then rename it to
+    `target` (replacing an old one)."""
     from r1kit.trainers.checkpoint import fsync_tree
 
     tmp, old = target.with_name(f".tmp-{target.name}"), target.with_name(f".old-{target.name}")
@@ -151,7 +151,7 @@ def _save_model_atomic(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / RM_INFO, info)
+        write_json(tmp / info_name, info)
         fsync_tree(tmp)
     except Exception as e:  # noqa: BLE001 - safetensors reports a full disk as its own error
         shutil.rmtree(tmp, ignore_errors=True)
@@ -224,8 +224,8 @@ def train_reward_model(config: RMConfig, pairs: list[dict] | None = None, show_p
             "eval_margin_after": after["margin"], "seconds": round(time.perf_counter() - t_start, 2),
         }
         if run.is_main:  # while the folder is still this run's
-            _save_model_atomic(body, tokenizer, run.out_dir / "model", {"template": c.template, "base_model": c.model,
-                                                                         "max_length": c.max_length})
+            save_model_atomic(body, tokenizer, run.out_dir / "model", {"template": c.template, "base_model": c.model,
+                                                                        "max_length": c.max_length})
             write_atomic(run.out_dir / "eval_scores.jsonl", jsonl_text(eval_records))
             write_json(run.out_dir / "rm_summary.json", summary)  # last: its presence marks a finished run
             if data.eval_pairs:

@@ -21,7 +21,7 @@ from r1kit.algorithms.options import AlgorithmOptions
 from r1kit.core.options import Reading, load_config, need, opt
 from r1kit.data.options import DataOptions, PromptOptions
 from r1kit.evaluation.options import EvalOptions
-from r1kit.models.options import LoraOptions, ModelOptions
+from r1kit.models.options import LoraOptions, ModelOptions, ProcessRewardOptions
 from r1kit.report.options import AlertOptions
 from r1kit.rewards.options import RewardOptions
 from r1kit.rollout.options import EngineOptions, SamplingOptions
@@ -30,8 +30,8 @@ from r1kit.trainers.grpo.recipes import RECIPE_KEYS, read_recipe
 
 
 @dataclass
-class GRPOConfig(AlertOptions, EvalOptions, AlgorithmOptions, RewardOptions, EngineOptions, SamplingOptions,
-                 PromptOptions, DataOptions, LoraOptions, ModelOptions, BaseConfig):
+class GRPOConfig(AlertOptions, EvalOptions, AlgorithmOptions, ProcessRewardOptions, RewardOptions, EngineOptions,
+                 SamplingOptions, PromptOptions, DataOptions, LoraOptions, ModelOptions, BaseConfig):
     # the step
     dynamic_sampling: bool = opt(False, "DAPO dynamic sampling: drop groups whose rewards are all equal and sample "
                                         "more prompts until the step's groups are all informative")

@@ -18,7 +18,7 @@ from r1kit.rewards.tags import copies_example, copies_template, is_guess, think_
 from r1kit.rollout.decoder import FusedDecoder
 from r1kit.rollout.engines import LocalEngine
 from r1kit.rollout.sampling import Rollout
-from r1kit.trainers.grpo.scoring import Scores, metric_scores, nanmean_or_zero
+from r1kit.trainers.grpo.scoring import Scores, metric_scores, nanmean_or_zero, process_metrics
 from r1kit.trainers.grpo.setup import GRPOSetup
 
 
@@ -89,6 +89,7 @@ def step_metrics(s: GRPOSetup, step: int, rollout: Rollout, scores: Scores, zero
         "generated_tokens_per_second": lengths.sum().item() / t_gen,
         "data/skipped_lines": s.skipped_lines,
         **{name: sum(values) / len(values) for name, values in logged.items()},
+        **process_metrics(scores, accuracy, g),
     }
 
 
@@ -127,6 +128,8 @@ def write_step_records(s: GRPOSetup, step: int, batch: list[Problem], rollout: R
     report every report_steps, and a sample completion every log_completions_steps."""
     c, run, G = s.c, s.run, s.G
     texts, per_fn = scores.texts, scores.per_fn
+    if advantages.dim() == 2:  # per token (prm_mode=steps): the first token's holds every step's share
+        advantages = advantages[:, 0]
     records = [{"step": step + 1, "prompt_id": e.id, "question": e.question, "answer": e.answer,
                 "completion": texts[i * G + j], "reward": scores.totals[i * G + j],
                 "rewards": {n: float(v[i * G + j]) for n, v in per_fn.items() if math.isfinite(v[i * G + j])},
@@ -189,7 +192,8 @@ def run_eval(s: GRPOSetup, step: int) -> dict:
     _, records = evaluate(s.policy, s.tokenizer, s.eval_problems[run.rank::run.world], num_samples=c.eval_num_samples,
                           temperature=c.eval_temperature, top_p=c.eval_top_p,
                           max_new_tokens=c.eval_max_new_tokens or c.max_completion_length,
-                          prompt_style=STYLE_FOR_TEMPLATE[c.template], prefill=c.prefill,
+                          prompt_style=STYLE_FOR_TEMPLATE[c.template] if c.eval_style == "auto" else c.eval_style,
+                          prefill=c.prefill, template=c.template, special_token=c.special_token,
                           batch_size=max(1, c.per_device_train_batch_size // c.eval_num_samples),
                           seed=c.seed + run.rank, system_prompt=c.system_prompt, examples=s.examples,
                           think_gain=c.eval_think_gain,

@@ -1,23 +1,29 @@
 """Scoring a GRPO batch: rule rewards on reasoning prompts, reward models on general prompts (R1 stage 4:
-helpfulness on the summary, harmlessness on the whole response), DAPO's soft overlong penalty, and the
-scores of the accuracy and format metrics."""
+helpfulness on the summary, harmlessness on the whole response), a process reward model on the steps of
+reasoning completions (DeepSeek-R1 section 4.2's unsuccessful attempt, reproducible), DAPO's soft overlong
+penalty, and the scores of the accuracy and format metrics."""
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 
 import torch
 from transformers import TrainerState
 
+from r1kit.algorithms.advantages import process_advantages
 from r1kit.algorithms.corrections import soft_overlong_penalty
 from r1kit.core.errors import RewardError
 from r1kit.data.problems import Problem, reward_keywords
 from r1kit.data.templates import chat_messages
+from r1kit.models.process_reward_model import aggregate
 from r1kit.rewards.readable import split_reasoning
 from r1kit.rewards.registry import RewardLog
 from r1kit.rewards.scoring import RewardFailure, score_completions
+from r1kit.rewards.steps import step_ends
 from r1kit.rollout.sampling import Rollout
 from r1kit.trainers.grpo.config import GRPOConfig
 from r1kit.trainers.grpo.setup import GRPOSetup
@@ -36,6 +42,9 @@ class Scores:
     rows: int = 0  # completions scored by the rule rewards (the reasoning rows)
     metrics: dict[str, list[float]] = field(default_factory=dict)  # what the rewards logged with log_metric
     extra: dict[str, list] = field(default_factory=dict)  # their log_extra columns, one value per row (or None)
+    # a process reward model's step scores per row: (character offset in texts[i] where the step ends, the
+    # step's probability of leading to the right answer); None without a process reward model
+    steps: list[list[tuple[int, float]]] | None = None
 
 
 def trainer_state(s: GRPOSetup, step: int) -> TrainerState:
@@ -68,16 +77,80 @@ def score_rollout(s: GRPOSetup, batch: list[Problem], rollout: Rollout, step: in
                    soft_overlong_penalty(rollout.lengths.tolist(), s.c.max_completion_length, s.c.overlong_buffer_length)]
         per_fn["soft_overlong"] = penalty
         totals = [t + p for t, p in zip(totals, penalty)]
+    steps = None
+    if "process" in s.judges:
+        totals, steps = score_steps(s.c, s.judges["process"], texts, questions, kinds, totals, per_fn)
     return Scores(texts, answers, kinds, totals, per_fn, failures, sum(k != "general" for k in kinds), log.metrics,
-                  log.columns)
+                  log.columns, steps)
+
+
+def score_steps(c: GRPOConfig, prm, texts: list[str], questions: list[str], kinds: list[str], totals: list[float],
+                per_fn: dict[str, list[float]]) -> tuple[list[float], list[list[tuple[int, float]]]]:
+    """The process reward model on the steps of the reasoning rows: per_fn["prm"] gets each completion's
+    score (its steps' probabilities by prm_aggregation) and, with prm_mode=outcome, the totals get
+    prm_weight times it (step rewards summed into the outcome). Returns (totals, each row's steps)."""
+    rows = [i for i, k in enumerate(kinds) if k != "general"]
+    ends = [step_ends(texts[i], prm.step_mode, prm.special_token) for i in rows]
+    split = [[texts[i][a:b] for a, b in zip([0, *e], e)] for i, e in zip(rows, ends)]
+    probs = prm.score([questions[i] for i in rows], split)
+    steps: list[list[tuple[int, float]]] = [[] for _ in texts]
+    per_fn["prm"] = [math.nan] * len(texts)
+    per_fn["prm_min_step"] = [math.nan] * len(texts)  # the PRM's verdict: every step likely right (>= 0.5)
+    totals = list(totals)
+    for i, e, p in zip(rows, ends, probs):
+        steps[i] = list(zip(e, p))
+        per_fn["prm"][i] = aggregate(p, c.prm_aggregation)
+        per_fn["prm_min_step"][i] = min(p) if p else 0.0
+        if c.prm_mode == "outcome":
+            totals[i] += c.prm_weight * per_fn["prm"][i]
+    return totals, steps
+
+
+def step_advantages(s: GRPOSetup, scores: Scores, rollout: Rollout, advantages: torch.Tensor) -> torch.Tensor:
+    """The step's advantages: as given [N], or with prm_mode=steps [N, T], each token's outcome advantage plus
+    prm_weight times its process advantage (algorithms.advantages.process_advantages)."""
+    if scores.steps is None or s.c.prm_mode != "steps":
+        return advantages
+    ends = []
+    for i, row in enumerate(scores.steps):
+        ids = rollout.completion_ids[i][rollout.completion_mask[i].bool()].tolist()
+        offset = len(scores.texts[i]) - len(rollout.completions[i])  # the prefill, which the tokens do not hold
+        ends.append(token_ends(s.tokenizer, ids, [e - offset for e, _ in row]))
+    process = process_advantages([[p for _, p in row] for row in scores.steps], ends, s.G,
+                                 rollout.completion_mask.shape[1]).to(advantages.device)  # [N, T]
+    return advantages[:, None] + s.c.prm_weight * process  # [N, T]
+
+
+def token_ends(tokenizer, ids: list[int], char_ends: list[int]) -> list[int]:
+    """The index of the token in which each character offset of the decoded text falls (its last character
+    included), so a step's reward lands on the token that completes it; offsets past the text get the last
+    token. A binary search over decoded prefixes: a few decodes per step, not one per token."""
+    decoded = functools.lru_cache(maxsize=None)(lambda j: len(tokenizer.decode(ids[:j + 1], skip_special_tokens=True)))
+    return [min(bisect.bisect_left(range(len(ids)), e, key=decoded), len(ids) - 1) for e in char_ends]
+
+
+def process_metrics(scores: Scores, accuracy: torch.Tensor, gather) -> dict:
+    """How the process reward model judged the step's completions against the rules (reward hacking shows as
+    a PRM that accepts wrong answers): the share of rule-wrong completions whose every step it scored
+    >= 0.5, and of rule-right ones it did not. `accuracy` is the gathered rule accuracy per completion."""
+    if "prm_min_step" not in scores.per_fn:
+        return {}
+    accepts = gather(scores.per_fn["prm_min_step"]) >= 0.5  # [N_all] (NaN rows compare False)
+    scored = ~torch.isnan(gather(scores.per_fn["prm_min_step"]))
+    wrong, right = scored & (accuracy == 0), scored & (accuracy == 1)
+    return {"prm/accepts_wrong": (accepts & wrong).sum().item() / max(wrong.sum().item(), 1),
+            "prm/rejects_right": (~accepts & right).sum().item() / max(right.sum().item(), 1)}
 
 
 def pick_scores(picks: list[tuple[Scores, list[int]]]) -> Scores:
     """Rows `rows` of each Scores, one after the other; failures re-indexed into the result (those of
     rows left out are dropped)."""
-    out = Scores([], [], [], [], {n: [] for n in picks[0][0].per_fn}, [])
+    out = Scores([], [], [], [], {n: [] for n in picks[0][0].per_fn}, [],
+                 steps=[] if picks[0][0].steps is not None else None)
     for sc, rows in picks:
         where = {r: len(out.texts) + i for i, r in enumerate(rows)}
+        if out.steps is not None:
+            out.steps.extend(sc.steps[r] for r in rows)
         for name, values in (("texts", sc.texts), ("answers", sc.answers), ("kinds", sc.kinds), ("totals", sc.totals)):
             getattr(out, name).extend(values[r] for r in rows)
         for n, v in sc.per_fn.items():
@@ -159,7 +232,7 @@ def score_batch(c: GRPOConfig, rewards_used: list, texts: list[str], answers: li
     for i, v in zip(rows, sub_totals):
         totals[i] = v
     failures = [dataclasses.replace(f, index=rows[f.index] if f.index >= 0 else -1) for f in sub_failures]
-    if judges:
+    if "helpfulness" in judges:
         prompts = [questions[i] for i in general]
         summaries = [split_reasoning(texts[i], c.special_token)[1] for i in general]
         scored = {"helpfulness": judges["helpfulness"].score(prompts, summaries) if general else [],

@@ -15,8 +15,9 @@ from r1kit.algorithms.corrections import AUTO_IMPORTANCE_SAMPLING_CAP
 from r1kit.algorithms.options import AlgorithmOptions
 from r1kit.core.errors import ConfigError
 from r1kit.core.files import iter_jsonl
+from r1kit.data.options import DataOptions
 from r1kit.data.problems import Problem
-from r1kit.data.sources import general_examples, load_examples, read_examples
+from r1kit.data.sources import general_examples, read_examples
 from r1kit.evaluation.benchmarks import held_out_problems
 from r1kit.models.loading import load_model, load_policy, load_tokenizer, resolve_dtype
 from r1kit.models.options import LoraOptions, ModelOptions
@@ -39,11 +40,7 @@ def sampling_seed(seed: int, step: int, rank: int) -> int:
 
 def load_run_examples(c: GRPOConfig, skipped: list[str] | None = None) -> list[Problem]:
     """The training examples; with a `skipped` list, bad lines are recorded there instead of raising."""
-    return load_examples(c.dataset, data_dir=c.data_dir, split=c.dataset_split, config=c.dataset_config,
-                         question_field=c.question_field,
-                         answer_field=c.answer_field, seed=c.seed, num_examples=c.arithmetic_examples,
-                         num_terms=c.arithmetic_terms, max_value=c.arithmetic_max_value, ops=c.arithmetic_ops,
-                         skipped=skipped)
+    return DataOptions.from_config(c).problems(c.seed, skipped)
 
 
 def load_eval_problems(c: GRPOConfig) -> list[Problem]:
@@ -73,7 +70,7 @@ class GRPOSetup:
     ref_model: torch.nn.Module | None  # None with LoRA (the adapter is switched off) or beta == 0
     engine: RolloutEngine
     rewards: list  # reward names (options bound) or callables
-    judges: dict  # reward models of all-scenario RL, by role
+    judges: dict  # reward models by role: all-scenario RL's helpfulness and harmlessness; a process reward model
     reasoning: list[Problem]
     general: list[Problem]
     eval_problems: list[Problem]
@@ -224,12 +221,18 @@ def _final_report(c: GRPOConfig, run: Run) -> None:
 
 
 def load_reward_models(c: GRPOConfig, device) -> dict:
-    """The reward models of all-scenario RL: helpfulness (scores the summary) and harmlessness (the whole
-    response); the same model serves both when harmlessness_model is not set. Empty without reward_model."""
-    if not c.reward_model:
-        return {}
-    from r1kit.models.reward_model import load_reward_model
+    """The reward models of the run, by role: helpfulness (scores the summary) and harmlessness (the whole
+    response) of all-scenario RL, the same model serving both when harmlessness_model is not set; "process",
+    a process reward model scoring the steps of reasoning completions. Empty without either."""
+    judges = {}
+    if c.reward_model:
+        from r1kit.models.reward_model import load_reward_model
 
-    helpful = load_reward_model(c.reward_model, device=device)
-    harmless = helpful if c.harmlessness_model in (None, c.reward_model) else load_reward_model(c.harmlessness_model, device=device)
-    return {"helpfulness": helpful, "harmlessness": harmless}
+        helpful = load_reward_model(c.reward_model, device=device)
+        harmless = helpful if c.harmlessness_model in (None, c.reward_model) else load_reward_model(c.harmlessness_model, device=device)
+        judges.update(helpfulness=helpful, harmlessness=harmless)
+    if c.process_reward_model:
+        from r1kit.models.process_reward_model import load_process_reward_model
+
+        judges["process"] = load_process_reward_model(c.process_reward_model, device=device)
+    return judges

@@ -31,6 +31,7 @@ from r1kit.trainers.grpo.scoring import (
     general_prompts_per_step,
     pick_scores,
     score_rollout,
+    step_advantages,
     stop_on_failing_rewards,
 )
 from r1kit.trainers.grpo.setup import GRPOSetup, sampling_seed
@@ -46,7 +47,7 @@ def grpo_step(s: GRPOSetup, step: int) -> dict:
     with timer(times, "advantages"):
         rewards = torch.tensor(scores.totals, dtype=torch.float32)  # [N]
         advantages, zero_std = advantages_for(s.algo, rewards, s.G)  # [N], [N/G]
-        advantages = advantages.to(s.run.acc.device)
+        advantages = step_advantages(s, scores, rollout, advantages).to(s.run.acc.device)  # [N], or [N, T] (prm_mode=steps)
     with timer(times, "logprobs"):  # pi_old (when it differs from the policy) and pi_ref
         old_lp, ref_lp, entropy_threshold = frozen_logprobs(s, rollout)
     with timer(times, "update"):

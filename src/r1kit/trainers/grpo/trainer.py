@@ -65,7 +65,9 @@ def iter_train(config: GRPOConfig, examples: list[Problem] | None = None,
             cleanup.callback(s.engine.close)
             s.rollouts = OneStepOff(s)
         if c.eval_steps and run.start_step == 0:
-            yield initial_eval(s)
+            initial = initial_eval(s)
+            s.alerts.update(initial)  # the baseline of alerts that compare with the first evaluation (as on resume)
+            yield initial
         for step in run.steps():
             metrics = grpo_step(s, step)
             raise_alerts(s, metrics)
