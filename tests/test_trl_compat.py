@@ -12,7 +12,6 @@ datasets = pytest.importorskip("datasets")
 
 from r1kit.cli.main import build_parser  # noqa: E402
 from r1kit.core.errors import (
-    ConfigError,  # noqa: E402
     DataError,
 )
 from r1kit.data.sources import load_examples  # noqa: E402
@@ -66,7 +65,9 @@ def test_parquet_save_to_disk_and_cached_hub_datasets_load_and_train_one_step(ki
     source = _source(kind, tmp_path, monkeypatch)
     examples = load_examples(source, question_field="problem", answer_field="solution")
     assert [(e.question, e.answer) for e in examples] == list(zip(ROWS["problem"], ROWS["solution"]))
-    assert [e.columns for e in examples] == [{"solution": s, "level": lv} for s, lv in zip(ROWS["solution"], ROWS["level"])]
+    # every column but `prompt` travels to the rewards, as TRL passes them (the question's own column too)
+    assert [e.columns for e in examples] == [{"problem": p, "solution": s, "level": lv}
+                                             for p, s, lv in zip(ROWS["problem"], ROWS["solution"], ROWS["level"])]
     c = _tiny(tiny_model, tmp_path / "run", dataset=source, question_field="problem", answer_field="solution")
     history = train(c, show_progress=False)
     assert [m["step"] for m in history] == [1]
@@ -265,113 +266,7 @@ def test_a_trl_reward_reading_a_column_trains(tmp_path, tiny_model):
         assert s["rewards"]["level_reward"] == pytest.approx(0.1 * level[s["question"]])
 
 
-# --- recipe keys and command-line spellings --------------------------------------------------------------
-
-# open-r1's recipes/Qwen2.5-1.5B-Instruct/grpo/config_demo.yaml, keys and values as published (paths as there)
-OPEN_R1_DEMO = """\
-model_name_or_path: Qwen/Qwen2.5-1.5B-Instruct
-model_revision: main
-torch_dtype: bfloat16
-attn_implementation: flash_attention_2
-dataset_name: open-r1/OpenR1-Math-220k
-dataset_configs:
-- default
-system_prompt: "You are a helpful AI Assistant. Respond in the following format: <think>\\n...\\n</think>\\n<answer>\\n...\\n</answer>"
-bf16: true
-use_vllm: true
-vllm_device: auto
-vllm_gpu_memory_utilization: 0.7
-do_eval: false
-gradient_accumulation_steps: 4
-gradient_checkpointing: true
-gradient_checkpointing_kwargs:
-  use_reentrant: false
-hub_model_id: Qwen2.5-1.5B-Open-R1-GRPO
-hub_strategy: every_save
-learning_rate: 2.0e-05
-log_completions: true
-log_level: info
-logging_first_step: true
-logging_steps: 1
-logging_strategy: steps
-lr_scheduler_type: cosine
-max_prompt_length: 512
-max_completion_length: 1024
-max_steps: -1
-num_generations: 16
-num_train_epochs: 1
-output_dir: data/Qwen2.5-1.5B-Open-R1-GRPO
-overwrite_output_dir: true
-per_device_eval_batch_size: 16
-per_device_train_batch_size: 16
-push_to_hub: true
-report_to:
-- tensorboard
-reward_funcs:
-- accuracy
-- format
-save_strategy: "epoch"
-save_total_limit: 1
-seed: 42
-warmup_ratio: 0.1
-"""
-
-
-def test_open_r1_demo_recipe_loads_with_its_keys_mapped(tmp_path, capsys):
-    pytest.importorskip("tensorboard")
-    recipe = tmp_path / "config_demo.yaml"
-    recipe.write_text(OPEN_R1_DEMO)  # report_to: wandb in the original; tensorboard here, so no account is needed
-    c = make_config(recipe)
-    got = {k: getattr(c, k) for k in ("model", "dataset", "dataset_config", "dtype", "rollout_engine",
-                                      "vllm_gpu_memory_utilization", "max_steps", "num_train_epochs", "warmup_ratio",
-                                      "save_steps", "save_total_limit", "log_completions_steps", "report_to",
-                                      "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate")}
-    assert got == {"model": "Qwen/Qwen2.5-1.5B-Instruct", "dataset": "open-r1/OpenR1-Math-220k",
-                   "dataset_config": "default", "dtype": "bfloat16", "rollout_engine": "vllm",
-                   "vllm_gpu_memory_utilization": 0.7, "max_steps": -1, "num_train_epochs": 1.0, "warmup_ratio": 0.1,
-                   "save_steps": 0, "save_total_limit": 1, "log_completions_steps": 10, "report_to": ["tensorboard"],
-                   "per_device_train_batch_size": 16, "gradient_accumulation_steps": 4, "learning_rate": 2e-5}
-    assert c.system_prompt.startswith("You are a helpful AI Assistant.")
-    notice = capsys.readouterr().err
-    assert "push_to_hub" in notice and "gradient_checkpointing" in notice and len(notice.splitlines()) == 1
-    # max_steps -1: one pass over 1000 prompts, 16 x 4 / 16 = 4 prompts per process per step, 8 processes
-    from r1kit.trainers.grpo.config import training_steps
-
-    assert training_steps(c, 1000, 8) == (math.ceil(1000 / 32), math.ceil(0.1 * math.ceil(1000 / 32)))
-
-
-def test_trl_server_mode_keys_are_r1kit_options(tmp_path):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("use_vllm: true\nvllm_mode: server\nvllm_server_host: 10.0.0.2\nvllm_server_port: 8001\n"
-                      "vllm_server_timeout: 30\n")
-    c = make_config(recipe)
-    assert (c.rollout_engine, c.vllm_mode, c.vllm_server_host, c.vllm_server_port, c.vllm_server_timeout) == \
-        ("vllm", "server", "10.0.0.2", 8001, 30.0)
-    recipe.write_text("use_vllm: true\nvllm_mode: server\nvllm_server_base_url: http://gpu-node-3:8010\n")
-    c = make_config(recipe)
-    assert (c.vllm_server_host, c.vllm_server_port) == ("gpu-node-3", 8010)
-
-
-@pytest.mark.parametrize("line,fragment", [
-    ("vllm_device: cuda:1", "option 'vllm_device: cuda:1' is not supported by r1kit; r1kit's colocated vLLM shares the training GPU; for other GPUs use vllm_mode: server"),
-    ("lr_scheduler_kwargs: {min_lr_rate: 0.1}", "option 'lr_scheduler_kwargs: {'min_lr_rate': 0.1}' is not supported"),
-    ("scale_rewards: batch", "option 'scale_rewards: batch' is not supported by r1kit; r1kit takes True, False, 'group', 'none'"),
-    ("chat_template: '{{ x }}'", "edit chat_template in the model folder's tokenizer_config.json"),
-    ("bf16: true\ndtype: float32", "'bf16: True' means dtype: bfloat16, but dtype is 'float32'"),
-    ("max_steps: -1", "max_steps=-1 needs num_train_epochs > 0"),
-])
-def test_recipe_keys_r1kit_cannot_honour_are_refused_by_name(tmp_path, line, fragment):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(line + "\n")
-    with pytest.raises(ConfigError) as excinfo:
-        make_config(recipe)
-    assert fragment in str(excinfo.value) and "\n" not in str(excinfo.value)
-
-
-def test_scale_rewards_strings_map_to_r1kit_booleans(tmp_path):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("scale_rewards: none\nloss_type: dr_grpo\n")
-    assert make_config(recipe).scale_rewards is False
+# --- command-line spellings (recipe keys: tests/test_trl_recipes.py) -------------------------------------
 
 
 def test_every_option_takes_underscores_and_dashes():
@@ -419,4 +314,6 @@ def test_eval_on_a_parquet_benchmark_from_the_cli(tmp_path, tiny_model):
                    "--output-dir", str(tmp_path / "eval"))
     assert proc.returncode == 0, proc.stderr
     samples = [json.loads(x) for x in (tmp_path / "eval" / "sums" / "samples.jsonl").read_text().splitlines()]
-    assert sorted(s["gold"] for s in samples) == sorted(ROWS["solution"])
+    # one sample per problem with the think, and again with it removed (mode no_think: pass@1_no_think)
+    for mode in ("think", "no_think"):
+        assert sorted(s["gold"] for s in samples if s.get("mode") == mode) == sorted(ROWS["solution"]), mode

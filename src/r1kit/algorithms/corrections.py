@@ -8,6 +8,9 @@ import torch
 from torch import Tensor
 
 IMPORTANCE_SAMPLING_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+# the cap when the correction is on because the rollout engine's weights differ from the policy's (TRL's default
+# vllm_importance_sampling_clip_max)
+AUTO_IMPORTANCE_SAMPLING_CAP = 3.0
 
 
 def rollout_importance_weights(old_logprobs: Tensor, sampler_logprobs: Tensor, mask: Tensor, mode: str,

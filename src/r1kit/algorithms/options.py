@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from r1kit.algorithms.corrections import AUTO_IMPORTANCE_SAMPLING_CAP
 from r1kit.core.errors import ConfigError
 from r1kit.core.options import Options, need, need_choice, opt
 
@@ -34,9 +35,12 @@ class AlgorithmOptions(Options):
     top_entropy_quantile: float = opt(1.0, "train the policy term only on this top fraction of tokens by entropy "
                                            "(the 80/20 paper: 0.2); 1.0 keeps every token")
     entropy_coef: float = opt(0.0, "entropy bonus: subtract entropy_coef x the token's entropy from the loss (0: off)")
-    importance_sampling_cap: float = opt(0.0, "0: off; C > 0: weight each token's loss by min(pi_old / pi_rollout, "
-                                              "C), truncated importance sampling for a rollout engine whose weights "
-                                              "differ from the policy's (rollout_dtype=bfloat16, vllm)")
+    importance_sampling_cap: float | None = opt(None, "correction for a rollout engine whose weights differ from the "
+                                                      "policy's (rollout_dtype=bfloat16, vllm): C > 0 weights each "
+                                                      "token's loss by min(pi_old / pi_rollout, C) (see "
+                                                      "importance_sampling_mode); 0: off; unset: "
+                                                      f"{AUTO_IMPORTANCE_SAMPLING_CAP:g} when the engine's weights "
+                                                      "differ from the policy's, else off (TRL's default)")
     importance_sampling_mode: str = opt("token_truncate", "with importance_sampling_cap C > 0: token_truncate (TIS, "
                                                           "min(w, C) per token), token_mask (IcePop: w outside "
                                                           "[1/C, C] set to 0), sequence_truncate, sequence_mask (one "
@@ -81,14 +85,13 @@ class AlgorithmOptions(Options):
         need(0 < self.top_entropy_quantile <= 1, f"top_entropy_quantile={self.top_entropy_quantile}: must be in (0, 1]")
         need(self.entropy_coef >= 0 and math.isfinite(self.entropy_coef),
              f"entropy_coef={self.entropy_coef}: must be a finite number >= 0")
-        need(self.importance_sampling_cap >= 0 and math.isfinite(self.importance_sampling_cap),
-             f"importance_sampling_cap={self.importance_sampling_cap}: must be a finite number >= 0 (0: off)")
+        cap = AUTO_IMPORTANCE_SAMPLING_CAP if self.importance_sampling_cap is None else self.importance_sampling_cap
+        need(cap >= 0 and math.isfinite(cap), f"importance_sampling_cap={cap}: must be a finite number >= 0 (0: off)")
         need(self.importance_sampling_mode in IMPORTANCE_SAMPLING_MODES,
              f"importance_sampling_mode={self.importance_sampling_mode!r}: choose one of "
              f"{', '.join(IMPORTANCE_SAMPLING_MODES)}")
-        need(self.importance_sampling_cap == 0 or not self.importance_sampling_mode.endswith("mask")
-             or self.importance_sampling_cap > 1,
-             f"importance_sampling_cap={self.importance_sampling_cap}: importance_sampling_mode="
+        need(cap == 0 or not self.importance_sampling_mode.endswith("mask") or cap > 1,
+             f"importance_sampling_cap={cap}: importance_sampling_mode="
              f"{self.importance_sampling_mode} keeps weights in [1/C, C], so C must be > 1")
         need(self.logprob_chunk_tokens >= 0, f"logprob_chunk_tokens={self.logprob_chunk_tokens}: must be >= 0 (0: no chunks)")
         need(self.overlong_penalty_factor >= 0, f"overlong_penalty_factor={self.overlong_penalty_factor}: must be >= 0")

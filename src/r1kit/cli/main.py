@@ -74,6 +74,46 @@ def _add_config_options(parser: argparse.ArgumentParser, cls: type = GRPOConfig)
         elif ftype.startswith("float"):
             kw["type"] = float
         group.add_argument(*names, metavar=f.name.upper(), **kw)
+    _add_recipe_keys(parser, getattr(cls, "recipe_keys", {}))
+
+
+def _trl_bool(text: str) -> bool:
+    """A boolean as TRL's parser reads one on the command line (true/false, yes/no, 1/0)."""
+    word = text.strip().lower()
+    if word in ("true", "yes", "y", "t", "1"):
+        return True
+    if word in ("false", "no", "n", "f", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _yaml_value(text: str) -> Any:
+    """A mapping (or other structured value) given on the command line, read as the same YAML key would be."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"expected a YAML or JSON value, got {text!r}") from None
+
+
+def _add_recipe_keys(parser: argparse.ArgumentParser, keys: dict) -> None:
+    """TRL's and open-r1's names (trainers/grpo/recipes.RECIPE_KEYS) as --KEY VALUE, read like the same key in
+    a YAML file and translated with it; --help lists the aliases, the others are described in docs/trl.md."""
+    if not keys:
+        return
+    group = parser.add_argument_group("TRL / open-r1 names, translated as in a recipe file (docs/trl.md)")
+    for key, row in keys.items():
+        names = list(dict.fromkeys([f"--{key}", f"--{key.replace('_', '-')}"]))
+        shown = row.describe() if row.kind == "alias" else argparse.SUPPRESS
+        kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS, "help": shown}
+        if row.type is bool:
+            kw.update(nargs="?", const=True, type=_trl_bool, metavar="BOOL")
+        elif row.type is list:
+            kw.update(nargs="+", type=str, metavar="VALUE")
+        else:
+            kw.update(type=_yaml_value if row.type is dict else row.type, metavar="VALUE")
+        group.add_argument(*names, **kw)
 
 
 def _declared_by(cls: type, name: str) -> type:
@@ -250,11 +290,17 @@ def _accept_dashes(parser: argparse.ArgumentParser) -> None:
                 parser._option_string_actions[dashed] = action
 
 
+def stage_config(args: argparse.Namespace) -> Any:
+    """The config of `r1kit STAGE --config FILE --option value ...`: the file, then the command line, read the
+    same way (TRL / open-r1 names included for GRPO) and validated; what make_config gives for the same."""
+    cls = config_class(args.stage)
+    names = {f.name for f in dataclasses.fields(cls)} | set(getattr(cls, "recipe_keys", {}))
+    return load_config(cls, None, args.config, {k: v for k, v in vars(args).items() if k in names})
+
+
 def cmd_stage(args: argparse.Namespace) -> int:
     """r1kit grpo / sft / coldstart / rejection / rm: build the stage's config and run it (r1kit.pipeline.stages)."""
-    cls = config_class(args.stage)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    c = load_config(cls, None, args.config, {k: v for k, v in vars(args).items() if k in fields})
+    c = stage_config(args)
     _, account = stage_commands()[args.stage].run(c, Path(c.output_dir))
     if account:
         print(f"r1kit: {account}")

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -146,8 +148,9 @@ def coerce(name: str, value: Any, source: str, fields: dict[str, dataclasses.Fie
     if ftype.startswith("list"):
         value = value if isinstance(value, list) else [value]
         inner = float if "float" in ftype else str
+        keep = callable if "Callable" in ftype else (lambda v: False)  # reward_funcs: functions given in Python
         try:
-            return [inner(v) for v in value]
+            return [v if keep(v) else inner(v) for v in value]
         except (TypeError, ValueError):
             raise ConfigError(f"{source}: option '{name}' expects a list of {inner.__name__}") from None
     for typ in (bool, int, float, str):
@@ -169,32 +172,60 @@ def coerce(name: str, value: Any, source: str, fields: dict[str, dataclasses.Fie
     return value
 
 
-def build_dataclass(cls: type, sources: list[tuple[str, dict[str, Any]]]) -> Any:
-    """An instance of the config dataclass `cls` from (source name, values) pairs applied in order;
-    unknown keys and ill-typed values raise ConfigError naming the source and the option."""
+@dataclass
+class Reading:
+    """How a config class reads its sources (`Options.read_sources`): the sources in its own option names,
+    values that hold only where no source sets the option, and the one-line notices to print once the
+    config is built and valid."""
+
+    sources: list[tuple[str, dict[str, Any]]]
+    implied: dict[str, Any] = field(default_factory=dict)
+    notices: Callable[[Any, set[str]], list[str]] | None = None  # (config, options the sources set) -> lines
+
+
+def build_dataclass(cls: type, sources: list[tuple[str, dict[str, Any]]], notices: list[str] | None = None) -> Any:
+    """An instance of the config dataclass `cls` from (source name, values) pairs applied in order, read
+    as the class reads them (`read_sources`: GRPO's also take TRL / open-r1 recipe keys); unknown keys and
+    ill-typed values raise ConfigError naming the source and the option. The class's notices for the
+    user (keys without effect, defaults that differ from TRL's) are appended to `notices`."""
+    reading = cls.read_sources(sources) if hasattr(cls, "read_sources") else Reading(sources)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
-    for source, data in sources:
+    for source, data in reading.sources:
         for key, value in data.items():
             if key not in fields:
                 close = difflib.get_close_matches(key, fields, n=1)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise ConfigError(f"{source}: unknown option '{key}'{hint}")
             values[key] = coerce(key, value, source, fields)
-    return cls(**values)
+    given = set(values)
+    for key, value in reading.implied.items():
+        values.setdefault(key, value)
+    config = cls(**values)
+    if reading.notices is not None and notices is not None:
+        notices.extend(reading.notices(config, given))
+    return config
+
+
+def print_notices(lines: list[str]) -> None:
+    """Each notice as one line on stderr, from the first process only (a launcher starts several)."""
+    if os.environ.get("RANK", "0") == "0":
+        for line in lines:
+            print(f"r1kit: {line}", file=sys.stderr)
 
 
 def load_config(cls: type, validate_fn=None, yaml_path: str | Path | None = None,
-                overrides: dict[str, Any] | None = None, translate=None):
+                overrides: dict[str, Any] | None = None):
     """A config of dataclass `cls`: the YAML file first, then overrides (from the command line) on top,
-    then its checks (`validate_fn`, or the groups' own `validate`); unknown keys and bad values are a
-    ConfigError. `translate(data, source)` rewrites the YAML's keys first (GRPO: TRL recipe keys)."""
+    both read the same way (`build_dataclass`), then its checks (`validate_fn`, or the groups' own
+    `validate`); unknown keys and bad values are a ConfigError. Once the config is valid, the class's
+    notices are printed (a TRL recipe: keys without effect, defaults that differ from TRL's)."""
     sources = [(str(yaml_path), read_yaml(yaml_path))] if yaml_path else []
-    if translate is not None:
-        sources = [(source, translate(data, source)) for source, data in sources]
     sources.append(("command line", overrides or {}))
-    config = build_dataclass(cls, sources)
+    notices: list[str] = []
+    config = build_dataclass(cls, sources, notices)
     (validate_fn or cls.validate)(config)
+    print_notices(notices)
     return config
 
 

@@ -19,7 +19,8 @@ class DataOptions(Options):
     dataset_split: str = opt("train", "split: gsm8k's train or test, or a split of a folder/save_to_disk/hub dataset "
                                       "(a single file is its own split)")
     question_field: str = opt("question", "JSONL field holding the question")
-    answer_field: str = opt("answer", "JSONL field holding the gold answer")
+    answer_field: str = opt("answer", "field holding the gold answer (left at 'answer': a record without one has its "
+                                      "'solution' or else 'ground_truth' read, TRL's names)")
     arithmetic_terms: int = opt(2, "arithmetic task: numbers per question")
     arithmetic_max_value: int = opt(99, "arithmetic task: largest number (difficulty)")
     arithmetic_ops: str = opt("+", "arithmetic task: operators to draw from, a subset of '+-*'")
@@ -44,8 +45,10 @@ class PromptOptions(Options):
 
     template: str = opt("r1zero", "'r1zero' (the paper's Table 1 template), 'chat' (the model's chat template) "
                                   "or 'plain'")
-    system_prompt: str | None = opt(None, "template=chat: the system message (default: r1kit's R1 instruction); a "
-                                          "conversational dataset's own system turn wins")
+    system_prompt: str | None = opt(None, "template=chat: the system message (default: r1kit's R1 instruction; '': "
+                                          "none); a conversational dataset's own system turn wins")
+    chat_template: str | None = opt(None, "template=chat: a Jinja chat template used instead of the model's own (open-r1's "
+                                          "option; checkpoints keep it)")
     prefill: str = opt("", "text the response is forced to start with, e.g. '<think>'")
     max_prompt_length: int = opt(512, "prompts longer than this many tokens are cut from the left")
     prompt_examples: str | None = opt(None, "template=chat: a .jsonl of worked examples (question, response), shown "

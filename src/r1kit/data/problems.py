@@ -46,20 +46,23 @@ def gsm8k_gold(solution: str) -> str | None:
 
 
 def reward_keywords(batch: list[Example], num_generations: int, completion_ids: list[list[int]] | None = None,
-                    rows: list[int] | None = None) -> dict[str, Any]:
+                    rows: list[int] | None = None, prompts: list | None = None) -> dict[str, Any]:
     """The keyword data TRL-style rewards get, for ``score_completions(..., **reward_keywords(...))``.
 
-    Completions are prompt-major (rows [b*G, (b+1)*G) continue batch[b]). ``prompts``: each prompt as the
-    dataset gave it (chat messages, or the question text), as TRL passes them; ``columns``: every column of
-    any example in the batch, None where an example lacks it; ``completion_ids`` as given (unpadded token
-    ids). ``rows`` keeps only those completions (e.g. the reasoning rows of a mixed batch).
+    Completions are prompt-major (rows [b*G, (b+1)*G) continue batch[b]). ``prompts``: one per example, the
+    prompt as TRL would pass it (the chat messages it was rendered from, whose completions rewards then get
+    as messages), by default as the dataset gave it (chat messages, or the question text); ``columns``:
+    every column of any example in the batch, None where an example lacks it; ``completion_ids`` as given
+    (unpadded token ids). ``rows`` keeps only those completions (e.g. the reasoning rows of a mixed batch).
     """
-    per_row = [e for e in batch for _ in range(num_generations)]
+    if prompts is None:
+        prompts = [e.messages if e.messages is not None else e.question for e in batch]
+    per_row = [b for b in range(len(batch)) for _ in range(num_generations)]
     keep = range(len(per_row)) if rows is None else rows
     names = list(dict.fromkeys(k for e in batch for k in e.columns))
     out: dict[str, Any] = {
-        "prompts": [per_row[i].messages if per_row[i].messages is not None else per_row[i].question for i in keep],
-        "columns": {k: [per_row[i].columns.get(k) for i in keep] for k in names},
+        "prompts": [prompts[per_row[i]] for i in keep],
+        "columns": {k: [batch[per_row[i]].columns.get(k) for i in keep] for k in names},
     }
     if completion_ids is not None:
         out["completion_ids"] = [completion_ids[i] for i in keep]

@@ -25,6 +25,11 @@ from r1kit.core.errors import DataError
 from r1kit.data.arithmetic import arithmetic_examples
 from r1kit.data.problems import Problem, default_data_dir, gsm8k_gold
 
+# TRL's usual names for the gold answer column (its documentation's `ground_truth`, open-r1's and TRL's
+# `solution`): with answer_field left at 'answer', a record without an 'answer' field has the first of these
+# it holds read as its gold answer.
+GOLD_FIELDS = ("answer", "solution", "ground_truth")
+
 
 def _reject(message: str, lineno: int, bad: list[tuple[int, str]] | None) -> None:
     """Raise DataError, or with a `bad` list (skip_bad_data) record the line and carry on."""
@@ -88,7 +93,8 @@ def _field_text(rec: dict, field: str, where: str, lineno: int, bad: list[tuple[
     """The field as text (unstripped); None, after raising or recording why, when missing, blank or not text."""
     value = rec.get(field)
     if value is None:
-        _reject(f"{where}: missing field '{field}' (set question_field/answer_field)", lineno, bad)
+        also = f" (nor {', '.join(GOLD_FIELDS[1:])})" if field == GOLD_FIELDS[0] else ""
+        _reject(f"{where}: missing field '{field}'{also} (set question_field/answer_field)", lineno, bad)
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         _reject(f"{where}: field '{field}' is a {type(value).__name__}, expected text or a number", lineno, bad)
@@ -125,10 +131,13 @@ def _record_example(rec: dict, key: int, where: str, default_id: str, question_f
     """One record as an Problem, or None after raising or recording why it is unusable.
 
     A TRL dataset keeps its prompt in a `prompt` column: with question_field left at 'question', a record
-    without a 'question' field but with a 'prompt' one has its prompt used.
+    without a 'question' field but with a 'prompt' one has its prompt used; likewise the gold answer
+    (GOLD_FIELDS). Every column but `prompt` travels with the problem, as TRL passes them to rewards.
     """
     if question_field == "question" and "question" not in rec and "prompt" in rec:
         question_field = "prompt"
+    if answer_field == GOLD_FIELDS[0]:
+        answer_field = next((f for f in GOLD_FIELDS if f in rec), answer_field)
     question = _question(rec, question_field, where, key, bad)
     answer = _field_text(rec, answer_field, where, key, bad) if question is not None else None
     if answer is None:
@@ -138,7 +147,7 @@ def _record_example(rec: dict, key: int, where: str, default_id: str, question_f
         if not answer:
             _reject(f"{where}: field '{answer_field}' has no '#### <answer>' line", key, bad)
             return None
-    columns = {k: v for k, v in rec.items() if k != question_field}
+    columns = {k: v for k, v in rec.items() if k != "prompt"}
     return Problem(question=question[0], answer=answer.strip(), messages=question[1], columns=columns,
                    id=str(rec.get("id", rec.get("unique_id", default_id))))
 

@@ -32,18 +32,36 @@ R1_CHAT_SYSTEM = (
 TEMPLATES = ("r1zero", "chat", "plain")
 
 
+def chat_messages(question: str, template: str, messages: list[dict] | None = None,
+                  system_prompt: str | None = None, examples: Sequence[tuple[str, str]] = ()) -> list[dict] | None:
+    """The chat messages a prompt is rendered from under template chat (None under r1zero and plain), which
+    TRL-style rewards also get as the prompt.
+
+    `messages` (a conversational record, as in TRL) are used as they are: no system message is added to a
+    conversation, except `system_prompt` where it has none. A plain question becomes a user turn after a
+    system message (`system_prompt`, open-r1's option, "" for none as a TRL recipe without one has; by
+    default R1_CHAT_SYSTEM) and after `examples`, worked (question, response) pairs shown as earlier turns:
+    a small model follows a shown exchange far more readily than an instruction.
+    """
+    if template != "chat":
+        return None
+    if messages is not None:
+        has_system = any(m.get("role") == "system" for m in messages)
+        return [{"role": "system", "content": system_prompt}, *messages] if system_prompt and not has_system \
+            else messages
+    system = R1_CHAT_SYSTEM if system_prompt is None else system_prompt
+    shown = [{"role": role, "content": text} for q, r in examples for role, text in (("user", q), ("assistant", r))]
+    return [*([{"role": "system", "content": system}] if system else []), *shown,
+            {"role": "user", "content": question.strip()}]
+
+
 def build_prompt(question: str, tokenizer: PreTrainedTokenizerBase, template: str = "r1zero",
                  prefill: str = "", messages: list[dict] | None = None, system_prompt: str | None = None,
                  examples: Sequence[tuple[str, str]] = ()) -> str:
     """The prompt text the model continues, ending with the prefill.
 
-    `examples` (template chat) are worked (question, response) pairs put before the question as earlier
-    turns of the conversation: a small model follows a shown exchange far more readily than an instruction.
-
-    `messages` (a conversational record, as in TRL) are rendered by the chat template as they are, as
-    TRL does: no system message is added to a conversation (`system_prompt` only adds one where the
-    conversation has none). With template r1zero or plain, `question` (the last user turn) is used.
-    `system_prompt` replaces R1_CHAT_SYSTEM for a plain question under template chat (open-r1's option).
+    Under template chat, the messages of `chat_messages` rendered by the model's chat template; with
+    template r1zero or plain, `question` (the last user turn of a conversation) is used.
     """
     question = question.strip()
     if examples and template != "chat":
@@ -55,14 +73,8 @@ def build_prompt(question: str, tokenizer: PreTrainedTokenizerBase, template: st
     if template == "chat":
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("template=chat: this model's tokenizer has no chat template; use template=r1zero")
-        system = R1_CHAT_SYSTEM if system_prompt is None else system_prompt
-        if messages is None:
-            shown = [{"role": role, "content": text} for q, r in examples
-                     for role, text in (("user", q), ("assistant", r))]
-            messages = [{"role": "system", "content": system}, *shown, {"role": "user", "content": question}]
-        elif system_prompt is not None and not any(m.get("role") == "system" for m in messages):
-            messages = [{"role": "system", "content": system_prompt}, *messages]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        conversation = chat_messages(question, template, messages, system_prompt, examples)
+        text = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         return text + prefill
     if template == "plain":  # the question as it is (base models with few-shot prompts, toy tasks)
         return question + prefill

@@ -14,7 +14,7 @@ from typing import Callable
 
 from r1kit.core.errors import RewardError
 from r1kit.rewards.options import FAILURE_POLICIES
-from r1kit.rewards.registry import RewardFn, extra_rows, invoke_reward, is_trl_style, resolve_rewards
+from r1kit.rewards.registry import RewardFn, RewardLog, extra_rows, invoke_reward, is_trl_style, resolve_rewards
 from r1kit.rewards.worker import call_in_worker
 
 
@@ -32,20 +32,36 @@ class RewardFailure:
     error: str
 
 
-def _call(fn: RewardFn, completions: list[str], answers: list[str],
-          timeout: float, extra: dict[str, list] | None = None) -> tuple[str, object, Exception | None]:
+@dataclass(frozen=True)
+class _Call:
+    """How a reward is called: its time limit, the keyword data of the batch (``extra``: one value per
+    completion; ``shared``: the same for all) and where what it logs goes (kept for calls that succeed)."""
+
+    timeout: float
+    extra: dict[str, list] | None = None
+    shared: dict | None = None
+    log: RewardLog | None = None
+
+
+def _call(fn: RewardFn, completions: list[str], answers: list[str], how: _Call,
+          extra: dict[str, list] | None) -> tuple[str, object, Exception | None]:
     """One reward call; never raises. Outcomes: ("ok", list of raw scores), ("type", type name of
     what came back instead of a list), ("error", message) or ("timeout", None), plus the exception
-    object when the call ran in this process."""
-    if timeout > 0:
-        return (*call_in_worker(fn, list(completions), list(answers), timeout, extra), None)
-    try:
-        scores = invoke_reward(fn, list(completions), list(answers), extra)
-    except Exception as e:  # noqa: BLE001 - the caller applies the failure policy
-        return "error", f"{type(e).__name__}: {e}", e
-    if not isinstance(scores, (list, tuple)):
-        return "type", type(scores).__name__, None
-    return "ok", scores, None
+    object when the call ran in this process. What an ok call logged is added to ``how.log``."""
+    if how.timeout > 0:
+        status, value, logged = call_in_worker(fn, list(completions), list(answers), how.timeout, extra, how.shared)
+        exc = None
+    else:
+        logged = RewardLog()
+        try:
+            scores = invoke_reward(fn, list(completions), list(answers), extra, how.shared, logged)
+        except Exception as e:  # noqa: BLE001 - the caller applies the failure policy
+            return "error", f"{type(e).__name__}: {e}", e
+        status, value, exc = ("ok", scores, None) if isinstance(scores, (list, tuple)) else \
+            ("type", type(scores).__name__, None)
+    if status == "ok" and how.log is not None:
+        how.log.merge(logged)
+    return status, value, exc
 
 
 def _valid(value: object) -> bool:
@@ -82,19 +98,18 @@ def _describe(status: str, value: object, n: int, timeout: float, allow_none: bo
     return str(value)
 
 
-def _score_each(name: str, fn: RewardFn, completions: list[str], answers: list[str], timeout: float,
+def _score_each(name: str, fn: RewardFn, completions: list[str], answers: list[str], how: _Call,
                 on_failure: str, batch_error: str, batch_kind: str,
-                batch_exc: Exception | None,
-                extra: dict[str, list] | None = None) -> tuple[list[float], list[RewardFailure]]:
+                batch_exc: Exception | None) -> tuple[list[float], list[RewardFailure]]:
     """After a failed batch call: score one sample at a time; only the samples that fail alone fail."""
     scores, failures = [], []
     allow_none = is_trl_style(fn)
     for i, (completion, gold) in enumerate(zip(completions, answers)):
-        status, value, exc = _call(fn, [completion], [gold], timeout, extra_rows(extra, i))
+        status, value, exc = _call(fn, [completion], [gold], how, extra_rows(how.extra, i))
         if status == "ok" and len(value) == 1 and _usable(value[0], allow_none):
             scores.append(_score(value[0]))
             continue
-        message = _describe(status, value, 1, timeout, allow_none)
+        message = _describe(status, value, 1, how.timeout, allow_none)
         if on_failure == "abort":
             err = RewardError(f"reward '{name}' failed on sample {i}: {message}; completion={completion[:200]!r}")
             raise err from exc
@@ -109,13 +124,13 @@ def _score_each(name: str, fn: RewardFn, completions: list[str], answers: list[s
     return scores, failures
 
 
-def _score_reward(name: str, fn: RewardFn, completions: list[str], answers: list[str], timeout: float,
-                  on_failure: str, extra: dict[str, list] | None = None) -> tuple[list[float], list[RewardFailure]]:
+def _score_reward(name: str, fn: RewardFn, completions: list[str], answers: list[str], how: _Call,
+                  on_failure: str) -> tuple[list[float], list[RewardFailure]]:
     """One reward on the batch: its scores (0.0 where it failed, policy "zero"; NaN where it returned
     None) and its failures."""
     n = len(completions)
     allow_none = is_trl_style(fn)
-    status, value, exc = _call(fn, completions, answers, timeout, extra)
+    status, value, exc = _call(fn, completions, answers, how, how.extra)
     if status == "ok" and len(value) == n:
         scores, failures = [], []
         for i, v in enumerate(value):
@@ -128,11 +143,11 @@ def _score_reward(name: str, fn: RewardFn, completions: list[str], answers: list
             scores.append(0.0)
             failures.append(RewardFailure(name, i, "error", f"returned invalid value {v!r}"))
         return scores, failures
-    message = _describe(status, value, n, timeout, allow_none)
+    message = _describe(status, value, n, how.timeout, allow_none)
     if on_failure == "abort" and status in ("ok", "type"):
         raise RewardError(f"reward '{name}' {message}")
-    return _score_each(name, fn, completions, answers, timeout, on_failure, message,
-                       "timeout" if status == "timeout" else "error", exc, extra)
+    return _score_each(name, fn, completions, answers, how, on_failure, message,
+                       "timeout" if status == "timeout" else "error", exc)
 
 
 def score_completions(
@@ -146,6 +161,8 @@ def score_completions(
     prompts: list | None = None,
     completion_ids: list[list[int]] | None = None,
     columns: dict[str, list] | None = None,
+    trainer_state: object = None,
+    log: RewardLog | None = None,
 ) -> tuple[list[float], dict[str, list[float]], list[RewardFailure]]:
     """Score a batch with several rewards and combine them, under a time limit and a failure policy.
 
@@ -163,9 +180,11 @@ def score_completions(
     TRL-style rewards (see ``is_trl_style``) get ``completions`` and, by
     keyword, ``prompts`` (text, or chat messages for a conversational
     dataset), ``completion_ids`` and every dataset column in ``columns``
-    (``{column: one value per completion}``), each only when given. A
-    TRL-style reward may return None for a sample: its score there is NaN
-    and, as in TRL, it is left out of that sample's total.
+    (``{column: one value per completion}``), each only when given, plus
+    ``trainer_state`` and the ``log_metric`` / ``log_extra`` callables, whose
+    entries go to ``log``. A TRL-style reward may return None for a sample:
+    its score there is NaN and, as in TRL, it is left out of that sample's
+    total. ``async def`` rewards are awaited.
 
     Raises ValueError for an unknown name, duplicate names, a weights list of
     the wrong length, mismatched batch lengths or an unknown policy.
@@ -180,6 +199,7 @@ def score_completions(
     if on_failure not in FAILURE_POLICIES:
         raise ValueError(f"on_failure must be one of {FAILURE_POLICIES}, got {on_failure!r}")
     resolved = resolve_rewards(reward_funcs)
+    how = _Call(timeout, extra, {"trainer_state": trainer_state}, log)
     if reward_weights is None:
         weights = [1.0] * len(resolved)
     else:
@@ -196,7 +216,7 @@ def score_completions(
         if not completions:
             per_reward[name] = []
             continue
-        scores, failed = _score_reward(name, fn, completions, answers, timeout, on_failure, extra)
+        scores, failed = _score_reward(name, fn, completions, answers, how, on_failure)
         per_reward[name] = scores
         failures.extend(failed)
         for i, score in enumerate(scores):

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from r1kit.core.processes import die_with_parent, ignore_stop_signals
-from r1kit.rewards.registry import RewardFn, invoke_reward, resolve_rewards
+from r1kit.rewards.registry import RewardFn, RewardLog, invoke_reward, resolve_rewards
 
 
 @dataclass
@@ -49,7 +49,8 @@ def _input_seed(completions: list[str], answers: list[str]) -> int:
 
 
 def _worker_main(conn, parent_end, fns: tuple[RewardFn, ...], parent_pid: int) -> None:
-    """Worker loop: receive (function index, completions, answers, keyword data), send back the outcome."""
+    """Worker loop: receive (function index, completions, answers, keyword data per completion, keyword data
+    shared by all), send back the outcome and what the reward logged."""
     parent_end.close()  # otherwise the worker would never see EOF when the parent goes away
     ignore_stop_signals()  # the trainer kills us with SIGKILL
     die_with_parent()
@@ -57,21 +58,23 @@ def _worker_main(conn, parent_end, fns: tuple[RewardFn, ...], parent_pid: int) -
         return  # the parent died before prctl took effect
     while True:
         try:
-            index, completions, answers, extra = conn.recv()
+            index, completions, answers, extra, shared = conn.recv()
         except (EOFError, OSError):
             return
         seed = _input_seed(completions, answers)
         random.seed(seed)
         np.random.seed(seed)
+        log = RewardLog()
         try:
-            scores = invoke_reward(fns[index], completions, answers, extra)
-            reply = ("ok", list(scores)) if isinstance(scores, (list, tuple)) else ("type", type(scores).__name__)
+            scores = invoke_reward(fns[index], completions, answers, extra, shared, log)
+            reply = ("ok", list(scores), log) if isinstance(scores, (list, tuple)) else \
+                ("type", type(scores).__name__, None)
         except Exception as e:  # noqa: BLE001 - reported to the parent, which applies the failure policy
-            reply = ("error", f"{type(e).__name__}: {e}")
+            reply = ("error", f"{type(e).__name__}: {e}", None)
         try:
             conn.send(reply)
-        except Exception as e:  # noqa: BLE001 - e.g. scores that cannot be pickled
-            conn.send(("error", f"scores could not be sent back ({type(e).__name__}: {e})"))
+        except Exception as e:  # noqa: BLE001 - e.g. scores or logged values that cannot be pickled
+            conn.send(("error", f"scores could not be sent back ({type(e).__name__}: {e})", None))
 
 
 def _start_worker(fns: tuple[RewardFn, ...]) -> _Worker:
@@ -120,19 +123,20 @@ def start_reward_worker(reward_funcs: list[str] | list[Callable]) -> None:
 
 
 def call_in_worker(fn: RewardFn, completions: list[str], answers: list[str], timeout: float,
-                    extra: dict[str, list] | None = None) -> tuple[str, object]:
-    """One reward call in the worker, waiting at most `timeout` seconds; a worker that overran is killed."""
+                   extra: dict[str, list] | None = None, shared: dict | None = None) -> tuple[str, object, object]:
+    """One reward call in the worker, waiting at most `timeout` seconds; a worker that overran is killed.
+    Returns (status, scores or what went wrong, the RewardLog of what it logged or None)."""
     if _WORKER is None or fn not in _WORKER.fns or not _WORKER.process.is_alive():
         start_reward_worker([fn])
     worker = _WORKER
     try:
-        worker.conn.send((worker.fns.index(fn), completions, answers, extra))
+        worker.conn.send((worker.fns.index(fn), completions, answers, extra, shared))
         if worker.conn.poll(timeout):
             return worker.conn.recv()
-        outcome = ("timeout", None)
+        outcome = ("timeout", None, None)
     except (EOFError, OSError):  # killed, crashed in C code, out of memory
         worker.process.join(1)
-        outcome = ("error", f"reward worker process died (exit code {worker.process.exitcode})")
+        outcome = ("error", f"reward worker process died (exit code {worker.process.exitcode})", None)
     except BaseException:
         close_reward_worker()  # e.g. Ctrl-C while waiting: a reply may still be in flight
         raise

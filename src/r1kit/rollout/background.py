@@ -54,6 +54,8 @@ class ProcessEngine:
     def __init__(self, o: EngineOptions, policy: nn.Module, dtype: torch.dtype, tokenizer: PreTrainedTokenizerBase,
                  threads: int) -> None:
         self.weights = rollout_copy(policy, dtype).share_memory()  # [what the worker decodes from]
+        # what the worker samples with (its engine's copy in rollout_dtype), for the trainer's off-policy line
+        self.dtype = dtype if o.rollout_dtype == "auto" else getattr(torch, o.rollout_dtype)
         ctx = torch.multiprocessing.get_context("spawn")  # fork would copy the trainer's OpenMP threads' state
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=serve, args=(child, o, self.weights, dtype, tokenizer, threads, os.getpid()),
@@ -132,6 +134,8 @@ class ThreadEngine:
 
     def __init__(self, engine) -> None:
         self.engine = engine
+        # what it samples with, as samples_off_policy reads it off the wrapped engine
+        self.own_kernels, self.dtype = getattr(engine, "own_kernels", False), getattr(engine, "dtype", None)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="r1kit-rollout")
         self.future: Future | None = None
 

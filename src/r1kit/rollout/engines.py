@@ -32,6 +32,8 @@ from r1kit.rollout.sampling import Rollout, generate, rollout_copy
 
 
 class RolloutEngine(Protocol):
+    dtype: torch.dtype | None  # the weights it samples with (None: as the policy holds them)
+
     def sync_weights(self, policy: nn.Module, policy_version: int) -> object: ...
 
     def generate(self, tokenizer: PreTrainedTokenizerBase, prompts: list[str], *, seed: int, num_generations: int,
@@ -46,6 +48,9 @@ class LocalEngine:
 
     def __init__(self, sampler: "nn.Module | FusedDecoder", device: torch.device | str) -> None:
         self.sampler, self.device = sampler, device
+        # the dtype of the weights it samples with (every engine says, so the trainer knows whether it samples
+        # from the policy's own numbers)
+        self.dtype = sampler.dtype if isinstance(sampler, FusedDecoder) else next(sampler.parameters()).dtype
 
     def sync_weights(self, policy: nn.Module, policy_version: int) -> None:
         if isinstance(self.sampler, FusedDecoder):
@@ -96,6 +101,16 @@ def make_vllm_engine(o: EngineOptions, model: str, max_model_len: int, seed: int
     return VLLMEngine(resolve_model_path(model), dtype=o.vllm_dtype, gpu_memory_utilization=o.vllm_gpu_memory_utilization,
                       max_model_len=max_model_len, seed=seed, enable_sleep_mode=o.vllm_enable_sleep_mode,
                       enforce_eager=o.vllm_enforce_eager, kv_cache_memory_bytes=o.vllm_kv_cache_memory_bytes)
+
+
+def samples_off_policy(engine: object, policy_dtype: torch.dtype) -> bool:
+    """Whether an engine's log-probs differ from the policy's beyond rounding: one with kernels of its own
+    (vLLM; TRL corrects whenever vLLM samples) or weights in another dtype than the policy's. An engine
+    that does not say its dtype is taken to sample from the policy itself."""
+    if getattr(engine, "own_kernels", False):
+        return True
+    dtype = getattr(engine, "dtype", None)
+    return dtype is not None and dtype != policy_dtype
 
 
 def make_engine(o: EngineOptions, policy: nn.Module, dtype: torch.dtype, device, *, model: str, max_model_len: int,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import dataclass
 
 from r1kit.core.options import DTYPES, Options, need, need_choice, opt
@@ -45,8 +47,8 @@ class EngineOptions(Options):
                                        "~4e-6), 'torch' (plain F.linear), 'auto' (onednn on the CPU where torch has it)")
     async_rollout: bool = opt(False, "one-step-off-policy rollouts: step t+1's completions are generated with the "
                                      "weights of step t by a second process (a local generation worker, or the "
-                                     "vLLM server with vllm_mode=server) while step t trains; pair it with "
-                                     "importance_sampling_cap (e.g. 2.0) to correct for the one-step lag")
+                                     "vLLM server with vllm_mode=server) while step t trains; the one-step lag is "
+                                     "corrected by importance_sampling_cap (3 unless set; 0 turns it off)")
     rollout_worker_threads: int = opt(0, "async_rollout with a local worker: its CPU threads (0: as many as the "
                                          "training process)")
     vllm_dtype: str = opt("bfloat16", "weights dtype inside vLLM (rollout_engine=vllm)")
@@ -85,6 +87,11 @@ class EngineOptions(Options):
         need(not (self.async_rollout and self.rollout_engine == "vllm" and self.vllm_mode == "colocate"),
              "async_rollout generates in a second process: with rollout_engine=vllm set vllm_mode=server (a "
              "`r1kit vllm-serve` process), or use rollout_engine fused/hf (a local generation worker)")
+        # checked after the settings, before any model loads; `r1kit vllm-serve` needs no vLLM in this process
+        need(self.rollout_engine != "vllm" or self.vllm_mode != "colocate" or importlib.util.find_spec("vllm") is not None,
+             f"rollout_engine=vllm (TRL: use_vllm): vLLM is not installed in this Python ({sys.executable}); on a CUDA "
+             "machine pip install 'r1kit[vllm]', on the CPU bash scripts/setup.sh --vllm and run .venv-vllm/bin/r1kit; "
+             "or vllm_mode: server with `r1kit vllm-serve` running where vLLM is, or rollout_engine: auto")
         need(self.rollout_worker_threads >= 0, f"rollout_worker_threads={self.rollout_worker_threads}: must be >= 0")
         need(self.vllm_kv_cache_memory_bytes >= 0,
              f"vllm_kv_cache_memory_bytes={self.vllm_kv_cache_memory_bytes}: must be >= 0")

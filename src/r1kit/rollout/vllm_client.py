@@ -98,6 +98,8 @@ def _error_text(err: urllib.error.HTTPError) -> str:
 class VLLMClient:
     """A rollout engine backed by a `r1kit vllm-serve` process (see the module docstring)."""
 
+    own_kernels = True  # its log-probs differ from the policy's even in the same dtype
+
     def __init__(self, host: str, port: int, *, group_port: int, timeout: float = 240.0,
                  dtype: str = "bfloat16") -> None:
         self.base_url, self.host, self.group_port, self.timeout = f"http://{host}:{port}", host, group_port, timeout

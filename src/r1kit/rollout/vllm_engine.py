@@ -263,6 +263,8 @@ def _reprocess_tied(model: nn.Module) -> None:
 class VLLMEngine:
     """A colocated vLLM engine: `sync_weights` after each policy update, then `generate` -> `Rollout`."""
 
+    own_kernels = True  # its log-probs differ from the policy's even in the same dtype
+
     def __init__(self, model: str, *, dtype: str = "bfloat16", gpu_memory_utilization: float = 0.3,
                  max_model_len: int, seed: int = 0, enable_sleep_mode: bool = False, enforce_eager: bool = False,
                  kv_cache_memory_bytes: int = 0, llm_factory: Callable[..., Any] | None = None,

@@ -88,8 +88,18 @@ class LoopOptions(BaseConfig):
 
     @classmethod
     def from_config(cls, c: Any, /, **given: Any) -> "LoopOptions":
-        given.setdefault("config", dataclasses.asdict(c))
+        given.setdefault("config", _by_name(dataclasses.asdict(c)))
         return super().from_config(c, **given)
+
+
+def _by_name(value: Any) -> Any:
+    """A config as config.json and the trackers hold it: functions (reward_funcs given in Python) by their
+    dotted name."""
+    if callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+    if isinstance(value, (list, tuple)):
+        return [_by_name(v) for v in value]
+    return {k: _by_name(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
 # --------------------------------------------------------------------------

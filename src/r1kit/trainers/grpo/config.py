@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from r1kit.algorithms.options import AlgorithmOptions
-from r1kit.core.options import load_config, need, opt
+from r1kit.core.options import Reading, load_config, need, opt
 from r1kit.data.options import DataOptions, PromptOptions
 from r1kit.evaluation.options import EvalOptions
 from r1kit.models.options import LoraOptions, ModelOptions, ProcessRewardOptions
@@ -26,7 +26,7 @@ from r1kit.report.options import AlertOptions
 from r1kit.rewards.options import RewardOptions
 from r1kit.rollout.options import EngineOptions, SamplingOptions
 from r1kit.trainers.base_config import BaseConfig
-from r1kit.trainers.grpo.recipes import translate_recipe
+from r1kit.trainers.grpo.recipes import RECIPE_KEYS, read_recipe
 
 
 @dataclass
@@ -68,6 +68,14 @@ class GRPOConfig(AlertOptions, EvalOptions, AlgorithmOptions, ProcessRewardOptio
     output_dir: str = opt("runs/grpo", "folder for metrics.jsonl, samples.jsonl and checkpoints")
     save_steps: int = opt(50, "save a checkpoint every N steps (and always at the end); 0: only at the end")
 
+    # TRL / open-r1 names read too, in YAML and on the command line alike (not options: no annotation)
+    recipe_keys = RECIPE_KEYS
+
+    @classmethod
+    def read_sources(cls, sources: list[tuple[str, dict[str, Any]]]) -> Reading:
+        """A YAML file and the command line, TRL / open-r1 recipe keys translated (trainers/grpo/recipes.py)."""
+        return read_recipe(sources)
+
     @property
     def completions_per_step(self) -> int:
         """Completions each process generates and trains on per step."""
@@ -103,16 +111,9 @@ class GRPOConfig(AlertOptions, EvalOptions, AlgorithmOptions, ProcessRewardOptio
 def make_config(yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> GRPOConfig:
     """Config file first, then overrides (from the command line) on top; unknown keys are an error.
 
-    The file may be a TRL / open-r1 GRPO recipe (see RECIPE_KEYS); keys accepted without effect are
-    listed in one line on stderr."""
-    notes: list[str] = []
-    config = load_config(GRPOConfig, None, yaml_path, overrides,
-                         translate=lambda data, source: translate_recipe(data, source, notes))
-    if notes:
-        import sys
-
-        print(f"r1kit: {yaml_path}: recipe keys without effect in r1kit: {'; '.join(notes)}", file=sys.stderr)
-    return config
+    Either may use TRL / open-r1 names (RECIPE_KEYS), read as `r1kit grpo --config FILE --KEY VALUE` reads
+    them; the notices (keys without effect, defaults that differ from TRL's) are printed once."""
+    return load_config(GRPOConfig, None, yaml_path, overrides)
 
 
 def validate(c: GRPOConfig) -> None:

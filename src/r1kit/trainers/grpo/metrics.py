@@ -43,6 +43,9 @@ def step_metrics(s: GRPOSetup, step: int, rollout: Rollout, scores: Scores, zero
     counts = g(counts).view(-1, len(names), 2).sum(0) if names else None  # [rewards, (errors, timeouts)]
     reduced = run.reduce_sums(update.sums)
     tok = max(reduced["tokens"], 1.0)
+    logged: dict[str, list[float]] = {}  # what rewards logged with log_metric, over processes: TRL averages it
+    for name, values in run.gather_objects([(n, v) for n, vs in scores.metrics.items() for v in vs]):
+        logged.setdefault(name, []).append(values)
     grouped = all_rewards.view(-1, G)
     return {
         "step": step + 1,
@@ -75,7 +78,7 @@ def step_metrics(s: GRPOSetup, step: int, rollout: Rollout, scores: Scores, zero
         "entropy": reduced["entropy"] / tok,
         # |log pi_old - log pi_sampler| per token: the rollout engine's mismatch (bf16 copy, vLLM)
         "rollout_logprob_gap": reduced["logprob_gap"] / tok,
-        **({"importance_weight": reduced["is_weight"] / tok} if c.importance_sampling_cap > 0 else {}),
+        **({"importance_weight": reduced["is_weight"] / tok} if s.algo.importance_sampling_cap > 0 else {}),
         "grad_norm": update.grad_norms[0],
         "skipped_updates": update.skipped,
         "learning_rate": run.learning_rate,
@@ -85,6 +88,7 @@ def step_metrics(s: GRPOSetup, step: int, rollout: Rollout, scores: Scores, zero
         "tokens_per_second": (reduced["tokens"] + G * g(rollout.prompt_mask.sum()).sum().item()) / step_time,
         "generated_tokens_per_second": lengths.sum().item() / t_gen,
         "data/skipped_lines": s.skipped_lines,
+        **{name: sum(values) / len(values) for name, values in logged.items()},
         **process_metrics(scores, accuracy, g),
     }
 
@@ -131,7 +135,10 @@ def write_step_records(s: GRPOSetup, step: int, batch: list[Problem], rollout: R
                 "rewards": {n: float(v[i * G + j]) for n, v in per_fn.items() if math.isfinite(v[i * G + j])},
                 **({"kind": e.kind} if e.kind != "reasoning" else {}),
                 "advantage": float(advantages[i * G + j]), "length": int(rollout.lengths[i * G + j]),
-                "truncated": bool(rollout.truncated[i * G + j])}
+                "truncated": bool(rollout.truncated[i * G + j]),
+                # columns the rewards logged with log_extra (TRL's completions table)
+                **({"extra": {k: _plain(v[i * G + j]) for k, v in scores.extra.items() if v[i * G + j] is not None}}
+                   if scores.extra else {})}
                for i, e in enumerate(batch) for j in range(G)]
     records = run.gather_objects(records)
     failed = [{"step": step + 1, "rank": run.rank, "reward": f.reward, "sample": f.index, "kind": f.kind,
@@ -153,6 +160,11 @@ def write_step_records(s: GRPOSetup, step: int, batch: list[Problem], rollout: R
     if c.log_completions_steps and (step + 1) % c.log_completions_steps == 0:
         best = max(records, key=lambda r: r["reward"])
         run.write(f"[step {step + 1}] reward={best['reward']:.2f} Q: {best['question']}\n{best['completion'][:400]}\n")
+
+
+def _plain(value: object) -> object:
+    """A value a reward logged, as JSON can hold it (its text otherwise)."""
+    return value if isinstance(value, (str, int, float, bool, list, dict)) else str(value)
 
 
 def eval_sampler(s: GRPOSetup, step: int) -> object:

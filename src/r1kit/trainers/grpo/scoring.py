@@ -9,15 +9,19 @@ import bisect
 import dataclasses
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+from transformers import TrainerState
 
 from r1kit.algorithms.advantages import process_advantages
 from r1kit.algorithms.corrections import soft_overlong_penalty
+from r1kit.core.errors import RewardError
 from r1kit.data.problems import Problem, reward_keywords
+from r1kit.data.templates import chat_messages
 from r1kit.models.process_reward_model import aggregate
 from r1kit.rewards.readable import split_reasoning
+from r1kit.rewards.registry import RewardLog
 from r1kit.rewards.scoring import RewardFailure, score_completions
 from r1kit.rewards.steps import step_ends
 from r1kit.rollout.sampling import Rollout
@@ -35,20 +39,39 @@ class Scores:
     totals: list[float]  # weighted sum of the reward functions
     per_fn: dict[str, list[float]]  # each reward's scores, NaN where it does not apply
     failures: list[RewardFailure]
+    rows: int = 0  # completions scored by the rule rewards (the reasoning rows)
+    metrics: dict[str, list[float]] = field(default_factory=dict)  # what the rewards logged with log_metric
+    extra: dict[str, list] = field(default_factory=dict)  # their log_extra columns, one value per row (or None)
     # a process reward model's step scores per row: (character offset in texts[i] where the step ends, the
     # step's probability of leading to the right answer); None without a process reward model
     steps: list[list[tuple[int, float]]] | None = None
 
 
-def score_rollout(s: GRPOSetup, batch: list[Problem], rollout: Rollout) -> Scores:
-    G = s.G
-    texts = [s.c.prefill + comp for comp in rollout.completions]
+def trainer_state(s: GRPOSetup, step: int) -> TrainerState:
+    """The `trainer_state` TRL gives rewards (transformers' TrainerState): the step about to be taken,
+    the run's length and the epoch reached, for rewards that change with training progress."""
+    prompts_per_step = s.prompts_local * s.run.world
+    return TrainerState(global_step=step, max_steps=s.run.o.max_steps, epoch=step * prompts_per_step /
+                        max(1, len(s.reasoning)), num_train_epochs=math.ceil(s.run.o.max_steps * prompts_per_step /
+                                                                             max(1, len(s.reasoning))),
+                        is_world_process_zero=s.run.is_main, is_local_process_zero=s.run.is_main)
+
+
+def score_rollout(s: GRPOSetup, batch: list[Problem], rollout: Rollout, step: int = 0) -> Scores:
+    G, c = s.G, s.c
+    texts = [c.prefill + comp for comp in rollout.completions]
     answers = [e.answer for e in batch for _ in range(G)]
     kinds = [e.kind for e in batch for _ in range(G)]
     questions = [e.question for e in batch for _ in range(G)]
     ids = [r[m.bool()].tolist() for r, m in zip(rollout.completion_ids, rollout.completion_mask)]  # unpadded
-    totals, per_fn, failures = score_batch(s.c, s.rewards, texts, answers, kinds, questions, s.judges, batch=batch,
-                                           completion_ids=ids)
+    # the prompt as TRL-style rewards get it: the messages it was rendered from, if any (completions then come
+    # as messages too), else the record's own
+    prompts = [chat_messages(e.question, c.template, e.messages, c.system_prompt, s.examples) or e.messages or e.question
+               for e in batch]
+    log = RewardLog()
+    totals, per_fn, failures = score_batch(c, s.rewards, texts, answers, kinds, questions, s.judges, batch=batch,
+                                           completion_ids=ids, prompts=prompts, log=log,
+                                           trainer_state=trainer_state(s, step))
     if s.c.overlong_buffer_length > 0:  # DAPO's soft overlong punishment, by length in tokens
         penalty = [s.c.overlong_penalty_factor * p for p in
                    soft_overlong_penalty(rollout.lengths.tolist(), s.c.max_completion_length, s.c.overlong_buffer_length)]
@@ -57,7 +80,8 @@ def score_rollout(s: GRPOSetup, batch: list[Problem], rollout: Rollout) -> Score
     steps = None
     if "process" in s.judges:
         totals, steps = score_steps(s.c, s.judges["process"], texts, questions, kinds, totals, per_fn)
-    return Scores(texts, answers, kinds, totals, per_fn, failures, steps)
+    return Scores(texts, answers, kinds, totals, per_fn, failures, sum(k != "general" for k in kinds), log.metrics,
+                  log.columns, steps)
 
 
 def score_steps(c: GRPOConfig, prm, texts: list[str], questions: list[str], kinds: list[str], totals: list[float],
@@ -121,7 +145,8 @@ def process_metrics(scores: Scores, accuracy: torch.Tensor, gather) -> dict:
 def pick_scores(picks: list[tuple[Scores, list[int]]]) -> Scores:
     """Rows `rows` of each Scores, one after the other; failures re-indexed into the result (those of
     rows left out are dropped)."""
-    out = Scores([], [], [], [], {n: [] for n in picks[0][0].per_fn}, [], [] if picks[0][0].steps is not None else None)
+    out = Scores([], [], [], [], {n: [] for n in picks[0][0].per_fn}, [],
+                 steps=[] if picks[0][0].steps is not None else None)
     for sc, rows in picks:
         where = {r: len(out.texts) + i for i, r in enumerate(rows)}
         if out.steps is not None:
@@ -130,6 +155,13 @@ def pick_scores(picks: list[tuple[Scores, list[int]]]) -> Scores:
             getattr(out, name).extend(values[r] for r in rows)
         for n, v in sc.per_fn.items():
             out.per_fn[n].extend(v[r] for r in rows)
+        for column in [*out.extra, *(c for c in sc.extra if c not in out.extra)]:  # None where a round lacks it
+            values = sc.extra.get(column)
+            out.extra.setdefault(column, [None] * (len(out.texts) - len(rows)))
+            out.extra[column].extend(values[r] if values else None for r in rows)
+        for n, v in sc.metrics.items():
+            out.metrics.setdefault(n, []).extend(v)
+        out.rows += sum(sc.kinds[r] != "general" for r in rows)
         out.failures += [dataclasses.replace(f, index=where[f.index]) for f in sc.failures if f.index in where]
     return out
 
@@ -165,12 +197,15 @@ def metric_scores(names: tuple[str, ...], per_fn: dict[str, list[float]], texts:
 
 def score_batch(c: GRPOConfig, rewards_used: list, texts: list[str], answers: list[str], kinds: list[str],
                 questions: list[str], judges: dict, batch: list[Problem] | None = None,
-                completion_ids: list[list[int]] | None = None) -> tuple[list[float], dict[str, list[float]], list[RewardFailure]]:
+                completion_ids: list[list[int]] | None = None, prompts: list | None = None,
+                log: RewardLog | None = None, trainer_state: object = None,
+                ) -> tuple[list[float], dict[str, list[float]], list[RewardFailure]]:
     """Rewards of one batch: rule rewards for reasoning prompts; for general prompts (R1 stage 4)
     helpfulness of the summary plus harmlessness of the whole response, as reward models judge them.
 
     Returns the total per completion, {reward name: per-completion scores, NaN where it does not apply}
-    and the rule rewards' failures (indices into the batch).
+    and the rule rewards' failures (indices into the batch). `prompts` (one per problem of `batch`) are the
+    prompts TRL-style rewards get; what they log goes to `log`, log_extra columns laid out per completion.
     """
     n = len(texts)
     rows = [i for i, k in enumerate(kinds) if k != "general"]
@@ -178,11 +213,18 @@ def score_batch(c: GRPOConfig, rewards_used: list, texts: list[str], answers: li
     totals = [0.0] * n
     per_fn: dict[str, list[float]] = {}
     # called even with no reasoning rows, so every process reports the same reward names
+    sub_log = RewardLog()
     sub_totals, sub_per, sub_failures = score_completions(
         rewards_used, c.reward_weights, [texts[i] for i in rows], [answers[i] for i in rows],
-        timeout=c.reward_timeout, on_failure=c.reward_failure,
+        timeout=c.reward_timeout, on_failure=c.reward_failure, trainer_state=trainer_state, log=sub_log,
         # what TRL-style rewards read besides the completions: prompts, completion ids, dataset columns
-        **(reward_keywords(batch, n // len(batch), completion_ids, rows) if batch else {}))
+        **(reward_keywords(batch, n // len(batch), completion_ids, rows, prompts) if batch else {}))
+    if log is not None:
+        log.metrics.update(sub_log.metrics)
+        for column, values in sub_log.columns.items():  # one value per reasoning row, as TRL's log_extra takes
+            log.columns[column] = [None] * n
+            for i, v in zip(rows, values):
+                log.columns[column][i] = v
     for name, scores in sub_per.items():
         per_fn[name] = [math.nan] * n
         for i, v in zip(rows, scores):
@@ -202,3 +244,27 @@ def score_batch(c: GRPOConfig, rewards_used: list, texts: list[str], answers: li
                 per_fn[name][i] = float(v)
                 totals[i] += weights[name] * float(v)
     return totals, per_fn, failures
+
+
+def stop_on_failing_rewards(s: GRPOSetup, scores: Scores) -> None:
+    """Raise RewardError, naming the reward and its first error, once one reward has failed on every sample
+    it scored (over all processes) for reward_failure_steps steps in a row: a reward that cannot run at all
+    (written for other arguments, say) would otherwise have the run train on zeros. Called before the
+    update, by every process (the counts are summed, so all of them stop together)."""
+    if not s.c.reward_failure_steps:
+        return
+    names = list(scores.per_fn)  # the same on every process, so the sums below match
+    failed = {n: len({f.index for f in scores.failures if f.reward == n and f.index >= 0}) for n in names}
+    sums = s.run.reduce_sums({"rows": scores.rows, **{f"failed/{n}": v for n, v in failed.items()}})
+    for name in names:
+        if not sums["rows"] or sums[f"failed/{name}"] < sums["rows"]:
+            s.failing.pop(name, None)
+            continue
+        first = next((f.error for f in scores.failures if f.reward == name), "failed in another process")
+        steps, error = s.failing.get(name, (0, first))
+        s.failing[name] = (steps + 1, error)
+        if steps + 1 >= s.c.reward_failure_steps:
+            error = " ".join(error.split())[:300]
+            raise RewardError(f"reward '{name}' failed on every sample for {steps + 1} steps in a row (first error: "
+                              f"{error}); the run would train on zeros. Fix the reward, or set "
+                              f"reward_failure_steps: 0 to keep going")

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from r1kit.algorithms.corrections import AUTO_IMPORTANCE_SAMPLING_CAP
 from r1kit.algorithms.options import AlgorithmOptions
 from r1kit.core.errors import ConfigError
 from r1kit.core.files import iter_jsonl
@@ -25,8 +26,8 @@ from r1kit.report.html import write_report_safely
 from r1kit.report.options import AlertOptions
 from r1kit.rewards.registry import bind_reward_options
 from r1kit.rollout.background import ProcessEngine, ThreadEngine
-from r1kit.rollout.decoder import unsupported_reason
-from r1kit.rollout.engines import LocalEngine, RolloutEngine, make_engine
+from r1kit.rollout.decoder import FusedDecoder, unsupported_reason
+from r1kit.rollout.engines import LocalEngine, RolloutEngine, make_engine, samples_off_policy
 from r1kit.rollout.options import EngineOptions
 from r1kit.trainers.grpo.config import GRPOConfig, training_steps
 from r1kit.trainers.loop import Run
@@ -78,6 +79,7 @@ class GRPOSetup:
     alerts: AlertMonitor  # fed every step's metrics, in order (replayed from metrics.jsonl on resume)
     examples: tuple[tuple[str, str], ...] = ()  # worked examples shown before each question (prompt_examples)
     rollouts: object | None = None  # async_rollout: trainers.grpo.rollouts.OneStepOff, set by the trainer
+    failing: dict = field(default_factory=dict)  # reward -> (steps in a row it failed on every sample, first error)
 
     @property
     def G(self) -> int:
@@ -123,6 +125,11 @@ def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs:
     torch.manual_seed(c.seed)
     dtype = resolve_dtype(c.dtype)
     tokenizer = load_tokenizer(c.model, c.trust_remote_code)
+    if c.chat_template:
+        tokenizer.chat_template = c.chat_template
+    if c.template == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"template=chat: model {c.model} has no chat template (a TRL recipe renders its prompts with "
+                          "one); give chat_template, or template: r1zero or plain")
     model = load_policy(ModelOptions.from_config(c), LoraOptions.from_config(c), run.checkpoint, dtype)
     ref_model = None
     if not c.use_lora and c.beta > 0:
@@ -144,11 +151,12 @@ def setup(c: GRPOConfig, run: Run, examples: list[Problem] | None, reward_funcs:
                                 on_close=lambda: _final_report(c, run), max_steps=max_steps, warmup_steps=warmup_steps)
     if skipped and run.is_main:
         (run.out_dir / "skipped_data.txt").write_text("".join(line + "\n" for line in skipped), encoding="utf-8")
+    algo = AlgorithmOptions.from_config(c, importance_sampling_cap=rollout_correction(c, run, engine, dtype))
     alerts = AlertMonitor(AlertOptions.from_config(c))
     for past in iter_jsonl(run.out_dir / "metrics.jsonl") if run.start_step else ():
         alerts.update(past)  # those that fired before the resume stay fired, silently
     examples = read_examples(c.prompt_examples) if c.prompt_examples else ()
-    return GRPOSetup(c, AlgorithmOptions.from_config(c), run, wrapped, policy, tokenizer, ref_model, engine,
+    return GRPOSetup(c, algo, run, wrapped, policy, tokenizer, ref_model, engine,
                      bound_rewards(c, reward_funcs), judges, reasoning, general, eval_problems, dtype, len(skipped),
                      alerts, examples)
 
@@ -161,6 +169,29 @@ def run_identity(c: GRPOConfig, problems: list[Problem], reward_funcs: list | No
         h.update(json.dumps([p.question, p.answer, p.kind, p.messages, p.columns], default=str, sort_keys=True).encode())
     names = [r if isinstance(r, str) else getattr(r, "__name__", type(r).__name__) for r in (reward_funcs or c.reward_funcs)]
     return {"data_fingerprint": h.hexdigest()[:16], "reward_functions": names}
+
+
+def rollout_correction(c: GRPOConfig, run: Run, engine: RolloutEngine, dtype: torch.dtype) -> float:
+    """The run's importance_sampling_cap: as given, else AUTO_IMPORTANCE_SAMPLING_CAP when the engine samples
+    off-policy (vLLM, weights in another dtype, async_rollout's one step behind) and 0 otherwise, as TRL
+    corrects whenever vLLM samples. Says once, in one line, what the engine samples with and whether that is
+    the policy's distribution."""
+    off_policy = c.async_rollout or samples_off_policy(engine, dtype)
+    cap = c.importance_sampling_cap
+    if cap is None:
+        cap = AUTO_IMPORTANCE_SAMPLING_CAP if off_policy else 0.0
+    if isinstance(engine, LocalEngine):
+        name = "fused" if isinstance(engine.sampler, FusedDecoder) else "hf"
+    else:
+        name = c.rollout_engine if c.rollout_engine == "vllm" else type(engine).__name__
+    held = str(getattr(engine, "dtype", None) or dtype).removeprefix("torch.")
+    lag = " one step behind" if c.async_rollout else ""
+    state = ("on-policy" if not off_policy else
+             f"off-policy, corrected by importance_sampling_cap={cap:g} ({c.importance_sampling_mode}; 0 turns it "
+             "off)" if cap > 0 else "off-policy and uncorrected (importance_sampling_cap: 0)")
+    run.write(f"r1kit: rollout engine {name} samples with {held} weights{lag}, the policy trains in "
+              f"{str(dtype).removeprefix('torch.')}: {state}")
+    return cap
 
 
 def background_engine(c: GRPOConfig, run: Run, model, tokenizer, dtype, engine: RolloutEngine | None):

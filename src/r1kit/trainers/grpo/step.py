@@ -26,7 +26,14 @@ from r1kit.data.problems import Problem
 from r1kit.data.templates import build_prompt
 from r1kit.rollout.sampling import Rollout, cat_rollouts, take_groups
 from r1kit.trainers.grpo.metrics import UpdateStats, eval_line, run_eval, step_metrics, write_step_records
-from r1kit.trainers.grpo.scoring import Scores, general_prompts_per_step, pick_scores, score_rollout, step_advantages
+from r1kit.trainers.grpo.scoring import (
+    Scores,
+    general_prompts_per_step,
+    pick_scores,
+    score_rollout,
+    step_advantages,
+    stop_on_failing_rewards,
+)
 from r1kit.trainers.grpo.setup import GRPOSetup, sampling_seed
 
 
@@ -36,6 +43,7 @@ def grpo_step(s: GRPOSetup, step: int) -> dict:
     times: dict[str, float] = {}
     start = time.perf_counter()
     batch, rollout, scores, sampling = sample_batch(s, step, times)  # phases "rollout" and "rewards"
+    stop_on_failing_rewards(s, scores)
     with timer(times, "advantages"):
         rewards = torch.tensor(scores.totals, dtype=torch.float32)  # [N]
         advantages, zero_std = advantages_for(s.algo, rewards, s.G)  # [N], [N/G]
@@ -110,7 +118,7 @@ def sample_batch(s: GRPOSetup, step: int, times: dict[str, float]) -> tuple[list
         with timer(times, "rollout"):
             rollout = generate_rollout(s, batch, step, round_)
         with timer(times, "rewards"):
-            scores = score_rollout(s, batch, rollout)
+            scores = score_rollout(s, batch, rollout, step)
         grouped = torch.tensor(scores.totals).view(-1, s.G)  # [B, G]
         informative = (grouped != grouped[:, :1]).any(dim=1).nonzero().flatten().tolist()
         rounds.append((batch, rollout, scores, informative))
@@ -209,9 +217,10 @@ def policy_update(s: GRPOSetup, rollout: Rollout, advantages: Tensor, old_lp: Te
                 # log pi_old - log pi_sampler per token: 0 up to rounding when the sampler is the policy
                 sampler_gap = (old - rollout.logprobs[rows]) * mask[rows]  # [n, T]
                 weights = None
-                if c.importance_sampling_cap > 0:  # the rollout engine's mismatch, corrected (TIS / IcePop)
+                if s.algo.importance_sampling_cap > 0:  # the rollout engine's mismatch, corrected (TIS / IcePop)
                     weights = rollout_importance_weights(old, rollout.logprobs[rows], mask[rows],
-                                                         c.importance_sampling_mode, c.importance_sampling_cap)  # [n, T]
+                                                         s.algo.importance_sampling_mode,
+                                                         s.algo.importance_sampling_cap)  # [n, T]
                 loss, st = grpo_loss(lp, old, ref_lp[rows] if ref_lp is not None else None, advantages[rows],
                                      loss_mask[rows], **options, num_sequences=s.n_global, num_tokens=n_tokens,
                                      num_local_tokens=n_local, importance_weights=weights, entropy=ent,
