@@ -369,6 +369,7 @@ def test_report_tolerates_old_and_partial_runs_and_rejects_non_runs(tmp_path, ca
         '{"step": 1, "reward": 0.1}\nnot json\n{"step": 2, "reward": 0.3, "kl": NaN, "entropy": 2.0}\n')
     page = write_report(old, out=tmp_path / "old.html")
     assert page == tmp_path / "old.html"
+    assert "1 of 3 lines could not be read" in capsys.readouterr().err  # said, not silently dropped
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["reward.png", "training.png"]
     text = page.read_text()
     assert "no samples.jsonl" in text and "No samples recorded" in text

@@ -48,7 +48,8 @@ def test_lora_run_trains_only_the_adapter_and_resumes(tmp_path, tiny_model):
     # the reference is the base with the adapter off: at step 1 the policy is the base, so KL is 0
     assert history[0]["kl"] == pytest.approx(0.0, abs=1e-6) and history[1]["kl"] > 0
     # resume continues from the adapter checkpoint
-    more = train(make_config(overrides={**kw, "max_steps": 3, "resume": True}), show_progress=False)
+    more = train(make_config(overrides={**kw, "max_steps": 3, "resume": True,
+                                           "allow_resume_changes": True}), show_progress=False)
     assert [m["step"] for m in more] == [3]
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
