@@ -139,7 +139,9 @@ def test_fsdp_rollouts_and_eval_decode_from_a_fresh_full_copy(tmp_path, tiny_mod
         assert m["rollout_logprob_gap"] < 1e-5 and m["grad_norm"] > 0.1, m
     evals = [json.loads(line) for line in (out / "eval_samples.jsonl").read_text().splitlines()]
     assert sorted({e["step"] for e in evals}) == [0, 3]
-    assert len([e for e in evals if e["step"] == 3]) == 6  # both processes' halves of the 6 problems
+    # both processes' halves of the 6 problems, sampled with the think and with it removed
+    assert len([e for e in evals if e["step"] == 3 and e["mode"] == "think"]) == 6
+    assert len([e for e in evals if e["step"] == 3 and e["mode"] == "no_think"]) == 6
 
 
 def test_an_fsdp_checkpoint_resumes_only_under_fsdp(tmp_path):
