@@ -107,7 +107,10 @@ print(json.dumps({"growth_mb": (peak - before) / 1024}))
 def peak_growth_mb(T: int, chunk_tokens: int) -> float:
     """How far the peak RSS rose above the process's resident memory over one forward and backward."""
     out = subprocess.run([sys.executable, "-c", CHILD, str(T), str(chunk_tokens)], capture_output=True, text=True,
-                         env={"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
+                         env={"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": str(Path(__file__).parents[1] / "src"),
+                              # a fixed mmap threshold: freed chunks go back to the system, so the peak is the
+                              # tensors held at once, not glibc's heap growth (its dynamic threshold made it vary)
+                              "MALLOC_MMAP_THRESHOLD_": "1048576"},
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])["growth_mb"]
